@@ -1,0 +1,2 @@
+//! stubborn: a local DNS-over-TLS stub resolver.
+pub mod upstream;
