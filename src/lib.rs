@@ -1,2 +1,16 @@
 //! stubborn: a local DNS-over-TLS stub resolver.
+//!
+//! Layout:
+//! - [`config`]: the TOML schema, its validation and the embedded default.
+//! - [`daemon`]: wiring and shutdown; [`server`]: the client side (hickory-server handler).
+//! - [`pipeline`]: one query in, one answer out, bounded in time.
+//! - [`message`]: pure shaping of queries and answers between the two sides (EDNS, padding).
+//! - [`upstream`]: connections, the happy-eyeballs race, the pool.
+//! - [`tls`]: rustls client configs and the pin verifier.
+pub mod config;
+pub mod daemon;
+pub mod message;
+pub mod pipeline;
+pub mod server;
+pub mod tls;
 pub mod upstream;

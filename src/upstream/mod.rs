@@ -1,1 +1,5 @@
+//! Everything on the upstream side: connections, the happy-eyeballs race, the pool.
+pub mod connector;
+pub mod dot;
+pub mod pool;
 pub mod race;
