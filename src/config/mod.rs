@@ -1,0 +1,421 @@
+//! Configuration: the TOML file, its embedded default, and the validated
+//! [`Config`] every other module reads.
+//!
+//! This module owns the key names, defaults, valid ranges and the security
+//! rules a configuration must satisfy before the daemon starts (strict
+//! upstreams must have something to authenticate, no cleartext on the DoT
+//! port, IP literals only so nothing bootstraps through the system resolver).
+//! It never opens a socket, never logs (warnings are returned in
+//! [`Config::warnings`] for the caller to log) and never changes a value
+//! silently except the documented clamp of `racing.attempt_delay_ms`.
+//!
+//! Layout: `schema.rs` is the serde view of the file (unknown keys denied),
+//! `validate.rs` turns it into the types below, `pin.rs` parses pins,
+//! `locate.rs` turns `toml` errors into key paths with line and column.
+//! The reference for users is `docs/configuration.md`.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+mod locate;
+mod pin;
+mod schema;
+mod validate;
+
+pub use pin::{Pin, PinParseError};
+
+/// Where [`Config::resolve`] looks when no path is given.
+pub const SYSTEM_CONFIG_PATH: &str = "/etc/stubborn/stubborn.toml";
+
+/// The embedded default configuration (`config/default.toml`), as text.
+pub const EMBEDDED_DEFAULT_TOML: &str = include_str!("../../config/default.toml");
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Where it came from, for messages.
+    pub origin: ConfigOrigin,
+    pub server: ServerConfig,
+    pub cache: CacheConfig,
+    pub connection: ConnectionConfig,
+    pub racing: RacingConfig,
+    /// In file order; at least one.
+    pub upstreams: Vec<UpstreamConfig>,
+    /// Accepted but worth a log line at warn (a clamped value, an
+    /// opportunistic upstream, a single pin, an ignored key). Each starts with
+    /// its key path.
+    pub warnings: Vec<String>,
+}
+
+/// Where a [`Config`] was read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigOrigin {
+    File(PathBuf),
+    Embedded,
+}
+
+impl fmt::Display for ConfigOrigin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigOrigin::File(path) => write!(f, "{}", path.display()),
+            ConfigOrigin::Embedded => f.write_str("<embedded default>"),
+        }
+    }
+}
+
+/// `[server]`: the client-facing side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// UDP and TCP on each. Port 0 is allowed (tests bind ephemeral ports).
+    pub listen: Vec<SocketAddr>,
+    /// Clients outside these networks get REFUSED. Never empty; host bits
+    /// cleared.
+    pub allow: Vec<ipnet::IpNet>,
+    /// Every client query is answered within this (SERVFAIL at worst).
+    pub query_timeout: Duration,
+    /// Idle client TCP connections are closed after this.
+    pub tcp_idle_timeout: Duration,
+    /// Cap on concurrently handled client queries. At least 1.
+    pub max_inflight: usize,
+}
+
+/// `[cache]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheConfig {
+    /// 0 disables the cache.
+    pub max_entries: usize,
+}
+
+/// `[connection]`: upstream connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionConfig {
+    /// Idle upstream connections are closed after this.
+    pub idle_timeout: Duration,
+    /// Per connect attempt (TCP and TLS handshake) of the in-order connector.
+    pub connect_timeout: Duration,
+    /// Cap on in-flight queries per upstream connection, 1..=65535.
+    pub max_inflight: usize,
+}
+
+/// `[racing]`: happy eyeballs (RFC 8305) between an upstream's candidates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RacingConfig {
+    /// Connection Attempt Delay, already clamped to 10 ms..=2 s.
+    pub attempt_delay: Duration,
+    pub attempt_timeout: Duration,
+    /// Extra delay before plain-text candidates (opportunistic only).
+    pub plain_fallback_delay: Duration,
+    /// At least 1.
+    pub max_concurrent_attempts: usize,
+    pub race_timeout: Duration,
+}
+
+/// One `[[upstream]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamConfig {
+    /// Unique, non-empty.
+    pub name: String,
+    /// IP literals, non-empty, no duplicates, unicast.
+    pub addresses: Vec<IpAddr>,
+    /// The authentication domain name: SNI, and the name checked against the
+    /// CA roots when there are no pins. Lowercase, no trailing dot.
+    pub tls_name: Option<String>,
+    /// If non-empty, some certificate in the chain must match one of these;
+    /// CA validation and validity dates are then not checked.
+    pub pins: Vec<Pin>,
+    /// Roots for CA validation (used when `pins` is empty).
+    pub ca: CaSource,
+    /// Never 0, never 53.
+    pub tls_port: u16,
+    /// Never 0; differs from `tls_port` when opportunistic. Unused when strict.
+    pub plain_port: u16,
+    pub mode: Mode,
+}
+
+impl UpstreamConfig {
+    /// `"pins: N"`, `"CA (webpki) + name X"`, or `"none"`: how this
+    /// upstream's TLS server is authenticated.
+    pub fn auth_summary(&self) -> String {
+        if !self.pins.is_empty() {
+            match &self.tls_name {
+                Some(name) => format!("pins: {} (SNI {name})", self.pins.len()),
+                None => format!("pins: {}", self.pins.len()),
+            }
+        } else if let Some(name) = &self.tls_name {
+            match &self.ca {
+                CaSource::WebPki => format!("CA (webpki) + name {name}"),
+                CaSource::File(path) => format!("CA (file {}) + name {name}", path.display()),
+            }
+        } else {
+            "none (opportunistic: encrypted but unauthenticated)".to_owned()
+        }
+    }
+}
+
+/// Trust anchors for CA + hostname validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaSource {
+    /// The Mozilla roots embedded through `webpki-roots`.
+    WebPki,
+    /// A PEM bundle, checked at load time to hold at least one certificate.
+    /// Relative paths are resolved against the config file's directory.
+    File(PathBuf),
+}
+
+/// RFC 8310 usage profile of an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Encrypted and authenticated, or nothing (RFC 8310 §5).
+    #[default]
+    Strict,
+    /// Authenticated if possible, else encrypted only, else cleartext on
+    /// `plain_port`, each use logged.
+    Opportunistic,
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::Strict => "strict",
+            Mode::Opportunistic => "opportunistic",
+        })
+    }
+}
+
+/// A configuration that cannot be used: which file, which key, why.
+///
+/// `key` is a path such as `upstream[1].pins[0]` or `server.listen[0]`
+/// (0-based indexes in file order); it is empty when the whole file is at
+/// fault (it cannot be read). For TOML syntax and type errors `reason` ends
+/// with the line and column.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}: {}{reason}", key_prefix(.key))]
+pub struct ConfigError {
+    pub file: String,
+    pub key: String,
+    pub reason: String,
+}
+
+fn key_prefix(key: &str) -> String {
+    if key.is_empty() {
+        String::new()
+    } else {
+        format!("{key}: ")
+    }
+}
+
+impl ConfigError {
+    pub(crate) fn new(
+        file: impl Into<String>,
+        key: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Self {
+        ConfigError {
+            file: file.into(),
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let origin = ConfigOrigin::File(path.to_path_buf());
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new(origin.to_string(), "", format!("cannot read: {e}")))?;
+        Config::from_toml(&text, origin)
+    }
+
+    /// Parses and validates `text`; `origin` names it in errors and resolves
+    /// relative `ca_file` paths.
+    pub fn from_toml(text: &str, origin: ConfigOrigin) -> Result<Config, ConfigError> {
+        let raw: schema::RawConfig =
+            toml::from_str(text).map_err(|e| locate::toml_error(&origin.to_string(), text, &e))?;
+        validate::validate(raw, origin)
+    }
+
+    /// The embedded default (`config/default.toml`): strict, two public DoT
+    /// resolvers authenticated by web PKI roots and hostname.
+    pub fn embedded_default() -> Config {
+        match Config::from_toml(EMBEDDED_DEFAULT_TOML, ConfigOrigin::Embedded) {
+            Ok(config) => config,
+            // A unit test parses it; this cannot happen in a tested build.
+            Err(e) => panic!("embedded default configuration is invalid: {e}"),
+        }
+    }
+
+    /// The configuration to run with: `explicit` if given (it must load),
+    /// else [`SYSTEM_CONFIG_PATH`] if it exists, else the embedded default.
+    pub fn resolve(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+        resolve_with(explicit, Path::new(SYSTEM_CONFIG_PATH))
+    }
+
+    /// A multi-line human summary, for `stubborn check`.
+    pub fn summary(&self) -> String {
+        use std::fmt::Write as _;
+
+        let join = |items: Vec<String>| items.join(", ");
+        let ms = |d: Duration| format!("{} ms", d.as_millis());
+        let mut out = String::new();
+        let s = &self.server;
+        let _ = writeln!(out, "config: {}", self.origin);
+        let _ = writeln!(
+            out,
+            "listen: {} (UDP and TCP)",
+            join(s.listen.iter().map(ToString::to_string).collect())
+        );
+        let _ = writeln!(
+            out,
+            "allow: {}",
+            join(s.allow.iter().map(ToString::to_string).collect())
+        );
+        let _ = writeln!(
+            out,
+            "server: query_timeout {}, tcp_idle_timeout {}, max_inflight {}",
+            ms(s.query_timeout),
+            ms(s.tcp_idle_timeout),
+            s.max_inflight
+        );
+        if self.cache.max_entries == 0 {
+            let _ = writeln!(out, "cache: disabled");
+        } else {
+            let _ = writeln!(out, "cache: max_entries {}", self.cache.max_entries);
+        }
+        let c = &self.connection;
+        let _ = writeln!(
+            out,
+            "connection: idle_timeout {}, connect_timeout {}, max_inflight {} per connection",
+            ms(c.idle_timeout),
+            ms(c.connect_timeout),
+            c.max_inflight
+        );
+        let r = &self.racing;
+        let _ = writeln!(
+            out,
+            "racing: attempt_delay {}, attempt_timeout {}, plain_fallback_delay {}, \
+             max_concurrent_attempts {}, race_timeout {}",
+            ms(r.attempt_delay),
+            ms(r.attempt_timeout),
+            ms(r.plain_fallback_delay),
+            r.max_concurrent_attempts,
+            ms(r.race_timeout)
+        );
+        for u in &self.upstreams {
+            let _ = writeln!(out, "upstream {:?}:", u.name);
+            let _ = writeln!(
+                out,
+                "  addresses: {}",
+                join(u.addresses.iter().map(ToString::to_string).collect())
+            );
+            match u.mode {
+                Mode::Strict => {
+                    let _ = writeln!(out, "  ports: tls {}", u.tls_port);
+                }
+                Mode::Opportunistic => {
+                    let _ = writeln!(out, "  ports: tls {}, plain {}", u.tls_port, u.plain_port);
+                }
+            }
+            let _ = writeln!(out, "  mode: {}", u.mode);
+            let _ = writeln!(out, "  auth: {}", u.auth_summary());
+        }
+        for w in &self.warnings {
+            let _ = writeln!(out, "warning: {w}");
+        }
+        out
+    }
+}
+
+fn resolve_with(explicit: Option<&Path>, system: &Path) -> Result<Config, ConfigError> {
+    if let Some(path) = explicit {
+        return Config::load(path);
+    }
+    match std::fs::metadata(system) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::embedded_default()),
+        // Present, or present but unreadable: load, so the error is reported.
+        _ => Config::load(system),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_parses_without_warnings() {
+        let config = Config::from_toml(EMBEDDED_DEFAULT_TOML, ConfigOrigin::Embedded)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+        assert_eq!(config, Config::embedded_default());
+        assert!(config.upstreams.iter().all(|u| u.mode == Mode::Strict));
+        assert!(config.upstreams.iter().all(|u| u.pins.is_empty()));
+        assert!(config.upstreams.iter().all(|u| u.ca == CaSource::WebPki));
+    }
+
+    #[test]
+    fn origin_display() {
+        assert_eq!(ConfigOrigin::Embedded.to_string(), "<embedded default>");
+        assert_eq!(
+            ConfigOrigin::File("/etc/stubborn/stubborn.toml".into()).to_string(),
+            "/etc/stubborn/stubborn.toml"
+        );
+    }
+
+    #[test]
+    fn error_display_omits_an_empty_key() {
+        let e = ConfigError::new("f.toml", "server.listen[0]", "bad");
+        assert_eq!(e.to_string(), "f.toml: server.listen[0]: bad");
+        let e = ConfigError::new("f.toml", "", "cannot read: gone");
+        assert_eq!(e.to_string(), "f.toml: cannot read: gone");
+    }
+
+    #[test]
+    fn resolve_prefers_explicit_then_system_then_embedded() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.toml");
+        let config = resolve_with(None, &missing).unwrap();
+        assert_eq!(config.origin, ConfigOrigin::Embedded);
+
+        let system = dir.path().join("system.toml");
+        std::fs::write(
+            &system,
+            "[[upstream]]\nname = \"a\"\naddresses = [\"192.0.2.1\"]\ntls_name = \"a.example\"\n",
+        )
+        .unwrap();
+        let config = resolve_with(None, &system).unwrap();
+        assert_eq!(config.origin, ConfigOrigin::File(system.clone()));
+
+        // An explicit path must exist: no fallback.
+        let err = resolve_with(Some(&missing), &system).unwrap_err();
+        assert_eq!(err.key, "");
+        assert!(err.reason.starts_with("cannot read: "), "{err}");
+        assert_eq!(err.file, missing.display().to_string());
+    }
+
+    #[test]
+    fn summary_names_every_upstream_and_its_auth() {
+        let summary = Config::embedded_default().summary();
+        assert!(
+            summary.starts_with("config: <embedded default>\n"),
+            "{summary}"
+        );
+        assert!(
+            summary.contains("listen: 127.0.0.1:53, [::1]:53"),
+            "{summary}"
+        );
+        assert!(summary.contains("upstream \"uncensoreddns\":"), "{summary}");
+        assert!(
+            summary.contains("auth: CA (webpki) + name unicast.uncensoreddns.org"),
+            "{summary}"
+        );
+        assert!(
+            summary.contains("auth: CA (webpki) + name dns.quad9.net"),
+            "{summary}"
+        );
+    }
+}

@@ -1,0 +1,160 @@
+//! The on-disk schema: what serde reads from the TOML file, before validation.
+//!
+//! Every struct denies unknown keys. Numbers are read as `i64` (TOML's integer
+//! type) so that out-of-range values, negative ones included, reach
+//! `validate.rs` and get a range message with their key path instead of a
+//! serde type error. Nothing here checks meaning; nothing here is public.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::Mode;
+
+/// Default values, shared by the schema and the docs' tables.
+pub(crate) mod defaults {
+    pub const LISTEN: &[&str] = &["127.0.0.1:53", "[::1]:53"];
+    pub const ALLOW: &[&str] = &["127.0.0.0/8", "::1/128"];
+    pub const QUERY_TIMEOUT_MS: i64 = 4000;
+    pub const TCP_IDLE_TIMEOUT_MS: i64 = 10_000;
+    pub const SERVER_MAX_INFLIGHT: i64 = 4096;
+
+    pub const CACHE_MAX_ENTRIES: i64 = 10_000;
+
+    pub const IDLE_TIMEOUT_MS: i64 = 10_000;
+    pub const CONNECT_TIMEOUT_MS: i64 = 3000;
+    pub const CONNECTION_MAX_INFLIGHT: i64 = 256;
+
+    pub const ATTEMPT_DELAY_MS: i64 = 250;
+    pub const ATTEMPT_TIMEOUT_MS: i64 = 5000;
+    pub const PLAIN_FALLBACK_DELAY_MS: i64 = 500;
+    pub const MAX_CONCURRENT_ATTEMPTS: i64 = 4;
+    pub const RACE_TIMEOUT_MS: i64 = 10_000;
+
+    pub const TLS_PORT: i64 = 853;
+    pub const PLAIN_PORT: i64 = 53;
+}
+
+fn strings(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| (*s).to_owned()).collect()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub cache: RawCache,
+    #[serde(default)]
+    pub connection: RawConnection,
+    #[serde(default)]
+    pub racing: RawRacing,
+    #[serde(default)]
+    pub upstream: Vec<RawUpstream>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawServer {
+    pub listen: Vec<String>,
+    pub allow: Vec<String>,
+    pub query_timeout_ms: i64,
+    pub tcp_idle_timeout_ms: i64,
+    pub max_inflight: i64,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        RawServer {
+            listen: strings(defaults::LISTEN),
+            allow: strings(defaults::ALLOW),
+            query_timeout_ms: defaults::QUERY_TIMEOUT_MS,
+            tcp_idle_timeout_ms: defaults::TCP_IDLE_TIMEOUT_MS,
+            max_inflight: defaults::SERVER_MAX_INFLIGHT,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawCache {
+    pub max_entries: i64,
+}
+
+impl Default for RawCache {
+    fn default() -> Self {
+        RawCache {
+            max_entries: defaults::CACHE_MAX_ENTRIES,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawConnection {
+    pub idle_timeout_ms: i64,
+    pub connect_timeout_ms: i64,
+    pub max_inflight: i64,
+}
+
+impl Default for RawConnection {
+    fn default() -> Self {
+        RawConnection {
+            idle_timeout_ms: defaults::IDLE_TIMEOUT_MS,
+            connect_timeout_ms: defaults::CONNECT_TIMEOUT_MS,
+            max_inflight: defaults::CONNECTION_MAX_INFLIGHT,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawRacing {
+    pub attempt_delay_ms: i64,
+    pub attempt_timeout_ms: i64,
+    pub plain_fallback_delay_ms: i64,
+    pub max_concurrent_attempts: i64,
+    pub race_timeout_ms: i64,
+}
+
+impl Default for RawRacing {
+    fn default() -> Self {
+        RawRacing {
+            attempt_delay_ms: defaults::ATTEMPT_DELAY_MS,
+            attempt_timeout_ms: defaults::ATTEMPT_TIMEOUT_MS,
+            plain_fallback_delay_ms: defaults::PLAIN_FALLBACK_DELAY_MS,
+            max_concurrent_attempts: defaults::MAX_CONCURRENT_ATTEMPTS,
+            race_timeout_ms: defaults::RACE_TIMEOUT_MS,
+        }
+    }
+}
+
+/// One `[[upstream]]` table. `name` and `addresses` are required, but read as
+/// `Option` so that `validate.rs` reports them missing with the table's index.
+/// `plain_port` stays an `Option` so that setting it in strict mode, where it
+/// is never used, can be warned about.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUpstream {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub addresses: Option<Vec<String>>,
+    #[serde(default)]
+    pub tls_name: Option<String>,
+    #[serde(default)]
+    pub pins: Vec<String>,
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    #[serde(default = "default_tls_port")]
+    pub tls_port: i64,
+    #[serde(default)]
+    pub plain_port: Option<i64>,
+    #[serde(default)]
+    pub mode: Mode,
+}
+
+fn default_tls_port() -> i64 {
+    defaults::TLS_PORT
+}

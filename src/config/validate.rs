@@ -1,0 +1,488 @@
+//! Validation: the raw schema in, a [`Config`] the rest of the daemon can
+//! trust out, or the first [`ConfigError`] with its key path.
+//!
+//! Every range, every security rule (RFC 7858 §3.1 ports, RFC 8310 strict
+//! authentication) and every cross-field check lives here, so the other
+//! modules never re-check their settings. The only I/O is reading a
+//! configured `ca_file` once, to fail at startup rather than at the first
+//! connection.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use rustls_pki_types::pem::{self, PemObject};
+use rustls_pki_types::{CertificateDer, ServerName};
+
+use super::schema::{RawCache, RawConfig, RawConnection, RawRacing, RawServer, RawUpstream};
+use super::{
+    CaSource, CacheConfig, Config, ConfigError, ConfigOrigin, ConnectionConfig, Mode, Pin,
+    RacingConfig, ServerConfig, UpstreamConfig,
+};
+
+/// Valid ranges, in the unit of the key (milliseconds for `*_ms`).
+pub(crate) mod limits {
+    use std::ops::RangeInclusive;
+
+    pub const QUERY_TIMEOUT_MS: RangeInclusive<i64> = 100..=60_000;
+    pub const TCP_IDLE_TIMEOUT_MS: RangeInclusive<i64> = 100..=3_600_000;
+    pub const SERVER_MAX_INFLIGHT: RangeInclusive<i64> = 1..=1_000_000;
+    pub const CACHE_MAX_ENTRIES: RangeInclusive<i64> = 0..=10_000_000;
+    pub const IDLE_TIMEOUT_MS: RangeInclusive<i64> = 100..=3_600_000;
+    pub const CONNECT_TIMEOUT_MS: RangeInclusive<i64> = 100..=60_000;
+    /// Message IDs are 16 bits (RFC 7766 §6.2.1: no ID reused in flight).
+    pub const CONNECTION_MAX_INFLIGHT: RangeInclusive<i64> = 1..=65_535;
+    /// RFC 8305 §5: MUST NOT be below 10 ms, SHOULD NOT exceed 2 s. Clamped.
+    pub const ATTEMPT_DELAY_MS: RangeInclusive<i64> = 10..=2_000;
+    pub const ATTEMPT_TIMEOUT_MS: RangeInclusive<i64> = 100..=60_000;
+    pub const PLAIN_FALLBACK_DELAY_MS: RangeInclusive<i64> = 0..=60_000;
+    pub const MAX_CONCURRENT_ATTEMPTS: RangeInclusive<i64> = 1..=64;
+    pub const RACE_TIMEOUT_MS: RangeInclusive<i64> = 100..=300_000;
+    pub const PORT: RangeInclusive<i64> = 1..=65_535;
+}
+
+pub(crate) fn validate(raw: RawConfig, origin: ConfigOrigin) -> Result<Config, ConfigError> {
+    let mut v = Validator {
+        file: origin.to_string(),
+        base_dir: match &origin {
+            ConfigOrigin::File(path) => path.parent().map(Path::to_path_buf),
+            ConfigOrigin::Embedded => None,
+        },
+        warnings: Vec::new(),
+    };
+    let server = v.server(raw.server)?;
+    let cache = v.cache(raw.cache)?;
+    let connection = v.connection(raw.connection)?;
+    let racing = v.racing(raw.racing)?;
+    let upstreams = v.upstreams(raw.upstream)?;
+    Ok(Config {
+        origin,
+        server,
+        cache,
+        connection,
+        racing,
+        upstreams,
+        warnings: v.warnings,
+    })
+}
+
+struct Validator {
+    file: String,
+    /// Relative `ca_file` paths are taken from the config file's directory.
+    base_dir: Option<PathBuf>,
+    warnings: Vec<String>,
+}
+
+impl Validator {
+    fn error(&self, key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+        ConfigError::new(&self.file, key, reason)
+    }
+
+    fn int(&self, key: &str, value: i64, range: RangeInclusive<i64>) -> Result<i64, ConfigError> {
+        if range.contains(&value) {
+            Ok(value)
+        } else {
+            Err(self.error(
+                key,
+                format!(
+                    "must be between {} and {}, got {value}",
+                    range.start(),
+                    range.end()
+                ),
+            ))
+        }
+    }
+
+    fn count(
+        &self,
+        key: &str,
+        value: i64,
+        range: RangeInclusive<i64>,
+    ) -> Result<usize, ConfigError> {
+        // In range means non-negative and small, so the cast is lossless.
+        self.int(key, value, range).map(|n| n as usize)
+    }
+
+    fn millis(
+        &self,
+        key: &str,
+        value: i64,
+        range: RangeInclusive<i64>,
+    ) -> Result<Duration, ConfigError> {
+        self.int(key, value, range)
+            .map(|ms| Duration::from_millis(ms as u64))
+    }
+
+    fn server(&mut self, raw: RawServer) -> Result<ServerConfig, ConfigError> {
+        if raw.listen.is_empty() {
+            return Err(self.error(
+                "server.listen",
+                "empty: at least one address to listen on is required",
+            ));
+        }
+        let mut listen: Vec<SocketAddr> = Vec::with_capacity(raw.listen.len());
+        for (i, text) in raw.listen.iter().enumerate() {
+            let key = format!("server.listen[{i}]");
+            // Port 0 is accepted on purpose: tests bind ephemeral ports.
+            let addr: SocketAddr = text.trim().parse().map_err(|_| {
+                self.error(
+                    &key,
+                    format!(
+                        "{text:?} is not a socket address \
+                         (expected IP:port, IPv6 in brackets: [::1]:53)"
+                    ),
+                )
+            })?;
+            if let Some(first) = listen.iter().position(|a| *a == addr && addr.port() != 0) {
+                return Err(self.error(
+                    key,
+                    format!("duplicate address {addr} (also server.listen[{first}])"),
+                ));
+            }
+            listen.push(addr);
+        }
+
+        if raw.allow.is_empty() {
+            return Err(self.error(
+                "server.allow",
+                "empty: every client would be refused; list at least one network (CIDR)",
+            ));
+        }
+        let mut allow = Vec::with_capacity(raw.allow.len());
+        for (i, text) in raw.allow.iter().enumerate() {
+            let text_trimmed = text.trim();
+            // A bare address means that host only (/32 or /128).
+            let net = text_trimmed
+                .parse::<IpNet>()
+                .or_else(|_| text_trimmed.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    self.error(
+                        format!("server.allow[{i}]"),
+                        format!(
+                            "{text:?} is not a CIDR network (expected e.g. 127.0.0.0/8 or ::1/128)"
+                        ),
+                    )
+                })?;
+            allow.push(net.trunc());
+        }
+
+        Ok(ServerConfig {
+            listen,
+            allow,
+            query_timeout: self.millis(
+                "server.query_timeout_ms",
+                raw.query_timeout_ms,
+                limits::QUERY_TIMEOUT_MS,
+            )?,
+            tcp_idle_timeout: self.millis(
+                "server.tcp_idle_timeout_ms",
+                raw.tcp_idle_timeout_ms,
+                limits::TCP_IDLE_TIMEOUT_MS,
+            )?,
+            max_inflight: self.count(
+                "server.max_inflight",
+                raw.max_inflight,
+                limits::SERVER_MAX_INFLIGHT,
+            )?,
+        })
+    }
+
+    fn cache(&mut self, raw: RawCache) -> Result<CacheConfig, ConfigError> {
+        Ok(CacheConfig {
+            max_entries: self.count(
+                "cache.max_entries",
+                raw.max_entries,
+                limits::CACHE_MAX_ENTRIES,
+            )?,
+        })
+    }
+
+    fn connection(&mut self, raw: RawConnection) -> Result<ConnectionConfig, ConfigError> {
+        Ok(ConnectionConfig {
+            idle_timeout: self.millis(
+                "connection.idle_timeout_ms",
+                raw.idle_timeout_ms,
+                limits::IDLE_TIMEOUT_MS,
+            )?,
+            connect_timeout: self.millis(
+                "connection.connect_timeout_ms",
+                raw.connect_timeout_ms,
+                limits::CONNECT_TIMEOUT_MS,
+            )?,
+            max_inflight: self.count(
+                "connection.max_inflight",
+                raw.max_inflight,
+                limits::CONNECTION_MAX_INFLIGHT,
+            )?,
+        })
+    }
+
+    fn racing(&mut self, raw: RawRacing) -> Result<RacingConfig, ConfigError> {
+        let range = limits::ATTEMPT_DELAY_MS;
+        let delay = raw.attempt_delay_ms.clamp(*range.start(), *range.end());
+        if delay != raw.attempt_delay_ms {
+            self.warnings.push(format!(
+                "racing.attempt_delay_ms: {} ms is outside {}..={} ms (RFC 8305 §5); using {delay} ms",
+                raw.attempt_delay_ms,
+                range.start(),
+                range.end(),
+            ));
+        }
+        Ok(RacingConfig {
+            attempt_delay: Duration::from_millis(delay as u64),
+            attempt_timeout: self.millis(
+                "racing.attempt_timeout_ms",
+                raw.attempt_timeout_ms,
+                limits::ATTEMPT_TIMEOUT_MS,
+            )?,
+            plain_fallback_delay: self.millis(
+                "racing.plain_fallback_delay_ms",
+                raw.plain_fallback_delay_ms,
+                limits::PLAIN_FALLBACK_DELAY_MS,
+            )?,
+            max_concurrent_attempts: self.count(
+                "racing.max_concurrent_attempts",
+                raw.max_concurrent_attempts,
+                limits::MAX_CONCURRENT_ATTEMPTS,
+            )?,
+            race_timeout: self.millis(
+                "racing.race_timeout_ms",
+                raw.race_timeout_ms,
+                limits::RACE_TIMEOUT_MS,
+            )?,
+        })
+    }
+
+    fn upstreams(&mut self, raw: Vec<RawUpstream>) -> Result<Vec<UpstreamConfig>, ConfigError> {
+        if raw.is_empty() {
+            return Err(self.error("upstream", "at least one [[upstream]] is required"));
+        }
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        let mut out = Vec::with_capacity(raw.len());
+        for (i, upstream) in raw.into_iter().enumerate() {
+            let validated = self.upstream(i, upstream)?;
+            if let Some(first) = seen.insert(validated.name.clone(), i) {
+                return Err(self.error(
+                    format!("upstream[{i}].name"),
+                    format!(
+                        "duplicate name {:?} (also upstream[{first}])",
+                        validated.name
+                    ),
+                ));
+            }
+            out.push(validated);
+        }
+        Ok(out)
+    }
+
+    fn upstream(&mut self, i: usize, raw: RawUpstream) -> Result<UpstreamConfig, ConfigError> {
+        let at = format!("upstream[{i}]");
+
+        let name = match raw.name {
+            None => return Err(self.error(&at, "missing required key \"name\"")),
+            Some(name) if name.trim().is_empty() => {
+                return Err(self.error(format!("{at}.name"), "empty: a name is required"));
+            }
+            Some(name) if name.chars().any(char::is_control) => {
+                return Err(self.error(
+                    format!("{at}.name"),
+                    format!("{name:?} contains control characters"),
+                ));
+            }
+            Some(name) => name,
+        };
+
+        let Some(raw_addresses) = raw.addresses else {
+            return Err(self.error(&at, "missing required key \"addresses\""));
+        };
+        if raw_addresses.is_empty() {
+            return Err(self.error(
+                format!("{at}.addresses"),
+                "empty: at least one IP address is required",
+            ));
+        }
+        let mut addresses: Vec<IpAddr> = Vec::with_capacity(raw_addresses.len());
+        for (j, text) in raw_addresses.iter().enumerate() {
+            let key = format!("{at}.addresses[{j}]");
+            let addr = self.upstream_address(&key, text)?;
+            if let Some(first) = addresses.iter().position(|a| *a == addr) {
+                return Err(self.error(
+                    key,
+                    format!("duplicate address {addr} (also {at}.addresses[{first}])"),
+                ));
+            }
+            addresses.push(addr);
+        }
+
+        let tls_name = raw
+            .tls_name
+            .as_deref()
+            .map(|text| self.tls_name(&format!("{at}.tls_name"), text))
+            .transpose()?;
+
+        let mut pins: Vec<Pin> = Vec::with_capacity(raw.pins.len());
+        for (j, text) in raw.pins.iter().enumerate() {
+            let key = format!("{at}.pins[{j}]");
+            let pin: Pin = text
+                .parse()
+                .map_err(|e: super::PinParseError| self.error(&key, e.to_string()))?;
+            if let Some(first) = pins.iter().position(|p| *p == pin) {
+                return Err(self.error(key, format!("duplicate pin (also {at}.pins[{first}])")));
+            }
+            pins.push(pin);
+        }
+
+        let ca = match raw.ca_file {
+            None => CaSource::WebPki,
+            Some(path) => CaSource::File(self.ca_file(&format!("{at}.ca_file"), &path)?),
+        };
+
+        let tls_port = self.port(&format!("{at}.tls_port"), raw.tls_port)?;
+        if tls_port == 53 {
+            // RFC 7858 §3.1: an alternative DoT port MUST NOT be 53.
+            return Err(self.error(
+                format!("{at}.tls_port"),
+                "must not be 53: DNS over TLS never shares the cleartext DNS port (RFC 7858 §3.1)",
+            ));
+        }
+        let plain_port = match raw.plain_port {
+            Some(port) => self.port(&format!("{at}.plain_port"), port)?,
+            None => super::schema::defaults::PLAIN_PORT as u16,
+        };
+
+        match raw.mode {
+            Mode::Strict => {
+                if pins.is_empty() && tls_name.is_none() {
+                    return Err(self.error(
+                        &at,
+                        "strict mode needs pins or tls_name, and neither is set: \
+                         nothing to authenticate (RFC 8310 §5, §6)",
+                    ));
+                }
+                if raw.plain_port.is_some() {
+                    self.warnings.push(format!(
+                        "{at}.plain_port: unused: upstream {name:?} is strict and never \
+                         sends cleartext"
+                    ));
+                }
+            }
+            Mode::Opportunistic => {
+                if plain_port == tls_port {
+                    return Err(self.error(
+                        format!("{at}.plain_port"),
+                        format!(
+                            "equals tls_port ({tls_port}): cleartext DNS must never be sent \
+                             to the DNS-over-TLS port (RFC 7858 §3.1)"
+                        ),
+                    ));
+                }
+                self.warnings.push(format!(
+                    "{at}: upstream {name:?} is opportunistic: its queries may go \
+                     unauthenticated or in cleartext (RFC 8310 §5)"
+                ));
+            }
+        }
+
+        if pins.len() == 1 {
+            self.warnings.push(format!(
+                "{at}.pins: only one pin for {name:?}; RFC 7858 §4.2 recommends a backup pin \
+                 so a key change does not lock the upstream out"
+            ));
+        }
+        if !pins.is_empty() && matches!(ca, CaSource::File(_)) {
+            self.warnings.push(format!(
+                "{at}.ca_file: ignored: upstream {name:?} has pins, which replace CA validation"
+            ));
+        }
+
+        Ok(UpstreamConfig {
+            name,
+            addresses,
+            tls_name,
+            pins,
+            ca,
+            tls_port,
+            plain_port,
+            mode: raw.mode,
+        })
+    }
+
+    fn upstream_address(&self, key: &str, text: &str) -> Result<IpAddr, ConfigError> {
+        let trimmed = text.trim();
+        let addr: IpAddr = match trimmed.parse() {
+            Ok(addr) => addr,
+            Err(_) => {
+                let hint = if trimmed.parse::<SocketAddr>().is_ok() {
+                    "; give the port in tls_port / plain_port"
+                } else {
+                    " (no bootstrap through the system resolver)"
+                };
+                return Err(self.error(key, format!("{text:?} is not an IP literal{hint}")));
+            }
+        };
+        if addr.is_unspecified() || addr.is_multicast() {
+            return Err(self.error(key, format!("{addr} is not a unicast address")));
+        }
+        Ok(addr)
+    }
+
+    /// The authentication domain name (RFC 8310 §7): a DNS name, stored
+    /// lowercase without a trailing dot (SNI carries no trailing dot, RFC 6066 §3).
+    fn tls_name(&self, key: &str, text: &str) -> Result<String, ConfigError> {
+        let name = text.trim().trim_end_matches('.').to_ascii_lowercase();
+        match ServerName::try_from(name.as_str()) {
+            Ok(ServerName::DnsName(_)) => Ok(name),
+            Ok(_) => Err(self.error(
+                key,
+                format!(
+                    "{text:?} is an IP address; tls_name must be a DNS name (the \
+                     authentication domain name, RFC 8310 §7)"
+                ),
+            )),
+            Err(_) => Err(self.error(key, format!("{text:?} is not a valid DNS name"))),
+        }
+    }
+
+    fn port(&self, key: &str, value: i64) -> Result<u16, ConfigError> {
+        self.int(key, value, limits::PORT).map(|p| p as u16)
+    }
+
+    /// Reads the PEM file now: every certificate must parse as a trust anchor,
+    /// and there must be at least one.
+    fn ca_file(&self, key: &str, path: &Path) -> Result<PathBuf, ConfigError> {
+        let path = match &self.base_dir {
+            Some(dir) if path.is_relative() => dir.join(path),
+            _ => path.to_path_buf(),
+        };
+        let shown = path.display();
+        let io_error = |e: &std::io::Error| self.error(key, format!("cannot read {shown}: {e}"));
+        let items = CertificateDer::pem_file_iter(&path).map_err(|e| match e {
+            pem::Error::Io(e) => io_error(&e),
+            other => self.error(key, format!("{shown}: {other}")),
+        })?;
+        let mut count = 0usize;
+        for item in items {
+            let der = item.map_err(|e| match e {
+                pem::Error::Io(e) => io_error(&e),
+                other => self.error(key, format!("{shown}: invalid PEM: {other}")),
+            })?;
+            webpki::anchor_from_trusted_cert(&der).map_err(|e| {
+                self.error(
+                    key,
+                    format!(
+                        "{shown}: certificate #{} is not a usable CA certificate: {e}",
+                        count + 1
+                    ),
+                )
+            })?;
+            count += 1;
+        }
+        if count == 0 {
+            return Err(self.error(key, format!("{shown}: no PEM certificates found")));
+        }
+        Ok(path)
+    }
+}
