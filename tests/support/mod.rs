@@ -1,0 +1,72 @@
+//! Running stubborn in-process against test upstreams: config text in, a bound daemon out.
+#![allow(dead_code)]
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use stubborn::{
+    config::{Config, ConfigOrigin},
+    daemon::Daemon,
+};
+use tempfile::TempDir;
+
+use crate::common::TestUpstream;
+
+/// How a test authenticates an upstream.
+pub enum Auth<'a> {
+    /// `pins = [pin]` (no tls_name).
+    Pin(&'a str),
+    /// `tls_name` + `ca_file` holding the upstream's CA.
+    Ca { tls_name: &'a str },
+}
+
+/// One `[[upstream]]` block for `up`.
+pub fn upstream_block(name: &str, up: &TestUpstream, auth: Auth<'_>, dir: &TempDir) -> String {
+    let auth = match auth {
+        Auth::Pin(pin) => format!("pins = [\"{pin}\"]\n"),
+        Auth::Ca { tls_name } => {
+            let path: PathBuf = dir.path().join(format!("{name}-ca.pem"));
+            std::fs::write(&path, &up.ca_pem).unwrap();
+            format!("tls_name = \"{tls_name}\"\nca_file = \"{}\"\n", path.display())
+        }
+    };
+    format!(
+        "[[upstream]]\nname = \"{name}\"\naddresses = [\"{}\"]\ntls_port = {}\n{auth}",
+        up.addr.ip(),
+        up.addr.port()
+    )
+}
+
+/// A daemon listening on 127.0.0.1:<ephemeral> (UDP and TCP on the same port).
+pub struct Stub {
+    pub addr: SocketAddr,
+    daemon: Option<Daemon>,
+    pub dir: TempDir,
+}
+
+impl Stub {
+    /// Starts a daemon with `[server]` extras and upstream blocks (built with `dir`).
+    pub async fn start(server_extra: &str, upstreams: &str, dir: TempDir) -> Stub {
+        let text = format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\nquery_timeout_ms = 2000\n{server_extra}\n{upstreams}"
+        );
+        let config = Config::from_toml(&text, ConfigOrigin::Embedded)
+            .unwrap_or_else(|e| panic!("test config invalid: {e}\n{text}"));
+        let daemon = Daemon::start(&config).await.expect("daemon starts");
+        Stub { addr: daemon.local_addrs[0], daemon: Some(daemon), dir }
+    }
+
+    /// A daemon with one upstream authenticated by its leaf key pin.
+    pub async fn pinned(up: &TestUpstream) -> Stub {
+        let dir = tempfile::tempdir().unwrap();
+        let block = upstream_block("up", up, Auth::Pin(&up.leaf_key_pin), &dir);
+        Stub::start("", &block, dir).await
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Some(d) = self.daemon.take() {
+            d.shutdown().await;
+        }
+    }
+}
+
+pub const UDP_WAIT: Duration = Duration::from_secs(5);
