@@ -62,7 +62,9 @@ impl Daemon {
         for &addr in &config.server.listen {
             match bind_pair(addr).await {
                 Ok((udp, tcp)) => {
-                    let bound = udp.local_addr().map_err(|source| StartError::Bind { addr, source })?;
+                    let bound = udp
+                        .local_addr()
+                        .map_err(|source| StartError::Bind { addr, source })?;
                     server.register_socket(udp);
                     server.register_listener(tcp, config.server.tcp_idle_timeout, 64);
                     info!(addr = %bound, "listening on udp and tcp");
@@ -77,7 +79,12 @@ impl Daemon {
         if local_addrs.is_empty() {
             return Err(StartError::NothingBound);
         }
-        Ok(Self { server, local_addrs, draining, in_flight })
+        Ok(Self {
+            server,
+            local_addrs,
+            draining,
+            in_flight,
+        })
     }
 
     /// Stops taking queries, lets the ones in flight finish for up to [`DRAIN_TIMEOUT`],
@@ -118,6 +125,8 @@ async fn bind_pair(addr: SocketAddr) -> io::Result<(UdpSocket, TcpListener)> {
 
 fn ipv6_unavailable(err: &io::Error) -> bool {
     // EAFNOSUPPORT (no IPv6 in the kernel) or EADDRNOTAVAIL (::1 not configured).
-    matches!(err.kind(), io::ErrorKind::AddrNotAvailable | io::ErrorKind::Unsupported)
-        || err.raw_os_error() == Some(97)
+    matches!(
+        err.kind(),
+        io::ErrorKind::AddrNotAvailable | io::ErrorKind::Unsupported
+    ) || err.raw_os_error() == Some(97)
 }

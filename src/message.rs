@@ -72,9 +72,13 @@ impl ClientQuery {
         let padded = (wire.len() + 4).div_ceil(QUERY_PADDING_BLOCK) * QUERY_PADDING_BLOCK;
         let fill = padded - wire.len() - 4;
         if let Some(edns) = msg.edns.as_mut() {
-            edns.options_mut().insert(EdnsOption::Unknown(u16::from(EdnsCode::Padding), vec![0; fill]));
+            edns.options_mut().insert(EdnsOption::Unknown(
+                u16::from(EdnsCode::Padding),
+                vec![0; fill],
+            ));
         }
-        msg.to_vec().expect("a padded one-question query always encodes")
+        msg.to_vec()
+            .expect("a padded one-question query always encodes")
     }
 
     /// The answer for the client, built from an upstream answer's wire form.
@@ -149,7 +153,10 @@ mod tests {
 
     #[test]
     fn upstream_query_is_padded_to_the_block_with_a_fresh_opt() {
-        let q = query(Some(ClientEdns { dnssec_ok: true, max_payload: 4096 }));
+        let q = query(Some(ClientEdns {
+            dnssec_ok: true,
+            max_payload: 4096,
+        }));
         let wire = q.upstream_wire(true);
         assert_eq!(wire.len() % QUERY_PADDING_BLOCK, 0);
         let msg = Message::from_vec(&wire).unwrap();
@@ -171,9 +178,13 @@ mod tests {
     #[test]
     fn answers_carry_opt_only_for_edns_clients() {
         let mut upstream = Message::new(7, MessageType::Response, OpCode::Query);
-        upstream.add_query(Query::query(Name::from_ascii("mixed.example.").unwrap(), RecordType::A));
+        upstream.add_query(Query::query(
+            Name::from_ascii("mixed.example.").unwrap(),
+            RecordType::A,
+        ));
         let mut edns = Edns::new();
-        edns.options_mut().insert(EdnsOption::Unknown(12, vec![0; 40]));
+        edns.options_mut()
+            .insert(EdnsOption::Unknown(12, vec![0; 40]));
         upstream.set_edns(edns);
         let wire = upstream.to_vec().unwrap();
 
@@ -182,18 +193,38 @@ mod tests {
         assert_eq!(plain.metadata.id, 0x1234);
         assert_eq!(plain.queries[0].name().to_ascii(), "MiXed.Example.");
 
-        let with = query(Some(ClientEdns { dnssec_ok: false, max_payload: 1400 }))
-            .answer_from_upstream(&wire)
-            .unwrap();
+        let with = query(Some(ClientEdns {
+            dnssec_ok: false,
+            max_payload: 1400,
+        }))
+        .answer_from_upstream(&wire)
+        .unwrap();
         let opt = with.edns.unwrap();
-        assert!(opt.option(EdnsCode::Padding).is_none(), "padding stripped on loopback");
+        assert!(
+            opt.option(EdnsCode::Padding).is_none(),
+            "padding stripped on loopback"
+        );
         assert_eq!(opt.max_payload(), 1400);
     }
 
     #[test]
     fn udp_limit_follows_rfc_6891() {
         assert_eq!(query(None).udp_limit(), 512);
-        assert_eq!(query(Some(ClientEdns { dnssec_ok: false, max_payload: 100 })).udp_limit(), 512);
-        assert_eq!(query(Some(ClientEdns { dnssec_ok: false, max_payload: 4096 })).udp_limit(), 4096);
+        assert_eq!(
+            query(Some(ClientEdns {
+                dnssec_ok: false,
+                max_payload: 100
+            }))
+            .udp_limit(),
+            512
+        );
+        assert_eq!(
+            query(Some(ClientEdns {
+                dnssec_ok: false,
+                max_payload: 4096
+            }))
+            .udp_limit(),
+            4096
+        );
     }
 }

@@ -18,7 +18,10 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub fn new(pool: Pool, query_timeout: Duration) -> Self {
-        Self { pool, query_timeout }
+        Self {
+            pool,
+            query_timeout,
+        }
     }
 
     /// Answers `query`. Never fails: an upstream failure becomes SERVFAIL in bounded time.

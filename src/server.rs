@@ -47,7 +47,10 @@ impl Handler {
 
     /// A handle that reports how many client queries are being answered right now.
     pub fn in_flight_gauge(&self) -> InFlightGauge {
-        InFlightGauge { semaphore: self.in_flight.clone(), max: self.max_in_flight }
+        InFlightGauge {
+            semaphore: self.in_flight.clone(),
+            max: self.max_in_flight,
+        }
     }
 }
 
@@ -75,7 +78,10 @@ fn client_query(request: &Request) -> Result<ClientQuery, ResponseCode> {
     let edns = match &request.edns {
         // RFC 6891 §6.1.3: we speak version 0 only.
         Some(e) if e.version() > 0 => return Err(ResponseCode::BADVERS),
-        Some(e) => Some(ClientEdns { dnssec_ok: e.flags().dnssec_ok, max_payload: e.max_payload() }),
+        Some(e) => Some(ClientEdns {
+            dnssec_ok: e.flags().dnssec_ok,
+            max_payload: e.max_payload(),
+        }),
         None => None,
     };
     Ok(ClientQuery {
@@ -106,7 +112,11 @@ impl RequestHandler for Handler {
         let Ok(_permit) = self.in_flight.try_acquire() else {
             let dropped = self.dropped_over_cap.fetch_add(1, Ordering::Relaxed) + 1;
             if dropped.is_power_of_two() {
-                warn!(dropped, limit = self.max_in_flight, "server.max_inflight reached; dropping queries");
+                warn!(
+                    dropped,
+                    limit = self.max_in_flight,
+                    "server.max_inflight reached; dropping queries"
+                );
             }
             return not_sent;
         };
@@ -121,7 +131,8 @@ impl RequestHandler for Handler {
             }
             Err(rcode) => {
                 debug!(src = %request.src(), %rcode, "rejecting query");
-                let mut msg = Message::error_msg(request.metadata.id, request.metadata.op_code, rcode);
+                let mut msg =
+                    Message::error_msg(request.metadata.id, request.metadata.op_code, rcode);
                 msg.metadata.recursion_desired = request.metadata.recursion_desired;
                 if rcode == ResponseCode::BADVERS {
                     // The extended RCODE lives in the OPT (RFC 6891 §6.1.3).
@@ -130,7 +141,9 @@ impl RequestHandler for Handler {
                 msg
             }
         };
-        send(request, response_handle, answer).await.unwrap_or(not_sent)
+        send(request, response_handle, answer)
+            .await
+            .unwrap_or(not_sent)
     }
 }
 

@@ -34,7 +34,11 @@ pub fn provider() -> Arc<CryptoProvider> {
 #[derive(Debug, thiserror::Error)]
 pub enum TlsSetupError {
     #[error("upstream {upstream}: cannot read ca_file {path}: {reason}")]
-    CaFile { upstream: String, path: String, reason: String },
+    CaFile {
+        upstream: String,
+        path: String,
+        reason: String,
+    },
     #[error("upstream {upstream}: {reason}")]
     Rustls { upstream: String, reason: String },
 }
@@ -63,7 +67,9 @@ pub struct UpstreamTls {
 
 impl fmt::Debug for UpstreamTls {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("UpstreamTls").field("server_name", &self.server_name).finish()
+        f.debug_struct("UpstreamTls")
+            .field("server_name", &self.server_name)
+            .finish()
     }
 }
 
@@ -74,7 +80,10 @@ impl UpstreamTls {
         let provider = provider();
         let algorithms = provider.signature_verification_algorithms;
         let verifier: Arc<dyn ServerCertVerifier> = if !upstream.pins.is_empty() {
-            Arc::new(PinVerifier { pins: upstream.pins.clone(), algorithms })
+            Arc::new(PinVerifier {
+                pins: upstream.pins.clone(),
+                algorithms,
+            })
         } else if upstream.tls_name.is_some() {
             let roots = load_roots(upstream)?;
             WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
@@ -98,13 +107,19 @@ impl UpstreamTls {
             .with_custom_certificate_verifier(verifier)
             .with_no_client_auth();
         let server_name = match &upstream.tls_name {
-            Some(name) => ServerName::try_from(name.clone()).map_err(|e| {
-                TlsSetupError::Rustls { upstream: upstream.name.clone(), reason: e.to_string() }
-            })?,
+            Some(name) => {
+                ServerName::try_from(name.clone()).map_err(|e| TlsSetupError::Rustls {
+                    upstream: upstream.name.clone(),
+                    reason: e.to_string(),
+                })?
+            }
             // An IP-address server name sends no SNI; the pin authenticates.
             None => ServerName::IpAddress(upstream_ip(upstream).into()),
         };
-        Ok(Self { connector: TlsConnector::from(Arc::new(config)), server_name })
+        Ok(Self {
+            connector: TlsConnector::from(Arc::new(config)),
+            server_name,
+        })
     }
 
     /// Runs the TLS handshake over an established stream; returns once the key is verified.
@@ -120,7 +135,11 @@ impl UpstreamTls {
 }
 
 fn upstream_ip(upstream: &UpstreamConfig) -> IpAddr {
-    upstream.addresses.first().copied().unwrap_or(IpAddr::from([127, 0, 0, 1]))
+    upstream
+        .addresses
+        .first()
+        .copied()
+        .unwrap_or(IpAddr::from([127, 0, 0, 1]))
 }
 
 fn load_roots(upstream: &UpstreamConfig) -> Result<RootCertStore, TlsSetupError> {
@@ -147,12 +166,17 @@ fn load_roots(upstream: &UpstreamConfig) -> Result<RootCertStore, TlsSetupError>
 }
 
 fn classify_handshake_error(err: io::Error) -> TlsConnectError {
-    let Some(tls) = err.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) else {
+    let Some(tls) = err
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+    else {
         return TlsConnectError::Io(err);
     };
     if let rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(inner))) = tls {
         if let Some(mismatch) = inner.downcast_ref::<PinMismatch>() {
-            return TlsConnectError::PinMismatch { presented: mismatch.presented.clone() };
+            return TlsConnectError::PinMismatch {
+                presented: mismatch.presented.clone(),
+            };
         }
     }
     TlsConnectError::Tls(tls.to_string())
@@ -233,27 +257,35 @@ impl ServerCertVerifier for PinVerifier {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let ders: Vec<&[u8]> =
-            std::iter::once(end_entity.as_ref()).chain(intermediates.iter().map(|c| c.as_ref())).collect();
+        let ders: Vec<&[u8]> = std::iter::once(end_entity.as_ref())
+            .chain(intermediates.iter().map(|c| c.as_ref()))
+            .collect();
         let mut chain = Vec::with_capacity(ders.len());
         for der in &ders {
             let (_, cert) = X509Certificate::from_der(der).map_err(|_| bad_encoding())?;
             chain.push(cert);
         }
-        let Some(matched) = chain.iter().zip(&ders).position(|(c, d)| self.matches(c, d)) else {
+        let Some(matched) = chain
+            .iter()
+            .zip(&ders)
+            .position(|(c, d)| self.matches(c, d))
+        else {
             let presented = PresentedPins(
-                chain.iter().map(|c| Pin::KeySha256(key_fingerprint(c))).collect(),
+                chain
+                    .iter()
+                    .map(|c| Pin::KeySha256(key_fingerprint(c)))
+                    .collect(),
             );
-            return Err(rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(
-                Arc::new(PinMismatch { presented }),
-            ))));
+            return Err(rustls::Error::InvalidCertificate(CertificateError::Other(
+                OtherError(Arc::new(PinMismatch { presented })),
+            )));
         };
         // A pinned intermediate vouches for the leaf only through signatures: every
         // certificate below the match must be signed by the next one up.
         for pair in chain[..=matched].windows(2) {
-            pair[0].verify_signature(Some(pair[1].public_key())).map_err(|_| {
-                rustls::Error::InvalidCertificate(CertificateError::BadSignature)
-            })?;
+            pair[0]
+                .verify_signature(Some(pair[1].public_key()))
+                .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadSignature))?;
         }
         if !chain[0].validity().is_valid() {
             tracing::warn!(

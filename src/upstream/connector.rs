@@ -33,8 +33,12 @@ pub struct AttemptFailure {
 
 /// Connects TCP to `addr` with Nagle off, so each length-prefixed query leaves at once.
 pub async fn tcp_connect(addr: SocketAddr) -> Result<TcpStream, AttemptFailure> {
-    let socket = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }
-        .map_err(io_failure)?;
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(io_failure)?;
     socket.set_nodelay(true).map_err(io_failure)?;
     socket.connect(addr).await.map_err(io_failure)
 }
@@ -48,7 +52,10 @@ fn io_failure(err: io::Error) -> AttemptFailure {
         io::ErrorKind::TimedOut => FailReason::Timeout,
         _ => FailReason::Io,
     };
-    AttemptFailure { reason, detail: err.to_string() }
+    AttemptFailure {
+        reason,
+        detail: err.to_string(),
+    }
 }
 
 /// Completes an attempt on a connected socket: the TLS handshake (for TLS candidates) and
@@ -86,9 +93,10 @@ pub async fn secure(
                     detail: format!("server presented {presented}"),
                 })
             }
-            Err(TlsConnectError::Tls(detail)) => {
-                Err(AttemptFailure { reason: FailReason::TlsAlert, detail })
-            }
+            Err(TlsConnectError::Tls(detail)) => Err(AttemptFailure {
+                reason: FailReason::TlsAlert,
+                detail,
+            }),
             Err(TlsConnectError::Io(err)) => Err(io_failure(err)),
         },
     }
@@ -106,13 +114,13 @@ pub fn log_attempt(
 ) {
     info!(
         attempt = id,
-        upstream,
+        %upstream,
         ip = %candidate.addr.ip(),
         port = candidate.addr.port(),
-        transport = candidate.transport.as_str(),
-        outcome,
+        transport = %candidate.transport.as_str(),
+        %outcome,
         elapsed_ms = started.elapsed().as_millis() as u64,
-        detail = detail.unwrap_or(""),
+        detail = %detail.unwrap_or("-"),
         "connection attempt"
     );
 }

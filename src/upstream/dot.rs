@@ -64,7 +64,11 @@ pub struct ConnectionInfo {
 
 impl fmt::Display for ConnectionInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {} {:?}", self.upstream_name, self.peer, self.transport)
+        write!(
+            f,
+            "{} {} {:?}",
+            self.upstream_name, self.peer, self.transport
+        )
     }
 }
 
@@ -78,7 +82,9 @@ pub struct Connection {
 
 impl fmt::Debug for Connection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Connection").field("info", &self.info).finish()
+        f.debug_struct("Connection")
+            .field("info", &self.info)
+            .finish()
     }
 }
 
@@ -105,7 +111,11 @@ impl Connection {
         let info = Arc::new(info);
         let in_flight = Arc::new(AtomicUsize::new(0));
         tokio::spawn(run(stream, rx, info.clone(), limits, in_flight.clone()));
-        Self { submit, info, in_flight }
+        Self {
+            submit,
+            info,
+            in_flight,
+        }
     }
 
     pub fn info(&self) -> &ConnectionInfo {
@@ -129,7 +139,11 @@ impl Connection {
         let question = question_of(&wire).ok_or(QueryError::Malformed)?;
         let (reply, answer) = oneshot::channel();
         self.submit
-            .send(Submission { wire, question, reply })
+            .send(Submission {
+                wire,
+                question,
+                reply,
+            })
             .await
             .map_err(|_| QueryError::Closed)?;
         answer.await.unwrap_or(Err(QueryError::Closed))
@@ -256,8 +270,8 @@ async fn run<S>(
         upstream = %info.upstream_name,
         ip = %info.peer.ip(),
         port = info.peer.port(),
-        transport = info.transport.as_str(),
-        reason,
+        transport = %info.transport.as_str(),
+        %reason,
         answered,
         unanswered,
         lifetime_ms = started.elapsed().as_millis() as u64,
@@ -268,14 +282,20 @@ async fn run<S>(
 /// Hands an answer to its waiter; returns whether it matched a query in flight.
 fn deliver(pending: &mut HashMap<u16, Pending>, mut message: BytesMut) -> bool {
     let Some(question) = question_of(&message) else {
-        debug!(len = message.len(), "ignoring an upstream message without one question");
+        debug!(
+            len = message.len(),
+            "ignoring an upstream message without one question"
+        );
         return false;
     };
     let id = u16::from_be_bytes([message[0], message[1]]);
     match pending.get(&id) {
         Some(p) if same_question(&p.question, &question) => {}
         Some(_) => {
-            debug!(id, "ignoring an upstream answer whose question does not match");
+            debug!(
+                id,
+                "ignoring an upstream answer whose question does not match"
+            );
             return false;
         }
         None => {

@@ -80,7 +80,11 @@ impl Pool {
 
     /// Forwards `query`, trying upstreams in config order. Each upstream gets an equal
     /// share of the remaining `budget`, so a silent first upstream cannot eat all of it.
-    pub async fn forward(&self, query: &ClientQuery, budget: Duration) -> Result<Vec<u8>, ForwardError> {
+    pub async fn forward(
+        &self,
+        query: &ClientQuery,
+        budget: Duration,
+    ) -> Result<Vec<u8>, ForwardError> {
         let deadline = Instant::now() + budget;
         let mut failures = Vec::new();
         for (index, upstream) in self.upstreams.iter().enumerate() {
@@ -89,13 +93,21 @@ impl Pool {
             match timeout(share, self.forward_to(upstream, query)).await {
                 Ok(Ok(answer)) => return Ok(answer),
                 Ok(Err(why)) => failures.push(format!("{}: {why}", upstream.config.name)),
-                Err(_) => failures.push(format!("{}: no answer in {} ms", upstream.config.name, share.as_millis())),
+                Err(_) => failures.push(format!(
+                    "{}: no answer in {} ms",
+                    upstream.config.name,
+                    share.as_millis()
+                )),
             }
         }
         Err(ForwardError::NoAnswer(failures.join("; ")))
     }
 
-    async fn forward_to(&self, upstream: &Upstream, query: &ClientQuery) -> Result<Vec<u8>, String> {
+    async fn forward_to(
+        &self,
+        upstream: &Upstream,
+        query: &ClientQuery,
+    ) -> Result<Vec<u8>, String> {
         // RFC 7766 §6.2.4 / RFC 7858 §3.4: a query lost to a closing connection is retried
         // once on a fresh connection.
         for _ in 0..2 {
@@ -137,10 +149,13 @@ impl Pool {
                 let tcp = tcp_connect(candidate.addr).await?;
                 secure(tcp, id, candidate, &upstream.ctx).await
             };
-            let result = timeout(self.connect_timeout, attempt).await.unwrap_or(Err(AttemptFailure {
-                reason: FailReason::Timeout,
-                detail: format!("no connection in {} ms", self.connect_timeout.as_millis()),
-            }));
+            let result =
+                timeout(self.connect_timeout, attempt)
+                    .await
+                    .unwrap_or(Err(AttemptFailure {
+                        reason: FailReason::Timeout,
+                        detail: format!("no connection in {} ms", self.connect_timeout.as_millis()),
+                    }));
             match result {
                 Ok(conn) => {
                     log_attempt(id, candidate, &upstream.config.name, "ready", started, None);
@@ -148,8 +163,19 @@ impl Pool {
                 }
                 Err(failure) => {
                     let outcome = failure.reason.as_str();
-                    log_attempt(id, candidate, &upstream.config.name, outcome, started, Some(&failure.detail));
-                    last = format!("{}:{} {outcome}", candidate.addr.ip(), candidate.addr.port());
+                    log_attempt(
+                        id,
+                        candidate,
+                        &upstream.config.name,
+                        outcome,
+                        started,
+                        Some(&failure.detail),
+                    );
+                    last = format!(
+                        "{}:{} {outcome}",
+                        candidate.addr.ip(),
+                        candidate.addr.port()
+                    );
                 }
             }
         }
@@ -157,6 +183,9 @@ impl Pool {
     }
 
     fn index_of(&self, upstream: &Upstream) -> usize {
-        self.upstreams.iter().position(|u| std::ptr::eq(u, upstream)).unwrap_or(0)
+        self.upstreams
+            .iter()
+            .position(|u| std::ptr::eq(u, upstream))
+            .unwrap_or(0)
     }
 }
