@@ -6,8 +6,22 @@
 //!
 //! Must never: open sockets, sleep, spawn tasks, log, or read a clock. Time only
 //! enters as the `now` argument, so the tokio driver (and tests with paused time)
-//! decide what "now" is. A plain-text candidate is never produced here: the caller
-//! supplies the plain group, and only for `opportunistic` upstreams (RFC 8310 §5).
+//! decide what "now" is. The race never invents a plain-text candidate: plain
+//! ones come only from the caller's plain group, which [`order_candidates`]
+//! builds only for upstreams that allow it (`opportunistic`, RFC 8310 §5).
+//!
+//! Rules, in short:
+//! - the first attempt starts at once; each next one `attempt_delay` after the
+//!   previous start, or at once after any hard failure ([`FailReason::is_hard`]);
+//! - at most `max_concurrent_attempts` alive; a freed slot starts the next
+//!   attempt as soon as its delay has passed;
+//! - every attempt has its own `attempt_timeout` (from its start, renewed once at
+//!   `TcpUp`); a silent attempt is cancelled then, never blocking the others;
+//! - TLS candidates first; the plain group joins when every TLS candidate has
+//!   failed, or from `plain_fallback_delay` on while no TLS attempt is
+//!   handshaking (TCP up, TLS pending); once joined, the groups alternate;
+//! - the first `Ready` wins and the rest are cancelled; `race_timeout` after the
+//!   start, everything alive is cancelled and the race gives up.
 //!
 //! Driver contract (quinn-proto style):
 //! 1. feed every socket outcome with [`Race::handle`];
@@ -19,8 +33,6 @@
 //! the plain-text fallback, the race deadline) fire inside `poll_action`.
 
 mod order;
-#[cfg(test)]
-mod proptests;
 #[cfg(test)]
 mod tests;
 
@@ -210,6 +222,7 @@ impl RaceConfig {
     /// The same configuration with RFC 8305 §5 bounds applied: `attempt_delay`
     /// in 10 ms..=2 s, `max_concurrent_attempts` at least 1, other durations at
     /// most [`Self::MAX_TIMEOUT`]. Zero timeouts are kept: they mean "give up at once".
+    #[must_use]
     pub fn clamped(self) -> Self {
         RaceConfig {
             attempt_delay: self
@@ -288,6 +301,7 @@ impl Race {
     /// (a `Plain` one in `tls` or vice versa) and exact duplicates are dropped, so
     /// a caller bug can never race plain text as if it were TLS. `cfg` is
     /// [clamped](RaceConfig::clamped).
+    #[must_use]
     pub fn new(
         tls: Vec<Candidate>,
         plain: Vec<Candidate>,
@@ -363,14 +377,17 @@ impl Race {
 
     /// The next instant at which [`Race::poll_action`] has something to do, or
     /// `None` once the race is finished. Never later than the race deadline.
-    /// After an event or with actions still queued it is the latest `now` seen,
-    /// meaning "poll at once".
+    /// With actions still queued, or after an event not yet followed by
+    /// `poll_action`, it is the latest `now` seen, meaning "poll at once".
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if !self.outbox.is_empty() || self.needs_poll {
+        if !self.outbox.is_empty() {
             return Some(self.last_now);
         }
         if self.decided {
             return None;
+        }
+        if self.needs_poll {
+            return Some(self.last_now);
         }
         let mut wake = self.deadline;
         for attempt in &self.alive {

@@ -29,6 +29,7 @@ pub struct UpstreamAddrs<'a> {
 /// given order. `last_winner`, if it is still among the candidates, moves to the
 /// front of its group. Plain candidates exist only for upstreams with
 /// `allow_plain`. Exact duplicates are dropped (first occurrence kept).
+#[must_use]
 pub fn order_candidates(
     upstreams: &[UpstreamAddrs<'_>],
     last_winner: Option<Candidate>,
@@ -72,11 +73,17 @@ pub fn order_candidates(
 
 /// RFC 8305 §4: alternate the families so one broken family costs at most one
 /// attempt delay before the other family is tried. IPv4-mapped IPv6 addresses
-/// count as IPv4, since that is what they reach.
+/// count as IPv4, since that is what they reach. Duplicates go first, or they
+/// would leave two of one family side by side.
 fn interleave_families(addresses: &[IpAddr]) -> Vec<IpAddr> {
-    let (v6, v4): (Vec<IpAddr>, Vec<IpAddr>) = addresses
-        .iter()
-        .copied()
+    let mut distinct: Vec<IpAddr> = Vec::with_capacity(addresses.len());
+    for ip in addresses {
+        if !distinct.contains(ip) {
+            distinct.push(*ip);
+        }
+    }
+    let (v6, v4): (Vec<IpAddr>, Vec<IpAddr>) = distinct
+        .into_iter()
         .partition(|ip| ip.to_canonical().is_ipv6());
     let mut out = Vec::with_capacity(addresses.len());
     let (mut v6, mut v4) = (v6.into_iter(), v4.into_iter());
