@@ -26,9 +26,7 @@ impl Pipeline {
 
     /// Answers `query`. Never fails: an upstream failure becomes SERVFAIL in bounded time.
     pub async fn resolve(&self, query: &ClientQuery) -> Message {
-        // Leave a little of the budget for answering the client itself.
-        let budget = self.query_timeout.saturating_sub(Duration::from_millis(50));
-        match timeout(self.query_timeout, self.pool.forward(query, budget)).await {
+        match timeout(self.query_timeout, self.pool.forward(query)).await {
             Ok(Ok(wire)) => query.answer_from_upstream(&wire).unwrap_or_else(|err| {
                 warn!(%err, name = %query.query.name(), "unusable upstream answer");
                 query.error_answer(ResponseCode::ServFail)

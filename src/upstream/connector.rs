@@ -5,14 +5,19 @@
 //! the racer's timing depends on, and the one log line per attempt. It never decides which
 //! candidate to try or when: that is the racer's job.
 
-use std::{io, net::SocketAddr, sync::Arc};
+use std::{collections::HashMap, io, net::SocketAddr, sync::Arc, time::Duration};
 
-use tokio::{net::TcpSocket, net::TcpStream, time::Instant};
+use tokio::{
+    net::{TcpSocket, TcpStream},
+    sync::mpsc,
+    task::AbortHandle,
+    time::{Instant, sleep_until},
+};
 use tracing::{info, warn};
 
 use super::{
     dot::{Connection, ConnectionInfo, ConnectionLimits},
-    race::{Candidate, FailReason, Transport},
+    race::{Action, AttemptId, Candidate, Event, FailReason, Race, Transport},
 };
 use crate::tls::{TlsConnectError, UpstreamTls};
 
@@ -123,4 +128,133 @@ pub fn log_attempt(
         detail = %detail.unwrap_or("-"),
         "connection attempt"
     );
+}
+
+/// How a driven race ended.
+pub struct RaceResult {
+    /// The winning connection, or every attempt's failure.
+    pub outcome: Result<Connection, Vec<(AttemptId, Candidate, FailReason)>>,
+    /// Endpoints whose key did not match: the pool backs them off.
+    pub pin_mismatches: Vec<Candidate>,
+    /// The next attempt id, so ids keep growing across races.
+    pub next_id: u64,
+}
+
+/// What an attempt task reports back to the driver.
+enum AttemptEvent {
+    TcpUp,
+    Ready(Connection),
+    Failed(AttemptFailure),
+}
+
+struct Running {
+    task: AbortHandle,
+    candidate: Candidate,
+    started: Instant,
+}
+
+/// Drives one [`Race`] to its end: one task per attempt, cancellation by abort (which drops
+/// and so closes the attempt's socket), and sleeping exactly until the race's next
+/// `poll_timeout`. `contexts` is indexed by the candidates' `upstream`.
+pub async fn drive_race(mut race: Race, contexts: Arc<[AttemptContext]>) -> RaceResult {
+    let started = Instant::now();
+    let (tx, mut rx) = mpsc::unbounded_channel::<(AttemptId, AttemptEvent)>();
+    let mut running: HashMap<AttemptId, Running> = HashMap::new();
+    let mut ready: HashMap<AttemptId, Connection> = HashMap::new();
+    let mut outcome = None;
+    let mut attempts = 0u32;
+    loop {
+        let now = Instant::now();
+        while let Some(action) = race.poll_action(now) {
+            match action {
+                Action::Connect { id, candidate } => {
+                    attempts += 1;
+                    let ctx = contexts[candidate.upstream].clone();
+                    let tx = tx.clone();
+                    let task = tokio::spawn(async move {
+                        let event = match tcp_connect(candidate.addr).await {
+                            Err(failure) => AttemptEvent::Failed(failure),
+                            Ok(tcp) => {
+                                let _ = tx.send((id, AttemptEvent::TcpUp));
+                                match secure(tcp, id.0, candidate, &ctx).await {
+                                    Ok(conn) => AttemptEvent::Ready(conn),
+                                    Err(failure) => AttemptEvent::Failed(failure),
+                                }
+                            }
+                        };
+                        let _ = tx.send((id, event));
+                    });
+                    running.insert(id, Running { task: task.abort_handle(), candidate, started: now });
+                }
+                Action::Cancel { id } => {
+                    // Before a winner, a cancel is the attempt's own deadline passing.
+                    let outcome_name = if outcome.is_some() { "cancelled" } else { "timeout" };
+                    if let Some(r) = running.remove(&id) {
+                        r.task.abort();
+                        log_attempt(id.0, r.candidate, &contexts[r.candidate.upstream].upstream_name, outcome_name, r.started, None);
+                    }
+                    ready.remove(&id);
+                }
+                Action::Won { id } => {
+                    if let (Some(r), Some(conn)) = (running.remove(&id), ready.remove(&id)) {
+                        log_attempt(id.0, r.candidate, &contexts[r.candidate.upstream].upstream_name, "ready", r.started, None);
+                        info!(
+                            attempt = id.0,
+                            upstream = %contexts[r.candidate.upstream].upstream_name,
+                            ip = %r.candidate.addr.ip(),
+                            port = r.candidate.addr.port(),
+                            transport = %r.candidate.transport,
+                            attempts,
+                            time_to_win_ms = started.elapsed().as_millis() as u64,
+                            "race won"
+                        );
+                        outcome = Some(Ok(conn));
+                    }
+                }
+                Action::GaveUp { reasons } => {
+                    info!(
+                        attempts,
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        reasons = %reasons.iter().map(|(id, c, r)| format!("#{id} {}:{} {r}", c.addr.ip(), c.addr.port())).collect::<Vec<_>>().join(", "),
+                        "race gave up"
+                    );
+                    outcome = Some(Err(reasons));
+                }
+            }
+        }
+        if race.is_finished() {
+            break;
+        }
+        let wake = race.poll_timeout().unwrap_or_else(|| now + Duration::from_secs(3600));
+        tokio::select! {
+            Some((id, event)) = rx.recv() => {
+                let now = Instant::now();
+                match event {
+                    AttemptEvent::TcpUp => race.handle(Event::TcpUp(id), now),
+                    AttemptEvent::Ready(conn) => {
+                        ready.insert(id, conn);
+                        race.handle(Event::Ready(id), now);
+                    }
+                    AttemptEvent::Failed(failure) => {
+                        if let Some(r) = running.remove(&id) {
+                            let name = &contexts[r.candidate.upstream].upstream_name;
+                            log_attempt(id.0, r.candidate, name, failure.reason.as_str(), r.started, Some(&failure.detail));
+                        }
+                        race.handle(Event::Failed(id, failure.reason), now);
+                    }
+                }
+            }
+            _ = sleep_until(wake) => {}
+        }
+    }
+    // Anything still running lost: abort closes its socket.
+    for (id, r) in running.drain() {
+        r.task.abort();
+        log_attempt(id.0, r.candidate, &contexts[r.candidate.upstream].upstream_name, "cancelled", r.started, None);
+    }
+    RaceResult {
+        outcome: outcome.unwrap_or_else(|| Err(Vec::new())),
+        pin_mismatches: race.pin_mismatches().collect(),
+        next_id: race.next_id(),
+    }
 }

@@ -10,7 +10,7 @@ use std::{
     fmt,
     net::SocketAddr,
     sync::{
-        Arc,
+        Arc, OnceLock,
         atomic::{AtomicUsize, Ordering},
     },
     time::Duration,
@@ -78,6 +78,28 @@ pub struct Connection {
     submit: mpsc::Sender<Submission>,
     info: Arc<ConnectionInfo>,
     in_flight: Arc<AtomicUsize>,
+    close_reason: Arc<OnceLock<CloseReason>>,
+}
+
+/// Why a connection task ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Nothing in flight for the idle timeout: a normal close, nothing to replace.
+    Idle,
+    /// Every handle was dropped (a race loser, or a replaced connection).
+    Unused,
+    /// The upstream closed it, or reading or writing failed: replace it at once.
+    Failed(&'static str),
+}
+
+impl CloseReason {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            CloseReason::Idle => "idle",
+            CloseReason::Unused => "unused",
+            CloseReason::Failed(why) => why,
+        }
+    }
 }
 
 impl fmt::Debug for Connection {
@@ -110,12 +132,10 @@ impl Connection {
         let (submit, rx) = mpsc::channel(limits.max_inflight.max(1));
         let info = Arc::new(info);
         let in_flight = Arc::new(AtomicUsize::new(0));
-        tokio::spawn(run(stream, rx, info.clone(), limits, in_flight.clone()));
-        Self {
-            submit,
-            info,
-            in_flight,
-        }
+        let close_reason = Arc::new(OnceLock::new());
+        let task = run(stream, rx, info.clone(), limits, in_flight.clone(), close_reason.clone());
+        tokio::spawn(task);
+        Self { submit, info, in_flight, close_reason }
     }
 
     pub fn info(&self) -> &ConnectionInfo {
@@ -125,6 +145,12 @@ impl Connection {
     /// True once the connection task has ended; a closed connection never reopens.
     pub fn is_closed(&self) -> bool {
         self.submit.is_closed()
+    }
+
+    /// Resolves when the connection task has ended, with the reason.
+    pub async fn closed(&self) -> CloseReason {
+        self.submit.closed().await;
+        self.close_reason.get().copied().unwrap_or(CloseReason::Failed("ended"))
     }
 
     /// Queries in flight on this connection now.
@@ -196,6 +222,7 @@ async fn run<S>(
     info: Arc<ConnectionInfo>,
     limits: ConnectionLimits,
     in_flight: Arc<AtomicUsize>,
+    close_reason: Arc<OnceLock<CloseReason>>,
 ) where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
@@ -217,8 +244,8 @@ async fn run<S>(
         let idle_deadline = last_activity + limits.idle_timeout;
         tokio::select! {
             read = reader.read_buf(&mut buf) => match read {
-                Ok(0) => break "closed by upstream",
-                Err(_) => break "read error",
+                Ok(0) => break CloseReason::Failed("closed by upstream"),
+                Err(_) => break CloseReason::Failed("read error"),
                 Ok(_) => {
                     last_activity = Instant::now();
                     while let Some(message) = take_frame(&mut buf) {
@@ -229,7 +256,7 @@ async fn run<S>(
                 }
             },
             submission = rx.recv(), if has_room => match submission {
-                None => break "no users left",
+                None => break CloseReason::Unused,
                 Some(sub) if sub.reply.is_closed() => {}
                 Some(Submission { mut wire, question, reply }) => {
                     let id = fresh_id(&pending);
@@ -241,17 +268,19 @@ async fn run<S>(
                     // Length and message in one write (RFC 7858 §3.3, RFC 7766 §8).
                     if writer.write_all(&frame).await.is_err() || writer.flush().await.is_err() {
                         let _ = reply.send(Err(QueryError::Closed));
-                        break "write error";
+                        break CloseReason::Failed("write error");
                     }
                     pending.insert(id, Pending { client_id, question, reply });
                     last_activity = Instant::now();
                 }
             },
-            _ = sleep_until(idle_deadline), if pending.is_empty() => break "idle",
+            _ = sleep_until(idle_deadline), if pending.is_empty() => break CloseReason::Idle,
         }
     };
 
-    // Closing: everything not answered fails as Closed, so the pool can retry it.
+    // Closing: everything not answered fails as Closed, so the pool can retry it. The
+    // reason is set before the receiver closes, so `closed()` always sees it.
+    let _ = close_reason.set(reason);
     rx.close();
     while let Ok(sub) = rx.try_recv() {
         let _ = sub.reply.send(Err(QueryError::Closed));
@@ -261,7 +290,7 @@ async fn run<S>(
         let _ = p.reply.send(Err(QueryError::Closed));
     }
     in_flight.store(0, Ordering::Relaxed);
-    if reason == "idle" || reason == "no users left" {
+    if matches!(reason, CloseReason::Idle | CloseReason::Unused) {
         // Best effort close_notify; the peer may already be gone.
         let _ = tokio::time::timeout(Duration::from_millis(200), writer.shutdown()).await;
     }
@@ -271,7 +300,7 @@ async fn run<S>(
         ip = %info.peer.ip(),
         port = info.peer.port(),
         transport = %info.transport.as_str(),
-        %reason,
+        reason = reason.as_str(),
         answered,
         unanswered,
         lifetime_ms = started.elapsed().as_millis() as u64,
