@@ -40,7 +40,7 @@ pub enum Fault {
     /// Answer every query at once, in the order read.
     #[default]
     None,
-    /// Answer the first N queries on each connection, then send TLS close_notify and a
+    /// Answer the first N (≥ 1) queries on each connection, then send TLS close_notify and a
     /// TCP FIN; later queries on that connection are read and discarded, never answered.
     CloseAfter(usize),
     /// Accept, complete the handshake, read (and count) queries, never reply.
