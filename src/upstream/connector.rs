@@ -147,43 +147,81 @@ enum AttemptEvent {
     Failed(AttemptFailure),
 }
 
+/// The handle an attempt uses to tell the driver how it is doing.
+pub struct AttemptReporter {
+    id: AttemptId,
+    tx: mpsc::UnboundedSender<(AttemptId, AttemptEvent)>,
+}
+
+impl AttemptReporter {
+    /// TCP is connected; the TLS handshake (if any) is under way.
+    pub fn tcp_up(&self) {
+        let _ = self.tx.send((self.id, AttemptEvent::TcpUp));
+    }
+    /// The connection is usable (TLS done, key verified).
+    pub fn ready(self, conn: Connection) {
+        let _ = self.tx.send((self.id, AttemptEvent::Ready(conn)));
+    }
+    pub fn failed(self, failure: AttemptFailure) {
+        let _ = self.tx.send((self.id, AttemptEvent::Failed(failure)));
+    }
+}
+
+/// The real attempt: TCP connect, then the handshake for TLS candidates.
+async fn attempt(id: AttemptId, candidate: Candidate, ctx: AttemptContext, report: AttemptReporter) {
+    match tcp_connect(candidate.addr).await {
+        Err(failure) => report.failed(failure),
+        Ok(tcp) => {
+            report.tcp_up();
+            match secure(tcp, id.0, candidate, &ctx).await {
+                Ok(conn) => report.ready(conn),
+                Err(failure) => report.failed(failure),
+            }
+        }
+    }
+}
+
 struct Running {
     task: AbortHandle,
     candidate: Candidate,
     started: Instant,
 }
 
-/// Drives one [`Race`] to its end: one task per attempt, cancellation by abort (which drops
-/// and so closes the attempt's socket), and sleeping exactly until the race's next
-/// `poll_timeout`. `contexts` is indexed by the candidates' `upstream`.
-pub async fn drive_race(mut race: Race, contexts: Arc<[AttemptContext]>) -> RaceResult {
+/// Drives one [`Race`] to its end over real sockets. `contexts` is indexed by the
+/// candidates' `upstream`.
+pub async fn drive_race(race: Race, contexts: Arc<[AttemptContext]>) -> RaceResult {
+    let names = contexts.iter().map(|c| c.upstream_name.clone()).collect();
+    drive_race_with(race, names, move |id, candidate, report| {
+        attempt(id, candidate, contexts[candidate.upstream].clone(), report)
+    })
+    .await
+}
+
+/// Drives one [`Race`] with `start` making each attempt: one task per attempt,
+/// cancellation by abort (which drops, and so closes, the attempt's socket), and sleeping
+/// exactly until the race's next `poll_timeout`. Tests pass fake attempts here.
+pub async fn drive_race_with<F, Fut>(mut race: Race, names: Vec<Arc<str>>, start: F) -> RaceResult
+where
+    F: Fn(AttemptId, Candidate, AttemptReporter) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let started = Instant::now();
     let (tx, mut rx) = mpsc::unbounded_channel::<(AttemptId, AttemptEvent)>();
     let mut running: HashMap<AttemptId, Running> = HashMap::new();
     let mut ready: HashMap<AttemptId, Connection> = HashMap::new();
     let mut outcome = None;
     let mut attempts = 0u32;
+    let log = |id: AttemptId, r: &Running, outcome: &str, detail: Option<&str>| {
+        log_attempt(id.0, r.candidate, &names[r.candidate.upstream], outcome, r.started, detail);
+    };
     loop {
         let now = Instant::now();
         while let Some(action) = race.poll_action(now) {
             match action {
                 Action::Connect { id, candidate } => {
                     attempts += 1;
-                    let ctx = contexts[candidate.upstream].clone();
-                    let tx = tx.clone();
-                    let task = tokio::spawn(async move {
-                        let event = match tcp_connect(candidate.addr).await {
-                            Err(failure) => AttemptEvent::Failed(failure),
-                            Ok(tcp) => {
-                                let _ = tx.send((id, AttemptEvent::TcpUp));
-                                match secure(tcp, id.0, candidate, &ctx).await {
-                                    Ok(conn) => AttemptEvent::Ready(conn),
-                                    Err(failure) => AttemptEvent::Failed(failure),
-                                }
-                            }
-                        };
-                        let _ = tx.send((id, event));
-                    });
+                    let report = AttemptReporter { id, tx: tx.clone() };
+                    let task = tokio::spawn(start(id, candidate, report));
                     running.insert(id, Running { task: task.abort_handle(), candidate, started: now });
                 }
                 Action::Cancel { id } => {
@@ -191,16 +229,16 @@ pub async fn drive_race(mut race: Race, contexts: Arc<[AttemptContext]>) -> Race
                     let outcome_name = if outcome.is_some() { "cancelled" } else { "timeout" };
                     if let Some(r) = running.remove(&id) {
                         r.task.abort();
-                        log_attempt(id.0, r.candidate, &contexts[r.candidate.upstream].upstream_name, outcome_name, r.started, None);
+                        log(id, &r, outcome_name, None);
                     }
                     ready.remove(&id);
                 }
                 Action::Won { id } => {
                     if let (Some(r), Some(conn)) = (running.remove(&id), ready.remove(&id)) {
-                        log_attempt(id.0, r.candidate, &contexts[r.candidate.upstream].upstream_name, "ready", r.started, None);
+                        log(id, &r, "ready", None);
                         info!(
                             attempt = id.0,
-                            upstream = %contexts[r.candidate.upstream].upstream_name,
+                            upstream = %names[r.candidate.upstream],
                             ip = %r.candidate.addr.ip(),
                             port = r.candidate.addr.port(),
                             transport = %r.candidate.transport,
@@ -212,10 +250,14 @@ pub async fn drive_race(mut race: Race, contexts: Arc<[AttemptContext]>) -> Race
                     }
                 }
                 Action::GaveUp { reasons } => {
+                    let summary: Vec<String> = reasons
+                        .iter()
+                        .map(|(id, c, r)| format!("#{id} {}:{} {} {r}", c.addr.ip(), c.addr.port(), c.transport))
+                        .collect();
                     info!(
                         attempts,
                         elapsed_ms = started.elapsed().as_millis() as u64,
-                        reasons = %reasons.iter().map(|(id, c, r)| format!("#{id} {}:{} {r}", c.addr.ip(), c.addr.port())).collect::<Vec<_>>().join(", "),
+                        reasons = %summary.join(", "),
                         "race gave up"
                     );
                     outcome = Some(Err(reasons));
@@ -237,8 +279,7 @@ pub async fn drive_race(mut race: Race, contexts: Arc<[AttemptContext]>) -> Race
                     }
                     AttemptEvent::Failed(failure) => {
                         if let Some(r) = running.remove(&id) {
-                            let name = &contexts[r.candidate.upstream].upstream_name;
-                            log_attempt(id.0, r.candidate, name, failure.reason.as_str(), r.started, Some(&failure.detail));
+                            log(id, &r, failure.reason.as_str(), Some(&failure.detail));
                         }
                         race.handle(Event::Failed(id, failure.reason), now);
                     }
@@ -250,7 +291,7 @@ pub async fn drive_race(mut race: Race, contexts: Arc<[AttemptContext]>) -> Race
     // Anything still running lost: abort closes its socket.
     for (id, r) in running.drain() {
         r.task.abort();
-        log_attempt(id.0, r.candidate, &contexts[r.candidate.upstream].upstream_name, "cancelled", r.started, None);
+        log(id, &r, "cancelled", None);
     }
     RaceResult {
         outcome: outcome.unwrap_or_else(|| Err(Vec::new())),
@@ -258,3 +299,7 @@ pub async fn drive_race(mut race: Race, contexts: Arc<[AttemptContext]>) -> Race
         next_id: race.next_id(),
     }
 }
+
+#[cfg(test)]
+#[path = "connector_tests.rs"]
+mod tests;
