@@ -4,8 +4,9 @@
 //! This module owns the key names, defaults, valid ranges and the security
 //! rules a configuration must satisfy before the daemon starts (strict
 //! upstreams must have something to authenticate, no cleartext on the DoT
-//! port, IP literals only so nothing bootstraps through the system resolver).
-//! It never opens a socket, never logs (warnings are returned in
+//! port, IP literals only so nothing bootstraps through the system resolver,
+//! `resolv_conf` upstreams always opportunistic and never pointed back at
+//! stubborn). It never opens a socket, never logs (warnings are returned in
 //! [`Config::warnings`] for the caller to log) and never changes a value
 //! silently except the documented clamp of `racing.attempt_delay_ms`.
 //!
@@ -117,10 +118,17 @@ pub struct RacingConfig {
 /// One `[[upstream]]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamConfig {
-    /// Unique, non-empty.
+    /// Unique, non-empty. `"resolv.conf"` for a `resolv_conf` upstream
+    /// without one.
     pub name: String,
-    /// IP literals, non-empty, no duplicates, unicast.
+    /// No duplicates, unicast. For [`AddressSource::Static`]: the configured
+    /// IP literals, non-empty. For [`AddressSource::ResolvConf`]: the usable
+    /// nameservers the file listed at load time (see
+    /// [`crate::upstream::resolv_conf::usable`]), possibly none; the daemon
+    /// replaces them when the file changes.
     pub addresses: Vec<IpAddr>,
+    /// Where `addresses` come from.
+    pub source: AddressSource,
     /// The authentication domain name: SNI, and the name checked against the
     /// CA roots when there are no pins. Lowercase, no trailing dot.
     pub tls_name: Option<String>,
@@ -133,7 +141,19 @@ pub struct UpstreamConfig {
     pub tls_port: u16,
     /// Never 0; differs from `tls_port` when opportunistic. Unused when strict.
     pub plain_port: u16,
+    /// Always [`Mode::Opportunistic`] for [`AddressSource::ResolvConf`].
     pub mode: Mode,
+}
+
+/// Where an upstream's addresses come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AddressSource {
+    /// `addresses = [...]`: fixed for the daemon's lifetime.
+    Static,
+    /// `resolv_conf = PATH`: the `nameserver` lines of that file, re-read
+    /// when it changes ([`crate::upstream::resolv_conf::ResolvConfWatch`]).
+    /// Relative paths are resolved against the config file's directory.
+    ResolvConf(PathBuf),
 }
 
 impl UpstreamConfig {
@@ -308,11 +328,24 @@ impl Config {
         );
         for u in &self.upstreams {
             let _ = writeln!(out, "upstream {:?}:", u.name);
-            let _ = writeln!(
-                out,
-                "  addresses: {}",
-                join(u.addresses.iter().map(ToString::to_string).collect())
-            );
+            let addresses = join(u.addresses.iter().map(ToString::to_string).collect());
+            match &u.source {
+                AddressSource::Static => {
+                    let _ = writeln!(out, "  addresses: {addresses}");
+                }
+                AddressSource::ResolvConf(path) => {
+                    let addresses = if addresses.is_empty() {
+                        "none yet".to_owned()
+                    } else {
+                        addresses
+                    };
+                    let _ = writeln!(
+                        out,
+                        "  addresses: {addresses} (nameservers from {}, re-read when it changes)",
+                        path.display()
+                    );
+                }
+            }
             match u.mode {
                 Mode::Strict => {
                     let _ = writeln!(out, "  ports: tls {}", u.tls_port);

@@ -31,6 +31,9 @@ pub(crate) mod defaults {
     pub const MAX_CONCURRENT_ATTEMPTS: i64 = 4;
     pub const RACE_TIMEOUT_MS: i64 = 10_000;
 
+    /// The name of a `resolv_conf` upstream that has none.
+    pub const RESOLV_CONF_NAME: &str = "resolv.conf";
+
     pub const TLS_PORT: i64 = 853;
     pub const PLAIN_PORT: i64 = 53;
 }
@@ -130,10 +133,13 @@ impl Default for RawRacing {
     }
 }
 
-/// One `[[upstream]]` table. `name` and `addresses` are required, but read as
-/// `Option` so that `validate.rs` reports them missing with the table's index.
-/// `plain_port` stays an `Option` so that setting it in strict mode, where it
-/// is never used, can be warned about.
+/// One `[[upstream]]` table. `name` and exactly one of `addresses` and
+/// `resolv_conf` are required, but read as `Option` so that `validate.rs`
+/// reports them missing with the table's index (and can default the name of
+/// a `resolv_conf` upstream). `plain_port` stays an `Option` so that setting
+/// it in strict mode, where it is never used, can be warned about; `mode`, so
+/// that its default can depend on `resolv_conf` and an explicit `"strict"`
+/// there can be refused.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawUpstream {
@@ -141,6 +147,8 @@ pub(crate) struct RawUpstream {
     pub name: Option<String>,
     #[serde(default)]
     pub addresses: Option<Vec<String>>,
+    #[serde(default)]
+    pub resolv_conf: Option<PathBuf>,
     #[serde(default)]
     pub tls_name: Option<String>,
     #[serde(default)]
@@ -152,7 +160,7 @@ pub(crate) struct RawUpstream {
     #[serde(default)]
     pub plain_port: Option<i64>,
     #[serde(default)]
-    pub mode: Mode,
+    pub mode: Option<Mode>,
 }
 
 fn default_tls_port() -> i64 {

@@ -5,7 +5,7 @@
 //! authentication) and every cross-field check lives here, so the other
 //! modules never re-check their settings. The only I/O is reading a
 //! configured `ca_file` once, to fail at startup rather than at the first
-//! connection.
+//! connection, and a `resolv_conf` file for its nameservers.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -17,11 +17,13 @@ use ipnet::IpNet;
 use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, ServerName};
 
+use super::schema::defaults;
 use super::schema::{RawCache, RawConfig, RawConnection, RawRacing, RawServer, RawUpstream};
 use super::{
-    CaSource, CacheConfig, Config, ConfigError, ConfigOrigin, ConnectionConfig, Mode, Pin,
-    RacingConfig, ServerConfig, UpstreamConfig,
+    AddressSource, CaSource, CacheConfig, Config, ConfigError, ConfigOrigin, ConnectionConfig,
+    Mode, Pin, RacingConfig, ServerConfig, UpstreamConfig,
 };
+use crate::upstream::resolv_conf::{self, Skip};
 
 /// Valid ranges, in the unit of the key (milliseconds for `*_ms`).
 pub(crate) mod limits {
@@ -57,7 +59,7 @@ pub(crate) fn validate(raw: RawConfig, origin: ConfigOrigin) -> Result<Config, C
     let cache = v.cache(raw.cache)?;
     let connection = v.connection(raw.connection)?;
     let racing = v.racing(raw.racing)?;
-    let upstreams = v.upstreams(raw.upstream)?;
+    let upstreams = v.upstreams(raw.upstream, &server.listen)?;
     Ok(Config {
         origin,
         server,
@@ -71,7 +73,8 @@ pub(crate) fn validate(raw: RawConfig, origin: ConfigOrigin) -> Result<Config, C
 
 struct Validator {
     file: String,
-    /// Relative `ca_file` paths are taken from the config file's directory.
+    /// Relative `ca_file` and `resolv_conf` paths are taken from the config
+    /// file's directory.
     base_dir: Option<PathBuf>,
     warnings: Vec<String>,
 }
@@ -256,19 +259,33 @@ impl Validator {
         })
     }
 
-    fn upstreams(&mut self, raw: Vec<RawUpstream>) -> Result<Vec<UpstreamConfig>, ConfigError> {
+    fn upstreams(
+        &mut self,
+        raw: Vec<RawUpstream>,
+        own_listen: &[SocketAddr],
+    ) -> Result<Vec<UpstreamConfig>, ConfigError> {
         if raw.is_empty() {
             return Err(self.error("upstream", "at least one [[upstream]] is required"));
         }
         let mut seen: HashMap<String, usize> = HashMap::new();
         let mut out = Vec::with_capacity(raw.len());
         for (i, upstream) in raw.into_iter().enumerate() {
-            let validated = self.upstream(i, upstream)?;
+            let name_defaulted = upstream.name.is_none();
+            let validated = self.upstream(i, upstream, own_listen)?;
             if let Some(first) = seen.insert(validated.name.clone(), i) {
+                let hint = if name_defaulted {
+                    " (the default name of a resolv_conf upstream; set name)"
+                } else {
+                    ""
+                };
                 return Err(self.error(
-                    format!("upstream[{i}].name"),
+                    if name_defaulted {
+                        format!("upstream[{i}]")
+                    } else {
+                        format!("upstream[{i}].name")
+                    },
                     format!(
-                        "duplicate name {:?} (also upstream[{first}])",
+                        "duplicate name {:?} (also upstream[{first}]){hint}",
                         validated.name
                     ),
                 ));
@@ -278,10 +295,16 @@ impl Validator {
         Ok(out)
     }
 
-    fn upstream(&mut self, i: usize, raw: RawUpstream) -> Result<UpstreamConfig, ConfigError> {
+    fn upstream(
+        &mut self,
+        i: usize,
+        raw: RawUpstream,
+        own_listen: &[SocketAddr],
+    ) -> Result<UpstreamConfig, ConfigError> {
         let at = format!("upstream[{i}]");
 
         let name = match raw.name {
+            None if raw.resolv_conf.is_some() => defaults::RESOLV_CONF_NAME.to_owned(),
             None => return Err(self.error(&at, "missing required key \"name\"")),
             Some(name) if name.trim().is_empty() => {
                 return Err(self.error(format!("{at}.name"), "empty: a name is required"));
@@ -295,27 +318,43 @@ impl Validator {
             Some(name) => name,
         };
 
-        let Some(raw_addresses) = raw.addresses else {
-            return Err(self.error(&at, "missing required key \"addresses\""));
-        };
-        if raw_addresses.is_empty() {
-            return Err(self.error(
-                format!("{at}.addresses"),
-                "empty: at least one IP address is required",
-            ));
-        }
-        let mut addresses: Vec<IpAddr> = Vec::with_capacity(raw_addresses.len());
-        for (j, text) in raw_addresses.iter().enumerate() {
-            let key = format!("{at}.addresses[{j}]");
-            let addr = self.upstream_address(&key, text)?;
-            if let Some(first) = addresses.iter().position(|a| *a == addr) {
+        // Exactly one of addresses and resolv_conf; a resolv_conf upstream is
+        // opportunistic (checked before its file is read).
+        let mode = match (&raw.addresses, &raw.resolv_conf, raw.mode) {
+            (Some(_), Some(_), _) => {
                 return Err(self.error(
-                    key,
-                    format!("duplicate address {addr} (also {at}.addresses[{first}])"),
+                    &at,
+                    "addresses and resolv_conf are mutually exclusive: list the resolvers \
+                     in addresses, or take them from a resolv.conf file, not both",
                 ));
             }
-            addresses.push(addr);
-        }
+            (None, None, _) => {
+                return Err(self.error(
+                    &at,
+                    "missing required key \"addresses\" (or \"resolv_conf\" to take the \
+                     nameservers from a resolv.conf file)",
+                ));
+            }
+            (None, Some(_), Some(Mode::Strict)) => {
+                return Err(self.error(
+                    format!("{at}.mode"),
+                    "must not be \"strict\" with resolv_conf: the resolvers a network hands \
+                     out cannot be authenticated (RFC 8310 §5), so a resolv_conf upstream \
+                     is always opportunistic; remove mode, or list a resolver you can \
+                     authenticate in addresses with pins or tls_name",
+                ));
+            }
+            (None, Some(_), _) => Mode::Opportunistic,
+            (Some(_), None, mode) => mode.unwrap_or_default(),
+        };
+        let (addresses, source) = match (raw.addresses, raw.resolv_conf) {
+            (Some(list), _) => (self.static_addresses(&at, &list)?, AddressSource::Static),
+            (None, Some(path)) => {
+                let (path, addresses) = self.resolv_conf(&at, &name, &path, own_listen)?;
+                (addresses, AddressSource::ResolvConf(path))
+            }
+            (None, None) => unreachable!("rejected above"),
+        };
 
         let tls_name = raw
             .tls_name
@@ -353,7 +392,7 @@ impl Validator {
             None => super::schema::defaults::PLAIN_PORT as u16,
         };
 
-        match raw.mode {
+        match mode {
             Mode::Strict => {
                 if pins.is_empty() && tls_name.is_none() {
                     return Err(self.error(
@@ -401,13 +440,86 @@ impl Validator {
         Ok(UpstreamConfig {
             name,
             addresses,
+            source,
             tls_name,
             pins,
             ca,
             tls_port,
             plain_port,
-            mode: raw.mode,
+            mode,
         })
+    }
+
+    fn static_addresses(&self, at: &str, raw: &[String]) -> Result<Vec<IpAddr>, ConfigError> {
+        if raw.is_empty() {
+            return Err(self.error(
+                format!("{at}.addresses"),
+                "empty: at least one IP address is required",
+            ));
+        }
+        let mut addresses: Vec<IpAddr> = Vec::with_capacity(raw.len());
+        for (j, text) in raw.iter().enumerate() {
+            let key = format!("{at}.addresses[{j}]");
+            let addr = self.upstream_address(&key, text)?;
+            if let Some(first) = addresses.iter().position(|a| *a == addr) {
+                return Err(self.error(
+                    key,
+                    format!("duplicate address {addr} (also {at}.addresses[{first}])"),
+                ));
+            }
+            addresses.push(addr);
+        }
+        Ok(addresses)
+    }
+
+    /// Reads the file now, so a wrong path fails at startup. No usable
+    /// nameserver is only a warning: a laptop offline has none, and the
+    /// daemon re-reads the file when it changes.
+    fn resolv_conf(
+        &mut self,
+        at: &str,
+        name: &str,
+        path: &Path,
+        own_listen: &[SocketAddr],
+    ) -> Result<(PathBuf, Vec<IpAddr>), ConfigError> {
+        let key = format!("{at}.resolv_conf");
+        if path.as_os_str().is_empty() {
+            return Err(self.error(key, "empty: a path is required"));
+        }
+        let path = match &self.base_dir {
+            Some(dir) if path.is_relative() => dir.join(path),
+            _ => path.to_path_buf(),
+        };
+        let shown = path.display();
+        let listed = resolv_conf::read_nameservers(&path)
+            .map_err(|e| self.error(&key, format!("cannot read {shown}: {e}")))?;
+        let skipped: Vec<(IpAddr, Skip)> = listed
+            .iter()
+            .filter_map(|ip| resolv_conf::skip_reason(*ip, own_listen).map(|why| (*ip, why)))
+            .collect();
+        let addresses = resolv_conf::usable(listed, own_listen);
+        if addresses.is_empty() {
+            let found = if skipped.is_empty() {
+                format!("{shown} lists no nameserver")
+            } else {
+                let reasons: Vec<String> = skipped
+                    .iter()
+                    .map(|(ip, why)| format!("{ip} skipped: {why}"))
+                    .collect();
+                format!("no usable nameserver in {shown} ({})", reasons.join("; "))
+            };
+            let hint = if skipped.iter().any(|(_, why)| *why == Skip::ResolvedStub) {
+                "; with systemd-resolved, /run/systemd/resolve/resolv.conf lists the \
+                 network's own servers"
+            } else {
+                ""
+            };
+            self.warnings.push(format!(
+                "{key}: {found}; upstream {name:?} has no addresses until the file lists \
+                 one (it is re-read when it changes){hint}"
+            ));
+        }
+        Ok((path, addresses))
     }
 
     fn upstream_address(&self, key: &str, text: &str) -> Result<IpAddr, ConfigError> {

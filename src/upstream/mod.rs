@@ -3,3 +3,4 @@ pub mod connector;
 pub mod dot;
 pub mod pool;
 pub mod race;
+pub mod resolv_conf;
