@@ -52,6 +52,7 @@ impl Daemon {
     /// Binds every listen address and starts serving.
     pub async fn start(config: &Config) -> Result<Self, StartError> {
         let pool = Pool::new(config)?;
+        pool.watch_resolv_conf(&config.server.listen);
         let pipeline = Arc::new(Pipeline::new(pool, config.server.query_timeout));
         let draining = Arc::new(AtomicBool::new(false));
         let handler = Handler::new(pipeline, config.server.max_inflight, draining.clone());

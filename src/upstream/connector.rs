@@ -168,7 +168,12 @@ impl AttemptReporter {
 }
 
 /// The real attempt: TCP connect, then the handshake for TLS candidates.
-async fn attempt(id: AttemptId, candidate: Candidate, ctx: AttemptContext, report: AttemptReporter) {
+async fn attempt(
+    id: AttemptId,
+    candidate: Candidate,
+    ctx: AttemptContext,
+    report: AttemptReporter,
+) {
     match tcp_connect(candidate.addr).await {
         Err(failure) => report.failed(failure),
         Ok(tcp) => {
@@ -212,7 +217,14 @@ where
     let mut outcome = None;
     let mut attempts = 0u32;
     let log = |id: AttemptId, r: &Running, outcome: &str, detail: Option<&str>| {
-        log_attempt(id.0, r.candidate, &names[r.candidate.upstream], outcome, r.started, detail);
+        log_attempt(
+            id.0,
+            r.candidate,
+            &names[r.candidate.upstream],
+            outcome,
+            r.started,
+            detail,
+        );
     };
     loop {
         let now = Instant::now();
@@ -222,11 +234,22 @@ where
                     attempts += 1;
                     let report = AttemptReporter { id, tx: tx.clone() };
                     let task = tokio::spawn(start(id, candidate, report));
-                    running.insert(id, Running { task: task.abort_handle(), candidate, started: now });
+                    running.insert(
+                        id,
+                        Running {
+                            task: task.abort_handle(),
+                            candidate,
+                            started: now,
+                        },
+                    );
                 }
                 Action::Cancel { id } => {
                     // Before a winner, a cancel is the attempt's own deadline passing.
-                    let outcome_name = if outcome.is_some() { "cancelled" } else { "timeout" };
+                    let outcome_name = if outcome.is_some() {
+                        "cancelled"
+                    } else {
+                        "timeout"
+                    };
                     if let Some(r) = running.remove(&id) {
                         r.task.abort();
                         log(id, &r, outcome_name, None);
@@ -252,7 +275,14 @@ where
                 Action::GaveUp { reasons } => {
                     let summary: Vec<String> = reasons
                         .iter()
-                        .map(|(id, c, r)| format!("#{id} {}:{} {} {r}", c.addr.ip(), c.addr.port(), c.transport))
+                        .map(|(id, c, r)| {
+                            format!(
+                                "#{id} {}:{} {} {r}",
+                                c.addr.ip(),
+                                c.addr.port(),
+                                c.transport
+                            )
+                        })
                         .collect();
                     info!(
                         attempts,
@@ -267,7 +297,9 @@ where
         if race.is_finished() {
             break;
         }
-        let wake = race.poll_timeout().unwrap_or_else(|| now + Duration::from_secs(3600));
+        let wake = race
+            .poll_timeout()
+            .unwrap_or_else(|| now + Duration::from_secs(3600));
         tokio::select! {
             Some((id, event)) = rx.recv() => {
                 let now = Instant::now();

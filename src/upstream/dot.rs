@@ -133,9 +133,21 @@ impl Connection {
         let info = Arc::new(info);
         let in_flight = Arc::new(AtomicUsize::new(0));
         let close_reason = Arc::new(OnceLock::new());
-        let task = run(stream, rx, info.clone(), limits, in_flight.clone(), close_reason.clone());
+        let task = run(
+            stream,
+            rx,
+            info.clone(),
+            limits,
+            in_flight.clone(),
+            close_reason.clone(),
+        );
         tokio::spawn(task);
-        Self { submit, info, in_flight, close_reason }
+        Self {
+            submit,
+            info,
+            in_flight,
+            close_reason,
+        }
     }
 
     pub fn info(&self) -> &ConnectionInfo {
@@ -150,7 +162,10 @@ impl Connection {
     /// Resolves when the connection task has ended, with the reason.
     pub async fn closed(&self) -> CloseReason {
         self.submit.closed().await;
-        self.close_reason.get().copied().unwrap_or(CloseReason::Failed("ended"))
+        self.close_reason
+            .get()
+            .copied()
+            .unwrap_or(CloseReason::Failed("ended"))
     }
 
     /// Queries in flight on this connection now.

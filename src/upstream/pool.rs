@@ -11,7 +11,7 @@
 
 use std::{
     collections::HashMap,
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     sync::{Arc, Mutex, MutexGuard},
     time::Duration,
 };
@@ -22,13 +22,14 @@ use tokio::{
 };
 use tracing::{info, warn};
 
+use super::resolv_conf::ResolvConfWatch;
 use super::{
     connector::{AttemptContext, RaceResult, drive_race},
     dot::{CloseReason, Connection, ConnectionLimits, QueryError},
     race::{Candidate, Race, RaceConfig, Transport, UpstreamAddrs, order_candidates},
 };
 use crate::{
-    config::{Config, Mode, RacingConfig, UpstreamConfig},
+    config::{AddressSource, Config, Mode, RacingConfig, UpstreamConfig},
     message::ClientQuery,
     tls::{TlsSetupError, UpstreamTls},
 };
@@ -39,6 +40,8 @@ const PIN_MISMATCH_BACKOFF: Duration = Duration::from_secs(60);
 /// Background TLS re-races while on plain text: first after this, doubling up to the cap.
 const TLS_RERACE_FIRST: Duration = Duration::from_secs(1);
 const TLS_RERACE_MAX: Duration = Duration::from_secs(60);
+/// How often resolv.conf is checked for changes.
+const RESOLV_CONF_POLL: Duration = Duration::from_secs(2);
 
 /// Why forwarding a query produced no answer; the pipeline turns it into SERVFAIL.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -79,6 +82,8 @@ struct Inner {
 
 #[derive(Default)]
 struct PoolState {
+    /// Each upstream's addresses now; resolv_conf upstreams change them at run time.
+    addresses: Vec<Vec<IpAddr>>,
     primary: Option<Connection>,
     /// The race queries are waiting on, while one runs.
     race: Option<watch::Receiver<RaceStatus>>,
@@ -126,9 +131,44 @@ impl Pool {
                 upstreams: config.upstreams.clone(),
                 contexts: contexts.into(),
                 racing: RaceConfig::from(&config.racing),
-                state: Mutex::new(PoolState { next_id: 1, ..Default::default() }),
+                state: Mutex::new(PoolState {
+                    next_id: 1,
+                    addresses: config
+                        .upstreams
+                        .iter()
+                        .map(|u| u.addresses.clone())
+                        .collect(),
+                    ..Default::default()
+                }),
             }),
         })
+    }
+
+    /// Starts the background tasks that keep resolv_conf upstreams' addresses current.
+    /// Must be called inside the runtime; the tasks end when the pool is dropped.
+    pub fn watch_resolv_conf(&self, own_listen: &[SocketAddr]) {
+        for (index, upstream) in self.inner.upstreams.iter().enumerate() {
+            let AddressSource::ResolvConf(path) = &upstream.source else {
+                continue;
+            };
+            let mut watch = ResolvConfWatch::new(path.clone(), own_listen);
+            let _ = watch.poll(); // the config load already read the current list
+            let weak = Arc::downgrade(&self.inner);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(RESOLV_CONF_POLL);
+                loop {
+                    tick.tick().await;
+                    let Some(inner) = weak.upgrade() else { return };
+                    match watch.poll() {
+                        None => {}
+                        Some(Ok(addresses)) => inner.set_addresses(index, addresses),
+                        Some(Err(err)) => {
+                            warn!(path = %watch.path().display(), %err, "cannot re-read resolv.conf; keeping the previous nameservers")
+                        }
+                    }
+                }
+            });
+        }
     }
 
     /// Forwards `query` on the live connection (racing for one if needed). A query lost
@@ -136,7 +176,10 @@ impl Pool {
     /// §3.4). The caller bounds the total time.
     pub async fn forward(&self, query: &ClientQuery) -> Result<Vec<u8>, ForwardError> {
         for _ in 0..2 {
-            let conn = self.connection().await.map_err(ForwardError::NoConnection)?;
+            let conn = self
+                .connection()
+                .await
+                .map_err(ForwardError::NoConnection)?;
             let tls = conn.info().transport == Transport::Tls;
             match conn.query(query.upstream_wire(tls)).await {
                 Ok(answer) => return Ok(answer),
@@ -176,20 +219,40 @@ impl Pool {
 }
 
 impl Inner {
+    /// Swaps a resolv_conf upstream's addresses; a connection to a server no longer listed
+    /// is dropped from use, so the next query races the new list.
+    fn set_addresses(&self, index: usize, addresses: Vec<IpAddr>) {
+        let name = &self.upstreams[index].name;
+        info!(upstream = %name, nameservers = ?addresses, "resolv.conf changed");
+        let mut st = self.lock();
+        let stale = st.primary.as_ref().is_some_and(|p| {
+            p.info().upstream == index && !addresses.contains(&p.info().peer.ip())
+        });
+        if stale {
+            st.primary = None;
+        }
+        st.addresses[index] = addresses;
+    }
+
     fn lock(&self) -> MutexGuard<'_, PoolState> {
         // A panic while holding this lock is a bug; the state is still consistent
         // enough to keep serving.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn candidates(&self, st: &PoolState, scope: RaceScope, now: Instant) -> (Vec<Candidate>, Vec<Candidate>) {
+    fn candidates(
+        &self,
+        st: &PoolState,
+        scope: RaceScope,
+        now: Instant,
+    ) -> (Vec<Candidate>, Vec<Candidate>) {
         let addrs: Vec<UpstreamAddrs<'_>> = self
             .upstreams
             .iter()
             .enumerate()
             .map(|(i, u)| UpstreamAddrs {
                 upstream: i,
-                addresses: &u.addresses,
+                addresses: &st.addresses[i],
                 tls_port: u.tls_port,
                 plain_port: u.plain_port,
                 // Strict upstreams never yield a plain candidate (RFC 8310 §5).
@@ -197,14 +260,22 @@ impl Inner {
             })
             .collect();
         let (mut tls, mut plain) = order_candidates(&addrs, st.last_winner);
-        let usable = |c: &Candidate| st.backoff.get(&(c.addr, c.transport)).is_none_or(|until| *until <= now);
+        let usable = |c: &Candidate| {
+            st.backoff
+                .get(&(c.addr, c.transport))
+                .is_none_or(|until| *until <= now)
+        };
         tls.retain(usable);
         plain.retain(usable);
         (tls, plain)
     }
 
     /// Starts a race and returns the channel its result will be published on.
-    fn start_race(self: &Arc<Self>, st: &mut PoolState, scope: RaceScope) -> watch::Receiver<RaceStatus> {
+    fn start_race(
+        self: &Arc<Self>,
+        st: &mut PoolState,
+        scope: RaceScope,
+    ) -> watch::Receiver<RaceStatus> {
         let now = Instant::now();
         let (tls, plain) = self.candidates(st, scope, now);
         let reserved = (tls.len() + plain.len()) as u64;
@@ -225,26 +296,42 @@ impl Inner {
     }
 
     /// Records a race's result in the pool state and returns what waiting queries get.
-    fn finish_race(self: &Arc<Self>, result: RaceResult, scope: RaceScope) -> Result<Connection, String> {
+    fn finish_race(
+        self: &Arc<Self>,
+        result: RaceResult,
+        scope: RaceScope,
+    ) -> Result<Connection, String> {
         let now = Instant::now();
         let mut st = self.lock();
         if scope == RaceScope::Full {
             st.race = None;
         }
         for c in result.pin_mismatches {
-            st.backoff.insert((c.addr, c.transport), now + PIN_MISMATCH_BACKOFF);
+            st.backoff
+                .insert((c.addr, c.transport), now + PIN_MISMATCH_BACKOFF);
         }
         st.backoff.retain(|_, until| *until > now);
         match result.outcome {
             Ok(conn) => {
                 let info = conn.info();
-                let winner = Candidate { upstream: info.upstream, addr: info.peer, transport: info.transport };
-                if scope == RaceScope::TlsOnly && st.primary.as_ref().is_some_and(|p| !p.is_closed() && p.info().transport == Transport::Tls) {
+                let winner = Candidate {
+                    upstream: info.upstream,
+                    addr: info.peer,
+                    transport: info.transport,
+                };
+                if scope == RaceScope::TlsOnly
+                    && st
+                        .primary
+                        .as_ref()
+                        .is_some_and(|p| !p.is_closed() && p.info().transport == Transport::Tls)
+                {
                     // Someone else already got back to TLS; this one is surplus.
                     return Ok(conn);
                 }
                 if let Some(old) = st.primary.replace(conn.clone()) {
-                    if old.info().transport == Transport::Plain && winner.transport == Transport::Tls {
+                    if old.info().transport == Transport::Plain
+                        && winner.transport == Transport::Tls
+                    {
                         info!(upstream = %info.upstream_name, ip = %info.peer.ip(), port = info.peer.port(), "TLS is back; replacing the plain-text connection");
                     }
                 }
@@ -268,7 +355,11 @@ impl Inner {
                 let summary = if reasons.is_empty() {
                     "no candidates (every endpoint is backed off or none is configured)".to_string()
                 } else {
-                    reasons.iter().map(|(_, c, r)| format!("{}:{} {r}", c.addr.ip(), c.addr.port())).collect::<Vec<_>>().join(", ")
+                    reasons
+                        .iter()
+                        .map(|(_, c, r)| format!("{}:{} {r}", c.addr.ip(), c.addr.port()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 };
                 Err(summary)
             }
@@ -282,7 +373,10 @@ impl Inner {
         tokio::spawn(async move {
             let reason = conn.closed().await;
             let mut st = inner.lock();
-            let is_primary = st.primary.as_ref().is_some_and(|p| p.info().attempt == conn.info().attempt);
+            let is_primary = st
+                .primary
+                .as_ref()
+                .is_some_and(|p| p.info().attempt == conn.info().attempt);
             if !is_primary {
                 return;
             }
@@ -301,7 +395,9 @@ impl Inner {
             sleep(wait).await;
             let on_plain = {
                 let st = self.lock();
-                st.primary.as_ref().is_some_and(|p| !p.is_closed() && p.info().transport == Transport::Plain)
+                st.primary
+                    .as_ref()
+                    .is_some_and(|p| !p.is_closed() && p.info().transport == Transport::Plain)
             };
             if !on_plain {
                 break;

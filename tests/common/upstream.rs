@@ -453,8 +453,14 @@ async fn serve_connection(tcp: TcpStream, acceptor: Option<TlsAcceptor>, shared:
     match shared.fault() {
         Fault::ResetOnAccept => return reset(&reset_handle),
         Fault::StallHandshake => {
-            let _hold = tcp;
-            return std::future::pending().await;
+            // Never answer the ClientHello, but notice when the client gives up, so the
+            // socket (and its descriptor) goes away with the client's.
+            let mut tcp = tcp;
+            let mut sink = [0u8; 1024];
+            while matches!(tokio::io::AsyncReadExt::read(&mut tcp, &mut sink).await, Ok(n) if n > 0)
+            {
+            }
+            return;
         }
         _ => {}
     }
