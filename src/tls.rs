@@ -80,8 +80,8 @@ impl UpstreamTls {
         let provider = provider();
         let algorithms = provider.signature_verification_algorithms;
         let verifier: Arc<dyn ServerCertVerifier> = if !upstream.pins.is_empty() {
-            Arc::new(PinVerifier {
-                pins: upstream.pins.clone(),
+            Arc::new(KeyVerifier {
+                policy: KeyPolicy::Pins(upstream.pins.clone()),
                 algorithms,
             })
         } else if upstream.tls_name.is_some() {
@@ -95,7 +95,10 @@ impl UpstreamTls {
         } else {
             // Config validation only lets opportunistic upstreams get here (RFC 8310 §5:
             // opportunistic privacy may use unauthenticated encryption).
-            Arc::new(EncryptOnlyVerifier { algorithms })
+            Arc::new(KeyVerifier {
+                policy: KeyPolicy::EncryptOnly,
+                algorithms,
+            })
         };
         let config = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -225,30 +228,76 @@ fn bad_encoding() -> rustls::Error {
     rustls::Error::InvalidCertificate(CertificateError::BadEncoding)
 }
 
-/// Verifies a server by pins alone (RFC 7858 §4.2). A pin may match the key or DER of any
-/// certificate in the presented chain, so pinning an intermediate survives a leaf rotation.
-///
-/// Validity dates are not enforced: the pinned key, not a CA's validity window, is the trust
-/// anchor (as with stubby's pinset and Knot's pin_sha256). An expired certificate is accepted
-/// and logged at warn.
+/// What a [`KeyVerifier`] requires of the presented chain.
 #[derive(Debug)]
-struct PinVerifier {
-    pins: Vec<Pin>,
+enum KeyPolicy {
+    /// Pins alone (RFC 7858 §4.2). A pin may match the key or DER of any certificate in
+    /// the presented chain, so pinning an intermediate survives a leaf rotation.
+    ///
+    /// Validity dates are not enforced: the pinned key, not a CA's validity window, is
+    /// the trust anchor (as with stubby's pinset and Knot's pin_sha256). An expired
+    /// certificate is accepted and logged at warn.
+    Pins(Vec<Pin>),
+    /// Opportunistic privacy without authentication (RFC 8310 §5): encrypt, authenticate
+    /// nothing. Only opportunistic upstreams with neither pins nor a name get this.
+    EncryptOnly,
+}
+
+/// Our certificate verifier for pinned and encrypt-only upstreams. Whatever the policy,
+/// the handshake signature is always checked against the presented leaf key.
+#[derive(Debug)]
+struct KeyVerifier {
+    policy: KeyPolicy,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
-impl PinVerifier {
-    fn matches(&self, cert: &X509Certificate<'_>, der: &[u8]) -> bool {
-        let key = key_fingerprint(cert);
-        let whole = cert_fingerprint(der);
-        self.pins.iter().any(|pin| match pin {
-            Pin::KeySha256(h) => *h == key,
-            Pin::CertSha256(h) => *h == whole,
-        })
-    }
+fn pin_matches(pins: &[Pin], cert: &X509Certificate<'_>, der: &[u8]) -> bool {
+    let key = key_fingerprint(cert);
+    let whole = cert_fingerprint(der);
+    pins.iter().any(|pin| match pin {
+        Pin::KeySha256(h) => *h == key,
+        Pin::CertSha256(h) => *h == whole,
+    })
 }
 
-impl ServerCertVerifier for PinVerifier {
+fn verify_pins(pins: &[Pin], ders: &[&[u8]]) -> Result<(), rustls::Error> {
+    let mut chain = Vec::with_capacity(ders.len());
+    for der in ders {
+        let (_, cert) = X509Certificate::from_der(der).map_err(|_| bad_encoding())?;
+        chain.push(cert);
+    }
+    let Some(matched) = chain
+        .iter()
+        .zip(ders)
+        .position(|(c, d)| pin_matches(pins, c, d))
+    else {
+        let presented = PresentedPins(
+            chain
+                .iter()
+                .map(|c| Pin::KeySha256(key_fingerprint(c)))
+                .collect(),
+        );
+        return Err(rustls::Error::InvalidCertificate(CertificateError::Other(
+            OtherError(Arc::new(PinMismatch { presented })),
+        )));
+    };
+    // A pinned intermediate vouches for the leaf only through signatures: every
+    // certificate below the match must be signed by the next one up.
+    for pair in chain[..=matched].windows(2) {
+        pair[0]
+            .verify_signature(Some(pair[1].public_key()))
+            .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadSignature))?;
+    }
+    if !chain[0].validity().is_valid() {
+        tracing::warn!(
+            not_after = %chain[0].validity().not_after,
+            "pinned upstream presents a certificate outside its validity dates; accepted because the pin matched"
+        );
+    }
+    Ok(())
+}
+
+impl ServerCertVerifier for KeyVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -257,85 +306,17 @@ impl ServerCertVerifier for PinVerifier {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let ders: Vec<&[u8]> = std::iter::once(end_entity.as_ref())
-            .chain(intermediates.iter().map(|c| c.as_ref()))
-            .collect();
-        let mut chain = Vec::with_capacity(ders.len());
-        for der in &ders {
-            let (_, cert) = X509Certificate::from_der(der).map_err(|_| bad_encoding())?;
-            chain.push(cert);
+        match &self.policy {
+            KeyPolicy::Pins(pins) => {
+                let ders: Vec<&[u8]> = std::iter::once(end_entity.as_ref())
+                    .chain(intermediates.iter().map(|c| c.as_ref()))
+                    .collect();
+                verify_pins(pins, &ders)?;
+            }
+            KeyPolicy::EncryptOnly => {
+                X509Certificate::from_der(end_entity).map_err(|_| bad_encoding())?;
+            }
         }
-        let Some(matched) = chain
-            .iter()
-            .zip(&ders)
-            .position(|(c, d)| self.matches(c, d))
-        else {
-            let presented = PresentedPins(
-                chain
-                    .iter()
-                    .map(|c| Pin::KeySha256(key_fingerprint(c)))
-                    .collect(),
-            );
-            return Err(rustls::Error::InvalidCertificate(CertificateError::Other(
-                OtherError(Arc::new(PinMismatch { presented })),
-            )));
-        };
-        // A pinned intermediate vouches for the leaf only through signatures: every
-        // certificate below the match must be signed by the next one up.
-        for pair in chain[..=matched].windows(2) {
-            pair[0]
-                .verify_signature(Some(pair[1].public_key()))
-                .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadSignature))?;
-        }
-        if !chain[0].validity().is_valid() {
-            tracing::warn!(
-                not_after = %chain[0].validity().not_after,
-                "pinned upstream presents a certificate outside its validity dates; accepted because the pin matched"
-            );
-        }
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
-}
-
-/// Opportunistic privacy without authentication (RFC 8310 §5): encrypts, authenticates
-/// nothing, but still checks the handshake signature against the presented key.
-#[derive(Debug)]
-struct EncryptOnlyVerifier {
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for EncryptOnlyVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        X509Certificate::from_der(end_entity).map_err(|_| bad_encoding())?;
         Ok(ServerCertVerified::assertion())
     }
 
