@@ -342,3 +342,120 @@ impl ServerCertVerifier for KeyVerifier {
         self.algorithms.supported_schemes()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, PublicKeyData,
+    };
+
+    use super::*;
+
+    struct Chain {
+        leaf: Vec<u8>,
+        intermediate: Vec<u8>,
+        intermediate_key: [u8; 32],
+        leaf_key: [u8; 32],
+    }
+
+    fn spki_hash(key: &KeyPair) -> [u8; 32] {
+        sha256(&key.subject_public_key_info())
+    }
+
+    fn ca_params(name: &str) -> CertificateParams {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(rcgen::DnType::CommonName, name);
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p
+    }
+
+    fn chain() -> Chain {
+        let root =
+            CertifiedIssuer::self_signed(ca_params("root"), KeyPair::generate().unwrap()).unwrap();
+        let inter_key = KeyPair::generate().unwrap();
+        let intermediate_key = spki_hash(&inter_key);
+        let inter =
+            CertifiedIssuer::signed_by(ca_params("intermediate"), inter_key, &root).unwrap();
+        let leaf_key = KeyPair::generate().unwrap();
+        let leaf = CertificateParams::new(vec!["dns.test".to_string()])
+            .unwrap()
+            .signed_by(&leaf_key, &inter)
+            .unwrap();
+        Chain {
+            leaf: leaf.der().to_vec(),
+            intermediate: inter.der().to_vec(),
+            intermediate_key,
+            leaf_key: spki_hash(&leaf_key),
+        }
+    }
+
+    fn is_pin_mismatch(err: &rustls::Error) -> bool {
+        matches!(err, rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(e))) if e.downcast_ref::<PinMismatch>().is_some())
+    }
+
+    #[test]
+    fn a_leaf_key_pin_matches_the_leaf() {
+        let c = chain();
+        verify_pins(&[Pin::KeySha256(c.leaf_key)], &[&c.leaf, &c.intermediate]).unwrap();
+    }
+
+    #[test]
+    fn an_intermediate_pin_accepts_a_leaf_it_signed() {
+        let c = chain();
+        verify_pins(
+            &[Pin::KeySha256(c.intermediate_key)],
+            &[&c.leaf, &c.intermediate],
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn an_intermediate_pin_refuses_a_leaf_it_did_not_sign() {
+        // An attacker presents its own leaf next to the real (public) intermediate.
+        let real = chain();
+        let attacker = chain();
+        let err = verify_pins(
+            &[Pin::KeySha256(real.intermediate_key)],
+            &[&attacker.leaf, &real.intermediate],
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            rustls::Error::InvalidCertificate(CertificateError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn no_match_reports_what_was_presented() {
+        let c = chain();
+        let err = verify_pins(&[Pin::KeySha256([7; 32])], &[&c.leaf, &c.intermediate]).unwrap_err();
+        assert!(is_pin_mismatch(&err));
+        let rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(e))) = err else {
+            unreachable!()
+        };
+        let mismatch = e.downcast_ref::<PinMismatch>().unwrap();
+        assert_eq!(
+            mismatch.presented.0,
+            vec![
+                Pin::KeySha256(c.leaf_key),
+                Pin::KeySha256(c.intermediate_key)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_cert_pin_matches_the_whole_der_only() {
+        let c = chain();
+        verify_pins(&[Pin::CertSha256(cert_fingerprint(&c.leaf))], &[&c.leaf]).unwrap();
+        // The key's hash is not the certificate's hash.
+        assert!(verify_pins(&[Pin::CertSha256(c.leaf_key)], &[&c.leaf]).is_err());
+    }
+
+    #[test]
+    fn garbage_certificates_are_bad_encoding_not_a_panic() {
+        assert_eq!(
+            verify_pins(&[Pin::KeySha256([0; 32])], &[b"not a certificate"]).unwrap_err(),
+            bad_encoding()
+        );
+    }
+}
