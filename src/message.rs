@@ -7,6 +7,8 @@
 //! Client ECS options are dropped by construction (RFC 7871 §7.5: forwarding ECS needs
 //! ECS-aware caching).
 
+use std::time::Duration;
+
 use hickory_proto::{
     op::{Edns, Message, MessageType, Metadata, OpCode, Query, ResponseCode},
     rr::rdata::opt::{EdnsCode, EdnsOption},
@@ -63,6 +65,12 @@ impl ClientQuery {
         let mut edns = Edns::new();
         edns.set_max_payload(EDNS_PAYLOAD);
         edns.set_dnssec_ok(self.dnssec_ok());
+        // RFC 7828 §3.2.1: on TCP we may ask for the server's idle timeout, with no TIMEOUT
+        // of our own (every upstream transport here is TCP or TLS over TCP).
+        edns.options_mut().insert(EdnsOption::Unknown(
+            u16::from(EdnsCode::Keepalive),
+            Vec::new(),
+        ));
         msg.set_edns(edns);
         let wire = msg.to_vec().expect("a one-question query always encodes");
         if !pad {
@@ -81,12 +89,10 @@ impl ClientQuery {
             .expect("a padded one-question query always encodes")
     }
 
-    /// The answer for the client, built from an upstream answer's wire form.
-    pub fn answer_from_upstream(&self, upstream: &[u8]) -> Result<Message, AnswerError> {
-        let mut msg = Message::from_vec(upstream).map_err(|e| AnswerError(e.to_string()))?;
-        if msg.metadata.message_type != MessageType::Response {
-            return Err(AnswerError("upstream sent a query, not an answer".into()));
-        }
+    /// The answer for this client, from a parsed upstream answer (shared by every client
+    /// whose identical question was coalesced into one upstream query).
+    pub fn answer_from_upstream(&self, upstream: &Message) -> Message {
+        let mut msg = upstream.clone();
         msg.metadata.id = self.id;
         msg.queries = vec![self.query.clone()];
         msg.metadata.checking_disabled = self.checking_disabled;
@@ -96,7 +102,7 @@ impl ClientQuery {
         }
         msg.edns = self.response_edns();
         // RFC 4035 §3.2.1: a DO=0 client gets no DNSSEC records it did not ask for.
-        Ok(msg.maybe_strip_dnssec_records(self.dnssec_ok()))
+        msg.maybe_strip_dnssec_records(self.dnssec_ok())
     }
 
     /// An answer with no records and `rcode`, e.g. SERVFAIL when every upstream failed.
@@ -122,6 +128,49 @@ impl ClientQuery {
             edns
         })
     }
+}
+
+/// Parses an upstream answer; also returns the server's edns-tcp-keepalive TIMEOUT
+/// (RFC 7828 §3.2.2, in units of 100 ms), when it sent one.
+pub fn parse_upstream(wire: &[u8]) -> Result<(Message, Option<Duration>), AnswerError> {
+    let msg = Message::from_vec(wire).map_err(|e| AnswerError(e.to_string()))?;
+    if msg.metadata.message_type != MessageType::Response {
+        return Err(AnswerError("upstream sent a query, not an answer".into()));
+    }
+    let keepalive = msg
+        .edns
+        .as_ref()
+        .and_then(|e| match e.option(EdnsCode::Keepalive) {
+            Some(EdnsOption::Unknown(_, data)) if data.len() == 2 => Some(Duration::from_millis(
+                u64::from(u16::from_be_bytes([data[0], data[1]])) * 100,
+            )),
+            _ => None,
+        });
+    Ok((msg, keepalive))
+}
+
+/// Extended DNS Error codes we send (RFC 8914 §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ede {
+    Other = 0,
+    StaleAnswer = 3,
+    NoReachableAuthority = 22,
+    NetworkError = 23,
+}
+
+/// Adds an EDE option to an answer for an EDNS client (RFC 8914 §2: never without OPT).
+pub fn add_ede(msg: &mut Message, code: Ede, text: &str) {
+    let Some(edns) = msg.edns.as_mut() else {
+        return;
+    };
+    // Keep EXTRA-TEXT short: it is diagnostic only, and must not push answers into TC.
+    let text = match text.char_indices().nth(200) {
+        Some((cut, _)) => &text[..cut],
+        None => text,
+    };
+    let mut data = (code as u16).to_be_bytes().to_vec();
+    data.extend_from_slice(text.as_bytes());
+    edns.options_mut().insert(EdnsOption::Unknown(15, data));
 }
 
 /// An upstream answer that cannot be parsed or is not an answer.
@@ -188,7 +237,8 @@ mod tests {
         upstream.set_edns(edns);
         let wire = upstream.to_vec().unwrap();
 
-        let plain = query(None).answer_from_upstream(&wire).unwrap();
+        let (parsed, _) = parse_upstream(&wire).unwrap();
+        let plain = query(None).answer_from_upstream(&parsed);
         assert!(plain.edns.is_none());
         assert_eq!(plain.metadata.id, 0x1234);
         assert_eq!(plain.queries[0].name().to_ascii(), "MiXed.Example.");
@@ -197,8 +247,7 @@ mod tests {
             dnssec_ok: false,
             max_payload: 1400,
         }))
-        .answer_from_upstream(&wire)
-        .unwrap();
+        .answer_from_upstream(&parsed);
         let opt = with.edns.unwrap();
         assert!(
             opt.option(EdnsCode::Padding).is_none(),

@@ -473,11 +473,13 @@ fn timeouts_out_of_range_are_rejected() {
             "0",
             "between 100 and 3600000, got 0",
         ),
+        ("hedging", "floor_ms", "5", "between 10 and 10000"),
+        ("health", "dead_after_unanswered", "0", "between 1 and 1000"),
         (
-            "connection",
-            "connect_timeout_ms",
-            "60001",
-            "between 100 and 60000",
+            "health",
+            "dead_after_silence_ms",
+            "50",
+            "between 100 and 600000",
         ),
         ("racing", "attempt_timeout_ms", "0", "between 100 and 60000"),
         (
@@ -950,7 +952,7 @@ fn unknown_top_level_key_is_rejected() {
     let err = assert_rejected(
         &format!("[serer]\nlisten = []\n{UPSTREAM}"),
         "serer",
-        "unknown key (expected one of server, cache, connection, racing, upstream)",
+        "unknown key (expected one of server, cache, connection, racing, hedging, health, upstream)",
     );
     assert!(err.reason.contains("line 1, column 2"), "{err}");
     assert_rejected(
@@ -1271,7 +1273,6 @@ fn defaults_apply_when_sections_are_omitted() {
     assert_eq!(config.cache.max_entries, 10_000);
     let c = &config.connection;
     assert_eq!(c.idle_timeout, Duration::from_millis(10_000));
-    assert_eq!(c.connect_timeout, Duration::from_millis(3000));
     assert_eq!(c.max_inflight, 256);
     let r = &config.racing;
     assert_eq!(r.attempt_delay, Duration::from_millis(250));

@@ -111,28 +111,21 @@ async fn large_answer_truncates_over_udp_and_comes_whole_over_tcp() {
 async fn two_hundred_concurrent_queries_share_one_pipelined_connection() {
     let up = upstream(Fault::None).await;
     let stub = Stub::pinned(&up).await;
-    let names = [
-        "a.test",
-        "AAAA.test",
-        "Txt.Test",
-        "multi.test",
-        "missing.test",
-    ];
-    let types = [
-        RecordType::A,
-        RecordType::AAAA,
-        RecordType::TXT,
-        RecordType::A,
-        RecordType::A,
-    ];
+    let types = [RecordType::A, RecordType::AAAA, RecordType::TXT];
     let mut tasks = Vec::new();
     for i in 0..200u16 {
-        let (name, rtype) = (names[i as usize % 5], types[i as usize % 5]);
+        // Distinct questions (coalescing would merge identical ones), in mixed case.
+        let name = if i % 2 == 0 {
+            format!("Q{i}.Test")
+        } else {
+            format!("q{i}.test")
+        };
+        let rtype = types[i as usize % 3];
         let addr = stub.addr;
         tasks.push(tokio::spawn(async move {
             let id = 1000 + i;
             let m = parse(
-                &udp_query(addr, &query(id, name, rtype), UDP_WAIT)
+                &udp_query(addr, &query(id, &name, rtype), UDP_WAIT)
                     .await
                     .unwrap(),
             );
@@ -143,7 +136,7 @@ async fn two_hundred_concurrent_queries_share_one_pipelined_connection() {
                 "question echoed with case"
             );
             assert_eq!(m.queries[0].query_type(), rtype);
-            m.metadata.response_code
+            assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
         }));
     }
     for t in tasks {
@@ -152,8 +145,8 @@ async fn two_hundred_concurrent_queries_share_one_pipelined_connection() {
     assert_eq!(up.connections_accepted(), 1, "one upstream connection");
     let received = up.received();
     assert_eq!(received.len(), 200);
-    // Fresh IDs upstream: never the client's, and never two in flight at once. All 200
-    // may be in flight together, so they must all differ.
+    // Fresh IDs upstream: never two in flight at once on the connection. All 200 may be in
+    // flight together, so (allowing for reuse after an answer) nearly all must differ.
     let mut ids: Vec<u16> = received.iter().map(|w| wire_id(w)).collect();
     ids.sort_unstable();
     ids.dedup();

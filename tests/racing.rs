@@ -58,11 +58,9 @@ async fn a_stalled_first_upstream_loses_to_the_second() {
     let m = ask_a(&stub).await;
     assert_eq!(answer_strings(&m), vec!["192.0.2.1".to_string()]);
     assert_eq!(good.queries_received(), 1);
-    assert_eq!(
-        stalled.connections_accepted(),
-        1,
-        "the first attempt went to the stalled upstream"
-    );
+    // The first attempt went to the stalled upstream (and the warm-spare race may try it
+    // again in the background).
+    assert!(stalled.connections_accepted() >= 1);
     assert_eq!(stalled.handshakes_completed(), 0);
 }
 
@@ -212,6 +210,10 @@ async fn a_thousand_races_with_losers_leak_no_descriptors() {
     let limits = ConnectionLimits {
         idle_timeout: Duration::from_secs(10),
         max_inflight: 16,
+        dead: stubborn::upstream::health::DeadPolicy {
+            unanswered: 3,
+            silence: Duration::from_secs(2),
+        },
     };
     let contexts: Arc<[AttemptContext]> = config
         .upstreams

@@ -44,6 +44,8 @@ pub struct Config {
     pub cache: CacheConfig,
     pub connection: ConnectionConfig,
     pub racing: RacingConfig,
+    pub hedging: HedgingConfig,
+    pub health: HealthConfig,
     /// In file order; at least one.
     pub upstreams: Vec<UpstreamConfig>,
     /// Accepted but worth a log line at warn (a clamped value, an
@@ -96,8 +98,6 @@ pub struct CacheConfig {
 pub struct ConnectionConfig {
     /// Idle upstream connections are closed after this.
     pub idle_timeout: Duration,
-    /// Per connect attempt (TCP and TLS handshake) of the in-order connector.
-    pub connect_timeout: Duration,
     /// Cap on in-flight queries per upstream connection, 1..=65535.
     pub max_inflight: usize,
 }
@@ -113,6 +113,27 @@ pub struct RacingConfig {
     /// At least 1.
     pub max_concurrent_attempts: usize,
     pub race_timeout: Duration,
+}
+
+/// `[hedging]`: asking a second connection when the first is slow to answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HedgingConfig {
+    pub enabled: bool,
+    /// The hedge delay follows each connection's SRTT + 4·RTTVAR, within floor..=cap.
+    pub floor: Duration,
+    pub cap: Duration,
+    /// Keep a warm spare connection (to another upstream or address) for hedges and
+    /// fail-over, when there is more than one address.
+    pub spare: bool,
+}
+
+/// `[health]`: when an upstream connection is declared dead and replaced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthConfig {
+    /// Queries in a row given up on with no answer.
+    pub dead_after_unanswered: u32,
+    /// No answer for this long while queries wait.
+    pub dead_after_silence: Duration,
 }
 
 /// One `[[upstream]]`.
@@ -310,10 +331,31 @@ impl Config {
         let c = &self.connection;
         let _ = writeln!(
             out,
-            "connection: idle_timeout {}, connect_timeout {}, max_inflight {} per connection",
+            "connection: idle_timeout {}, max_inflight {} per connection",
             ms(c.idle_timeout),
-            ms(c.connect_timeout),
             c.max_inflight
+        );
+        let h = &self.hedging;
+        if h.enabled {
+            let _ = writeln!(
+                out,
+                "hedging: after {}..={} (adaptive), warm spare {}",
+                ms(h.floor),
+                ms(h.cap),
+                if h.spare { "on" } else { "off" }
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "hedging: off, warm spare {}",
+                if h.spare { "on" } else { "off" }
+            );
+        }
+        let _ = writeln!(
+            out,
+            "health: a connection is dead after {} unanswered queries or {} of silence",
+            self.health.dead_after_unanswered,
+            ms(self.health.dead_after_silence)
         );
         let r = &self.racing;
         let _ = writeln!(

@@ -22,7 +22,6 @@ pub(crate) mod defaults {
     pub const CACHE_MAX_ENTRIES: i64 = 10_000;
 
     pub const IDLE_TIMEOUT_MS: i64 = 10_000;
-    pub const CONNECT_TIMEOUT_MS: i64 = 3000;
     pub const CONNECTION_MAX_INFLIGHT: i64 = 256;
 
     pub const ATTEMPT_DELAY_MS: i64 = 250;
@@ -30,6 +29,14 @@ pub(crate) mod defaults {
     pub const PLAIN_FALLBACK_DELAY_MS: i64 = 500;
     pub const MAX_CONCURRENT_ATTEMPTS: i64 = 4;
     pub const RACE_TIMEOUT_MS: i64 = 10_000;
+
+    pub const HEDGING_ENABLED: bool = true;
+    pub const HEDGE_FLOOR_MS: i64 = 50;
+    pub const HEDGE_CAP_MS: i64 = 1000;
+    pub const SPARE: bool = true;
+
+    pub const DEAD_AFTER_UNANSWERED: i64 = 3;
+    pub const DEAD_AFTER_SILENCE_MS: i64 = 2000;
 
     /// The name of a `resolv_conf` upstream that has none.
     pub const RESOLV_CONF_NAME: &str = "resolv.conf";
@@ -53,6 +60,10 @@ pub(crate) struct RawConfig {
     pub connection: RawConnection,
     #[serde(default)]
     pub racing: RawRacing,
+    #[serde(default)]
+    pub hedging: RawHedging,
+    #[serde(default)]
+    pub health: RawHealth,
     #[serde(default)]
     pub upstream: Vec<RawUpstream>,
 }
@@ -97,7 +108,6 @@ impl Default for RawCache {
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawConnection {
     pub idle_timeout_ms: i64,
-    pub connect_timeout_ms: i64,
     pub max_inflight: i64,
 }
 
@@ -105,7 +115,6 @@ impl Default for RawConnection {
     fn default() -> Self {
         RawConnection {
             idle_timeout_ms: defaults::IDLE_TIMEOUT_MS,
-            connect_timeout_ms: defaults::CONNECT_TIMEOUT_MS,
             max_inflight: defaults::CONNECTION_MAX_INFLIGHT,
         }
     }
@@ -129,6 +138,42 @@ impl Default for RawRacing {
             plain_fallback_delay_ms: defaults::PLAIN_FALLBACK_DELAY_MS,
             max_concurrent_attempts: defaults::MAX_CONCURRENT_ATTEMPTS,
             race_timeout_ms: defaults::RACE_TIMEOUT_MS,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawHedging {
+    pub enabled: bool,
+    pub floor_ms: i64,
+    pub cap_ms: i64,
+    pub spare: bool,
+}
+
+impl Default for RawHedging {
+    fn default() -> Self {
+        RawHedging {
+            enabled: defaults::HEDGING_ENABLED,
+            floor_ms: defaults::HEDGE_FLOOR_MS,
+            cap_ms: defaults::HEDGE_CAP_MS,
+            spare: defaults::SPARE,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawHealth {
+    pub dead_after_unanswered: i64,
+    pub dead_after_silence_ms: i64,
+}
+
+impl Default for RawHealth {
+    fn default() -> Self {
+        RawHealth {
+            dead_after_unanswered: defaults::DEAD_AFTER_UNANSWERED,
+            dead_after_silence_ms: defaults::DEAD_AFTER_SILENCE_MS,
         }
     }
 }

@@ -18,10 +18,12 @@ use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, ServerName};
 
 use super::schema::defaults;
-use super::schema::{RawCache, RawConfig, RawConnection, RawRacing, RawServer, RawUpstream};
+use super::schema::{
+    RawCache, RawConfig, RawConnection, RawHealth, RawHedging, RawRacing, RawServer, RawUpstream,
+};
 use super::{
     AddressSource, CaSource, CacheConfig, Config, ConfigError, ConfigOrigin, ConnectionConfig,
-    Mode, Pin, RacingConfig, ServerConfig, UpstreamConfig,
+    HealthConfig, HedgingConfig, Mode, Pin, RacingConfig, ServerConfig, UpstreamConfig,
 };
 use crate::upstream::resolv_conf::{self, Skip};
 
@@ -34,7 +36,6 @@ pub(crate) mod limits {
     pub const SERVER_MAX_INFLIGHT: RangeInclusive<i64> = 1..=1_000_000;
     pub const CACHE_MAX_ENTRIES: RangeInclusive<i64> = 0..=10_000_000;
     pub const IDLE_TIMEOUT_MS: RangeInclusive<i64> = 100..=3_600_000;
-    pub const CONNECT_TIMEOUT_MS: RangeInclusive<i64> = 100..=60_000;
     /// Message IDs are 16 bits (RFC 7766 §6.2.1: no ID reused in flight).
     pub const CONNECTION_MAX_INFLIGHT: RangeInclusive<i64> = 1..=65_535;
     /// RFC 8305 §5: MUST NOT be below 10 ms, SHOULD NOT exceed 2 s. Clamped.
@@ -44,6 +45,9 @@ pub(crate) mod limits {
     pub const MAX_CONCURRENT_ATTEMPTS: RangeInclusive<i64> = 1..=64;
     pub const RACE_TIMEOUT_MS: RangeInclusive<i64> = 100..=300_000;
     pub const PORT: RangeInclusive<i64> = 1..=65_535;
+    pub const HEDGE_MS: RangeInclusive<i64> = 10..=10_000;
+    pub const DEAD_AFTER_UNANSWERED: RangeInclusive<i64> = 1..=1000;
+    pub const DEAD_AFTER_SILENCE_MS: RangeInclusive<i64> = 100..=600_000;
 }
 
 pub(crate) fn validate(raw: RawConfig, origin: ConfigOrigin) -> Result<Config, ConfigError> {
@@ -59,6 +63,8 @@ pub(crate) fn validate(raw: RawConfig, origin: ConfigOrigin) -> Result<Config, C
     let cache = v.cache(raw.cache)?;
     let connection = v.connection(raw.connection)?;
     let racing = v.racing(raw.racing)?;
+    let hedging = v.hedging(raw.hedging)?;
+    let health = v.health(raw.health)?;
     let upstreams = v.upstreams(raw.upstream, &server.listen)?;
     Ok(Config {
         origin,
@@ -66,6 +72,8 @@ pub(crate) fn validate(raw: RawConfig, origin: ConfigOrigin) -> Result<Config, C
         cache,
         connection,
         racing,
+        hedging,
+        health,
         upstreams,
         warnings: v.warnings,
     })
@@ -210,11 +218,6 @@ impl Validator {
                 raw.idle_timeout_ms,
                 limits::IDLE_TIMEOUT_MS,
             )?,
-            connect_timeout: self.millis(
-                "connection.connect_timeout_ms",
-                raw.connect_timeout_ms,
-                limits::CONNECT_TIMEOUT_MS,
-            )?,
             max_inflight: self.count(
                 "connection.max_inflight",
                 raw.max_inflight,
@@ -255,6 +258,38 @@ impl Validator {
                 "racing.race_timeout_ms",
                 raw.race_timeout_ms,
                 limits::RACE_TIMEOUT_MS,
+            )?,
+        })
+    }
+
+    fn hedging(&mut self, raw: RawHedging) -> Result<HedgingConfig, ConfigError> {
+        let floor = self.millis("hedging.floor_ms", raw.floor_ms, limits::HEDGE_MS)?;
+        let cap = self.millis("hedging.cap_ms", raw.cap_ms, limits::HEDGE_MS)?;
+        if cap < floor {
+            return Err(self.error(
+                "hedging.cap_ms",
+                format!("must not be below hedging.floor_ms ({} ms)", raw.floor_ms),
+            ));
+        }
+        Ok(HedgingConfig {
+            enabled: raw.enabled,
+            floor,
+            cap,
+            spare: raw.spare,
+        })
+    }
+
+    fn health(&mut self, raw: RawHealth) -> Result<HealthConfig, ConfigError> {
+        Ok(HealthConfig {
+            dead_after_unanswered: self.count(
+                "health.dead_after_unanswered",
+                raw.dead_after_unanswered,
+                limits::DEAD_AFTER_UNANSWERED,
+            )? as u32,
+            dead_after_silence: self.millis(
+                "health.dead_after_silence_ms",
+                raw.dead_after_silence_ms,
+                limits::DEAD_AFTER_SILENCE_MS,
             )?,
         })
     }

@@ -21,6 +21,9 @@ use super::{
 };
 use crate::tls::{TlsConnectError, UpstreamTls};
 
+/// Unacknowledged data this old kills a connection (TCP_USER_TIMEOUT, RFC 5482).
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// What one attempt needs to know besides its candidate.
 #[derive(Clone)]
 pub struct AttemptContext {
@@ -45,6 +48,18 @@ pub async fn tcp_connect(addr: SocketAddr) -> Result<TcpStream, AttemptFailure> 
     }
     .map_err(io_failure)?;
     socket.set_nodelay(true).map_err(io_failure)?;
+    // A peer that vanished (suspend, NAT state lost, blackhole) must not keep a socket
+    // alive for the kernel's default 15-minute retransmission budget: bound unacknowledged
+    // data and probe idle connections.
+    let sock = socket2::SockRef::from(&socket);
+    let _ = sock.set_tcp_user_timeout(Some(TCP_USER_TIMEOUT));
+    let _ = sock.set_tcp_keepalive(
+        &socket2::TcpKeepalive::new()
+            .with_time(Duration::from_secs(15))
+            .with_interval(Duration::from_secs(5))
+            .with_retries(3),
+    );
+    let _ = sock.set_keepalive(true);
     socket.connect(addr).await.map_err(io_failure)
 }
 

@@ -72,6 +72,10 @@ fn fake_connection(c: Candidate, id: AttemptId) -> Connection {
         ConnectionLimits {
             idle_timeout: Duration::from_secs(60),
             max_inflight: 8,
+            dead: crate::upstream::health::DeadPolicy {
+                unanswered: 3,
+                silence: Duration::from_secs(2),
+            },
         },
     )
 }

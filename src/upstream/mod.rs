@@ -1,6 +1,7 @@
 //! Everything on the upstream side: connections, the happy-eyeballs race, the pool.
 pub mod connector;
 pub mod dot;
+pub mod health;
 pub mod pool;
 pub mod race;
 pub mod resolv_conf;

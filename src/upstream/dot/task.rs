@@ -1,0 +1,211 @@
+//! The task that owns one upstream connection's socket: writes queries, reads answers,
+//! watches health, and closes the connection when it idles out or dies.
+
+use std::{collections::HashMap, sync::Arc, sync::atomic::Ordering, time::Duration};
+
+use bytes::BytesMut;
+use hickory_proto::op::Query;
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    sync::{mpsc, oneshot},
+    time::{Instant, sleep_until},
+};
+use tracing::{debug, info, warn};
+
+use super::{
+    CloseReason, ConnectionInfo, ConnectionLimits, QueryError, Shared, Submission, question_of,
+    same_question, take_frame,
+};
+use crate::upstream::health::ConnectionHealth;
+
+/// How often queries whose waiters left are swept while any are in flight.
+const SWEEP_EVERY: Duration = Duration::from_millis(50);
+/// Far enough away to mean "never" for a deadline that does not apply.
+const NEVER: Duration = Duration::from_secs(86_400);
+
+struct Pending {
+    client_id: u16,
+    question: Query,
+    sent_at: Instant,
+    reply: oneshot::Sender<Result<Vec<u8>, QueryError>>,
+}
+
+fn fresh_id(pending: &HashMap<u16, Pending>) -> u16 {
+    // RFC 7766 §6.2.1: never reuse an ID in flight on this connection. Random, so an
+    // on-path observer of a plain connection cannot predict it (RFC 5452 §9.2).
+    loop {
+        let id: u16 = rand::random();
+        if !pending.contains_key(&id) {
+            return id;
+        }
+    }
+}
+
+pub(super) async fn run<S>(
+    stream: S,
+    mut rx: mpsc::Receiver<Submission>,
+    info: Arc<ConnectionInfo>,
+    limits: ConnectionLimits,
+    shared: Arc<Shared>,
+) where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let mut pending: HashMap<u16, Pending> = HashMap::new();
+    let mut health = ConnectionHealth::default();
+    let mut buf = BytesMut::with_capacity(4096);
+    let mut frame = Vec::with_capacity(512);
+    let mut last_activity = Instant::now();
+    let started = last_activity;
+    let mut answered = 0u64;
+
+    let reason = loop {
+        let now = Instant::now();
+        // Queries whose waiters left (answered elsewhere by a hedge, or the client gave up)
+        // free their slot and count as unanswered.
+        let before = pending.len();
+        pending.retain(|_, p| !p.reply.is_closed());
+        if pending.len() < before {
+            health.on_abandoned((before - pending.len()) as u32, pending.len());
+        }
+        if let Some(dead) = health.dead(limits.dead, now) {
+            warn!(
+                attempt = info.attempt,
+                upstream = %info.upstream_name,
+                ip = %info.peer.ip(),
+                port = info.peer.port(),
+                reason = dead.as_str(),
+                "upstream connection declared dead"
+            );
+            break CloseReason::Failed(dead.as_str());
+        }
+        shared.in_flight.store(pending.len(), Ordering::Relaxed);
+        let (keepalive, touched, closing) = {
+            let st = shared.state.lock().unwrap_or_else(|e| e.into_inner());
+            (st.keepalive, st.touched, st.closing)
+        };
+        if closing {
+            break CloseReason::Closed;
+        }
+        // RFC 7828 §3.2.2: TIMEOUT 0 means no new queries; close once answers are in. A
+        // server TIMEOUT otherwise shortens our idle timeout, closing a little before it.
+        let draining = keepalive == Some(Duration::ZERO);
+        let idle_timeout =
+            keepalive.map_or(limits.idle_timeout, |k| limits.idle_timeout.min(k * 9 / 10));
+        let idle_deadline = last_activity.max(touched) + idle_timeout;
+        if pending.is_empty() && (draining || now >= idle_deadline) {
+            break CloseReason::Idle;
+        }
+        let has_room = !draining && pending.len() < limits.max_inflight;
+        let next_check = if pending.is_empty() {
+            now + NEVER
+        } else {
+            (now + SWEEP_EVERY).min(health.next_check(limits.dead).unwrap_or(now + NEVER))
+        };
+        tokio::select! {
+            read = reader.read_buf(&mut buf) => match read {
+                Ok(0) => break CloseReason::Failed("closed by upstream"),
+                Err(_) => break CloseReason::Failed("read error"),
+                Ok(_) => {
+                    let now = Instant::now();
+                    last_activity = now;
+                    while let Some(message) = take_frame(&mut buf) {
+                        if deliver(&mut pending, message, &mut health, now) {
+                            answered += 1;
+                        }
+                    }
+                    shared.state.lock().unwrap_or_else(|e| e.into_inner()).rtt = health.rtt;
+                }
+            },
+            submission = rx.recv(), if has_room => match submission {
+                None => break CloseReason::Unused,
+                Some(sub) if sub.reply.is_closed() => {}
+                Some(Submission { mut wire, question, reply }) => {
+                    let id = fresh_id(&pending);
+                    let client_id = u16::from_be_bytes([wire[0], wire[1]]);
+                    wire[..2].copy_from_slice(&id.to_be_bytes());
+                    frame.clear();
+                    frame.extend_from_slice(&(wire.len() as u16).to_be_bytes());
+                    frame.extend_from_slice(&wire);
+                    // Length and message in one write (RFC 7858 §3.3, RFC 7766 §8).
+                    if writer.write_all(&frame).await.is_err() || writer.flush().await.is_err() {
+                        let _ = reply.send(Err(QueryError::Closed));
+                        break CloseReason::Failed("write error");
+                    }
+                    let now = Instant::now();
+                    pending.insert(id, Pending { client_id, question, sent_at: now, reply });
+                    health.on_sent(now, pending.len());
+                    last_activity = now;
+                }
+            },
+            _ = sleep_until(idle_deadline), if pending.is_empty() => {}
+            _ = sleep_until(next_check), if !pending.is_empty() => {}
+            _ = shared.changed.notified() => {}
+        }
+    };
+
+    // Closing: everything not answered fails as Closed, so the pool can retry it. The
+    // reason is set before the receiver closes, so `closed()` always sees it.
+    let _ = shared.close_reason.set(reason);
+    rx.close();
+    while let Ok(sub) = rx.try_recv() {
+        let _ = sub.reply.send(Err(QueryError::Closed));
+    }
+    let unanswered = pending.len();
+    for (_, p) in pending.drain() {
+        let _ = p.reply.send(Err(QueryError::Closed));
+    }
+    shared.in_flight.store(0, Ordering::Relaxed);
+    if matches!(reason, CloseReason::Idle | CloseReason::Unused) {
+        // Best effort close_notify; the peer may already be gone.
+        let _ = tokio::time::timeout(Duration::from_millis(200), writer.shutdown()).await;
+    }
+    info!(
+        attempt = info.attempt,
+        upstream = %info.upstream_name,
+        ip = %info.peer.ip(),
+        port = info.peer.port(),
+        transport = %info.transport,
+        reason = reason.as_str(),
+        answered,
+        unanswered,
+        lifetime_ms = started.elapsed().as_millis() as u64,
+        "upstream connection closed"
+    );
+}
+
+/// Hands an answer to its waiter; returns whether it matched a query in flight.
+fn deliver(
+    pending: &mut HashMap<u16, Pending>,
+    mut message: BytesMut,
+    health: &mut ConnectionHealth,
+    now: Instant,
+) -> bool {
+    let Some(question) = question_of(&message) else {
+        debug!(
+            len = message.len(),
+            "ignoring an upstream message without one question"
+        );
+        return false;
+    };
+    let id = u16::from_be_bytes([message[0], message[1]]);
+    match pending.get(&id) {
+        Some(p) if same_question(&p.question, &question) => {}
+        Some(_) => {
+            debug!(
+                id,
+                "ignoring an upstream answer whose question does not match"
+            );
+            return false;
+        }
+        None => {
+            debug!(id, "ignoring an upstream answer for no query in flight");
+            return false;
+        }
+    }
+    let p = pending.remove(&id).expect("checked above");
+    health.on_answer(now.saturating_duration_since(p.sent_at), now, pending.len());
+    message[..2].copy_from_slice(&p.client_id.to_be_bytes());
+    let _ = p.reply.send(Ok(message.to_vec()));
+    true
+}

@@ -1,0 +1,410 @@
+//! The upstream pool: the connections queries use, hedging between them, and the races
+//! that replace them.
+//!
+//! A happy-eyeballs race over every (upstream, address, port, transport) the policy allows
+//! produces the *primary* connection. A second, TLS-only race produces a warm *spare* to a
+//! different upstream or address. A query goes to the better of the two; when it has no
+//! answer within the hedge delay (SRTT + 4·RTTVAR, clamped) it also goes to the other, and
+//! the first answer wins. When the primary dies the spare takes over at once and new races
+//! run in the background. After a suspend, every connection is suspect and is replaced.
+//!
+//! Owns which connection a query uses and when races run. It never parses answers and
+//! never bounds the client's total wait (the pipeline's `query_timeout` does).
+
+mod races;
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use tokio::{sync::watch, time::sleep};
+use tracing::{debug, warn};
+
+use super::{
+    connector::AttemptContext,
+    dot::{Connection, ConnectionLimits, QueryError},
+    health::{Backoff, DeadPolicy, SuspendDetector},
+    race::{Candidate, RaceConfig, Transport},
+    resolv_conf::ResolvConfWatch,
+};
+use crate::{
+    config::{AddressSource, Config, HedgingConfig, RacingConfig, UpstreamConfig},
+    message::ClientQuery,
+    tls::{TlsSetupError, UpstreamTls},
+};
+
+/// How often resolv.conf is checked for changes.
+const RESOLV_CONF_POLL: Duration = Duration::from_secs(2);
+/// A boot-time clock this far ahead of the monotonic one means we were suspended.
+const SUSPEND_THRESHOLD: Duration = Duration::from_secs(2);
+
+/// Why forwarding a query produced no answer; the pipeline turns it into SERVFAIL.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ForwardError {
+    /// No connection could be made: connect, TLS or pin failures (EDE 23).
+    #[error("no upstream connection: {0}")]
+    NoConnection(String),
+    /// Connections kept closing under the query (EDE 23).
+    #[error("connection closed twice before answering")]
+    Closed,
+    #[error(transparent)]
+    Query(QueryError),
+}
+
+impl From<&RacingConfig> for RaceConfig {
+    fn from(c: &RacingConfig) -> Self {
+        RaceConfig {
+            attempt_delay: c.attempt_delay,
+            attempt_timeout: c.attempt_timeout,
+            plain_fallback_delay: c.plain_fallback_delay,
+            max_concurrent_attempts: c.max_concurrent_attempts,
+            race_timeout: c.race_timeout,
+        }
+        .clamped()
+    }
+}
+
+/// Counters the pool keeps (for logs, status and metrics).
+#[derive(Debug, Default)]
+pub struct PoolStats {
+    /// Queries sent upstream (hedges not counted twice).
+    pub queries: AtomicU64,
+    /// Queries that also went out on a second connection.
+    pub hedges_sent: AtomicU64,
+    /// Hedged queries the second connection answered first.
+    pub hedges_won: AtomicU64,
+    /// Queries sent in clear text (opportunistic upstreams only).
+    pub plain_queries: AtomicU64,
+    /// Suspends noticed.
+    pub suspends: AtomicU64,
+}
+
+/// Reads (monotonic, boot-time) clocks; swappable so tests can fake a suspend.
+pub type SleepClock = Arc<dyn Fn() -> (Duration, Duration) + Send + Sync>;
+
+/// All upstreams of a config, and the connections in use.
+#[derive(Clone)]
+pub struct Pool {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    upstreams: Vec<UpstreamConfig>,
+    contexts: Arc<[AttemptContext]>,
+    racing: RaceConfig,
+    hedging: HedgingConfig,
+    /// More than one address in the config: a spare has somewhere else to go.
+    spare_possible: bool,
+    state: Mutex<PoolState>,
+    stats: PoolStats,
+    clock: Mutex<SleepClock>,
+}
+
+#[derive(Default)]
+struct PoolState {
+    /// Each upstream's addresses now; resolv_conf upstreams change them at run time.
+    addresses: Vec<Vec<IpAddr>>,
+    primary: Option<Connection>,
+    spare: Option<Connection>,
+    /// The primary race queries are waiting on, while one runs.
+    race: Option<watch::Receiver<RaceStatus>>,
+    spare_racing: bool,
+    /// After a failed spare race, the next one waits.
+    spare_backoff: Backoff,
+    last_winner: Option<Candidate>,
+    next_id: u64,
+    /// Endpoints that failed: a pin mismatch keeps them out of races; other failures put
+    /// them last in the candidate order.
+    endpoints: HashMap<(SocketAddr, Transport), EndpointHealth>,
+    tls_rerace_running: bool,
+    suspend: Option<SuspendDetector>,
+}
+
+#[derive(Default)]
+struct EndpointHealth {
+    backoff: Backoff,
+    pin_mismatch: bool,
+}
+
+#[derive(Clone)]
+enum RaceStatus {
+    Running,
+    Done(Result<Connection, String>),
+}
+
+fn read_clocks() -> (Duration, Duration) {
+    fn read(clock: libc::clockid_t) -> Duration {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime only writes the timespec we own; both clocks exist on Linux.
+        unsafe { libc::clock_gettime(clock, &mut ts) };
+        Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    }
+    (read(libc::CLOCK_MONOTONIC), read(libc::CLOCK_BOOTTIME))
+}
+
+impl Pool {
+    pub fn new(config: &Config) -> Result<Self, TlsSetupError> {
+        let limits = ConnectionLimits {
+            idle_timeout: config.connection.idle_timeout,
+            max_inflight: config.connection.max_inflight,
+            dead: DeadPolicy {
+                unanswered: config.health.dead_after_unanswered,
+                silence: config.health.dead_after_silence,
+            },
+        };
+        let contexts = config
+            .upstreams
+            .iter()
+            .map(|u| {
+                Ok(AttemptContext {
+                    upstream_name: Arc::from(u.name.as_str()),
+                    tls: UpstreamTls::new(u)?,
+                    limits,
+                })
+            })
+            .collect::<Result<Vec<_>, TlsSetupError>>()?;
+        let addresses: Vec<Vec<IpAddr>> = config
+            .upstreams
+            .iter()
+            .map(|u| u.addresses.clone())
+            .collect();
+        let spare_possible = config.upstreams.len() > 1
+            || addresses.iter().map(Vec::len).sum::<usize>() > 1
+            || config
+                .upstreams
+                .iter()
+                .any(|u| matches!(u.source, AddressSource::ResolvConf(_)));
+        Ok(Self {
+            inner: Arc::new(Inner {
+                upstreams: config.upstreams.clone(),
+                contexts: contexts.into(),
+                racing: RaceConfig::from(&config.racing),
+                hedging: config.hedging.clone(),
+                spare_possible,
+                state: Mutex::new(PoolState {
+                    next_id: 1,
+                    addresses,
+                    ..Default::default()
+                }),
+                stats: PoolStats::default(),
+                clock: Mutex::new(Arc::new(read_clocks)),
+            }),
+        })
+    }
+
+    pub fn stats(&self) -> &PoolStats {
+        &self.inner.stats
+    }
+
+    /// Replaces the clock pair used to notice suspends (tests fake a suspend with it).
+    pub fn set_sleep_clock(&self, clock: SleepClock) {
+        *self.inner.clock.lock().unwrap_or_else(|e| e.into_inner()) = clock;
+        self.inner.lock().suspend = None;
+    }
+
+    /// Forwards `query`; returns the answer and the connection that gave it. A query lost
+    /// to a closing connection is retried once (RFC 7766 §6.2.4, RFC 7858 §3.4). The
+    /// caller bounds the total time.
+    pub async fn forward(
+        &self,
+        query: &ClientQuery,
+    ) -> Result<(Vec<u8>, Connection), ForwardError> {
+        self.inner.stats.queries.fetch_add(1, Ordering::Relaxed);
+        for _ in 0..2 {
+            let (first, second) = self
+                .connections()
+                .await
+                .map_err(ForwardError::NoConnection)?;
+            match self.hedged(query, &first, second.as_ref()).await {
+                Ok(answer) => return Ok(answer),
+                Err(QueryError::Closed) => continue,
+                Err(e) => return Err(ForwardError::Query(e)),
+            }
+        }
+        Err(ForwardError::Closed)
+    }
+
+    /// Sends on `first`; with no answer within its hedge delay, also on `second`. The first
+    /// answer wins; the other query is abandoned (and counts against its connection).
+    async fn hedged(
+        &self,
+        query: &ClientQuery,
+        first: &Connection,
+        second: Option<&Connection>,
+    ) -> Result<(Vec<u8>, Connection), QueryError> {
+        let primary = self.ask(query, first);
+        tokio::pin!(primary);
+        let second = second.filter(|_| self.inner.hedging.enabled);
+        let Some(second) = second else {
+            return primary.await.map(|w| (w, first.clone()));
+        };
+        let delay = first
+            .rtt()
+            .hedge_delay(self.inner.hedging.floor, self.inner.hedging.cap);
+        tokio::select! {
+            answer = &mut primary => return answer.map(|w| (w, first.clone())),
+            _ = sleep(delay) => {}
+        }
+        self.inner.stats.hedges_sent.fetch_add(1, Ordering::Relaxed);
+        debug!(name = %query.query.name(), delay_ms = delay.as_millis() as u64, from = %first.info(), to = %second.info(), "hedging");
+        let hedge = self.ask(query, second);
+        tokio::pin!(hedge);
+        let won = |w: Vec<u8>| {
+            self.inner.stats.hedges_won.fetch_add(1, Ordering::Relaxed);
+            (w, second.clone())
+        };
+        tokio::select! {
+            answer = &mut primary => match answer {
+                Ok(w) => Ok((w, first.clone())),
+                Err(_) => hedge.await.map(won),
+            },
+            answer = &mut hedge => match answer {
+                Ok(w) => Ok(won(w)),
+                Err(_) => primary.await.map(|w| (w, first.clone())),
+            },
+        }
+    }
+
+    async fn ask(&self, query: &ClientQuery, conn: &Connection) -> Result<Vec<u8>, QueryError> {
+        let tls = conn.info().transport == Transport::Tls;
+        if !tls {
+            self.inner
+                .stats
+                .plain_queries
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        conn.query(query.upstream_wire(tls)).await
+    }
+
+    /// The connection to use and, when one is up, the one to hedge to. Waits for a race
+    /// only when no connection is up at all.
+    pub async fn connections(&self) -> Result<(Connection, Option<Connection>), String> {
+        let mut status = {
+            let mut st = self.inner.lock();
+            self.inner.notice_suspend(&mut st);
+            if let Some(pair) = self.inner.usable_pair(&mut st) {
+                return Ok(pair);
+            }
+            match &st.race {
+                Some(rx) => rx.clone(),
+                None => self.inner.start_primary_race(&mut st),
+            }
+        };
+        loop {
+            if let RaceStatus::Done(result) = &*status.borrow_and_update() {
+                let conn = result.clone()?;
+                return Ok((conn, None));
+            }
+            if status.changed().await.is_err() {
+                return Err("race ended without a result".into());
+            }
+        }
+    }
+
+    /// The connection queries use now, if one is up (for status lines and tests).
+    pub fn current(&self) -> Option<Connection> {
+        self.inner.lock().primary.clone().filter(|c| !c.is_closed())
+    }
+
+    /// The warm spare, if one is up.
+    pub fn spare(&self) -> Option<Connection> {
+        self.inner.lock().spare.clone().filter(|c| !c.is_closed())
+    }
+
+    /// Starts the background tasks that keep resolv_conf upstreams' addresses current.
+    /// Must be called inside the runtime; the tasks end when the pool is dropped.
+    pub fn watch_resolv_conf(&self, own_listen: &[SocketAddr]) {
+        for (index, upstream) in self.inner.upstreams.iter().enumerate() {
+            let AddressSource::ResolvConf(path) = &upstream.source else {
+                continue;
+            };
+            let mut watch = ResolvConfWatch::new(path.clone(), own_listen);
+            let _ = watch.poll(); // the config load already read the current list
+            let weak = Arc::downgrade(&self.inner);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(RESOLV_CONF_POLL);
+                loop {
+                    tick.tick().await;
+                    let Some(inner) = weak.upgrade() else { return };
+                    match watch.poll() {
+                        None => {}
+                        Some(Ok(addresses)) => inner.set_addresses(index, addresses),
+                        Some(Err(err)) => warn!(
+                            path = %watch.path().display(),
+                            %err,
+                            "cannot re-read resolv.conf; keeping the previous nameservers"
+                        ),
+                    }
+                }
+            });
+        }
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, PoolState> {
+        // A panic while holding this lock is a bug; the state is still consistent
+        // enough to keep serving.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// After a suspend every connection is suspect: peers and middleboxes may have dropped
+    /// their state while we slept, and a dead socket would only show itself by timing out.
+    /// Drop them all, so the next query races fresh ones instead of waiting on a corpse.
+    fn notice_suspend(&self, st: &mut PoolState) {
+        let (monotonic, boottime) = (self.clock.lock().unwrap_or_else(|e| e.into_inner()))();
+        let detector = st
+            .suspend
+            .get_or_insert_with(|| SuspendDetector::new(SUSPEND_THRESHOLD));
+        if detector.observe(monotonic, boottime) {
+            self.stats.suspends.fetch_add(1, Ordering::Relaxed);
+            warn!("resumed from suspend: replacing every upstream connection");
+            for conn in [st.primary.take(), st.spare.take()].into_iter().flatten() {
+                conn.close();
+            }
+        }
+    }
+
+    /// The usable (first, hedge) pair, promoting the spare when the primary is gone and
+    /// preferring the faster of the two. Starts background races to refill what is missing.
+    fn usable_pair(
+        self: &Arc<Self>,
+        st: &mut PoolState,
+    ) -> Option<(Connection, Option<Connection>)> {
+        let alive = |c: &Option<Connection>| c.as_ref().is_some_and(|c| !c.is_closed());
+        if !alive(&st.primary) {
+            st.primary = None;
+        }
+        if !alive(&st.spare) {
+            st.spare = None;
+        }
+        if st.primary.is_none() {
+            // The spare takes over at once: no query waits for a race.
+            let spare = st.spare.take()?;
+            debug!(to = %spare.info(), "promoting the warm spare");
+            st.primary = Some(spare);
+        }
+        let primary = st.primary.clone()?;
+        self.refill_spare(st);
+        let spare = st.spare.clone();
+        if let Some(spare) = &spare {
+            spare.touch();
+            // Prefer the healthier, faster connection (both need samples to compare).
+            if let (Some(p), Some(s)) = (primary.rtt().srtt(), spare.rtt().srtt()) {
+                if s * 4 < p * 3 {
+                    return Some((spare.clone(), Some(primary)));
+                }
+            }
+        }
+        Some((primary, spare))
+    }
+}

@@ -1,0 +1,344 @@
+//! The pool's races: for the primary (queries may wait on it), for the warm spare and for
+//! leaving plain text (both in the background), and what happens when a connection dies.
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::{
+    sync::watch,
+    time::{Instant, sleep},
+};
+use tracing::{info, warn};
+
+use super::{Inner, PoolState, RaceStatus};
+use crate::{
+    config::Mode,
+    upstream::{
+        connector::{RaceResult, drive_race},
+        dot::{CloseReason, Connection},
+        race::{Candidate, FailReason, Race, Transport, UpstreamAddrs, order_candidates},
+    },
+};
+
+/// Background TLS re-races while on plain text: first after this, doubling up to the cap.
+const TLS_RERACE_FIRST: Duration = Duration::from_secs(1);
+const TLS_RERACE_MAX: Duration = Duration::from_secs(60);
+
+/// What a race is for.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum RaceKind {
+    /// The connection queries use; everything the policy allows, plain text included for
+    /// opportunistic upstreams.
+    Primary,
+    /// A warm second connection: TLS only, anywhere but the primary's endpoint.
+    Spare,
+    /// Leaving plain text: TLS only, replaces a plain-text primary when it wins.
+    TlsReturn,
+}
+
+impl Inner {
+    /// Swaps a resolv_conf upstream's addresses; a connection to a server no longer listed
+    /// is dropped from use, so the next query races the new list.
+    pub(super) fn set_addresses(&self, index: usize, addresses: Vec<std::net::IpAddr>) {
+        info!(upstream = %self.upstreams[index].name, nameservers = ?addresses, "resolv.conf changed");
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        for slot in [&mut st.primary, &mut st.spare] {
+            let gone = slot.as_ref().is_some_and(|c| {
+                c.info().upstream == index && !addresses.contains(&c.info().peer.ip())
+            });
+            if gone {
+                *slot = None;
+            }
+        }
+        st.addresses[index] = addresses;
+    }
+
+    /// Candidates for a race of `kind`: upstreams with recent failures go last, endpoints
+    /// that presented a wrong key sit out while backed off.
+    fn candidates(
+        &self,
+        st: &PoolState,
+        kind: RaceKind,
+        now: Instant,
+    ) -> (Vec<Candidate>, Vec<Candidate>) {
+        let mut order: Vec<usize> = (0..self.upstreams.len()).collect();
+        let failures = |i: usize| {
+            st.addresses[i]
+                .iter()
+                .map(|ip| {
+                    let addr = (*ip, self.upstreams[i].tls_port).into();
+                    st.endpoints
+                        .get(&(addr, Transport::Tls))
+                        .map_or(0, |h| h.backoff.failures())
+                })
+                .min()
+                .unwrap_or(0)
+        };
+        order.sort_by_key(|&i| failures(i).min(1));
+        let avoid = st
+            .primary
+            .as_ref()
+            .map(|p| (p.info().upstream, p.info().peer));
+        if kind == RaceKind::Spare {
+            // Another upstream first, then another address of the same one.
+            order.sort_by_key(|&i| avoid.is_some_and(|(u, _)| u == i));
+        }
+        let addrs: Vec<UpstreamAddrs<'_>> = order
+            .iter()
+            .map(|&i| {
+                let u = &self.upstreams[i];
+                UpstreamAddrs {
+                    upstream: i,
+                    addresses: &st.addresses[i],
+                    tls_port: u.tls_port,
+                    plain_port: u.plain_port,
+                    // Strict upstreams never yield a plain candidate (RFC 8310 §5).
+                    allow_plain: u.mode == Mode::Opportunistic && kind == RaceKind::Primary,
+                }
+            })
+            .collect();
+        let last_winner = if kind == RaceKind::Primary {
+            st.last_winner
+        } else {
+            None
+        };
+        let (mut tls, mut plain) = order_candidates(&addrs, last_winner);
+        let usable = |c: &Candidate| {
+            let sits_out = st
+                .endpoints
+                .get(&(c.addr, c.transport))
+                .is_some_and(|h| h.pin_mismatch && !h.backoff.available(now));
+            let is_primary =
+                avoid.is_some_and(|(_, peer)| kind != RaceKind::Primary && peer == c.addr);
+            !sits_out && !is_primary
+        };
+        tls.retain(usable);
+        plain.retain(usable);
+        (tls, plain)
+    }
+
+    fn launch(
+        self: &Arc<Self>,
+        st: &mut PoolState,
+        kind: RaceKind,
+    ) -> Option<watch::Receiver<RaceStatus>> {
+        let now = Instant::now();
+        let (tls, plain) = self.candidates(st, kind, now);
+        if kind != RaceKind::Primary && tls.is_empty() {
+            return None;
+        }
+        let reserved = (tls.len() + plain.len()) as u64;
+        let race = Race::new(tls, plain, self.racing, st.next_id, now);
+        // Reserve the ids this race may use, so ids keep growing across concurrent races.
+        st.next_id += reserved;
+        let (tx, rx) = watch::channel(RaceStatus::Running);
+        let inner = self.clone();
+        tokio::spawn(async move {
+            let result = drive_race(race, inner.contexts.clone()).await;
+            let published = inner.finish_race(result, kind);
+            let _ = tx.send(RaceStatus::Done(published));
+        });
+        Some(rx)
+    }
+
+    /// Starts the race for the primary; queries wait on the returned channel.
+    pub(super) fn start_primary_race(
+        self: &Arc<Self>,
+        st: &mut PoolState,
+    ) -> watch::Receiver<RaceStatus> {
+        let rx = self
+            .launch(st, RaceKind::Primary)
+            .expect("primary races always launch");
+        st.race = Some(rx.clone());
+        rx
+    }
+
+    /// Starts a spare race in the background when a spare is wanted and none is up.
+    pub(super) fn refill_spare(self: &Arc<Self>, st: &mut PoolState) {
+        let wanted = self.hedging.spare && self.spare_possible;
+        if !wanted
+            || st.spare.is_some()
+            || st.spare_racing
+            || !st.spare_backoff.available(Instant::now())
+        {
+            return;
+        }
+        if self.launch(st, RaceKind::Spare).is_some() {
+            st.spare_racing = true;
+        }
+    }
+
+    /// Records a race's result in the pool state and returns what waiting queries get.
+    fn finish_race(
+        self: &Arc<Self>,
+        result: RaceResult,
+        kind: RaceKind,
+    ) -> Result<Connection, String> {
+        let now = Instant::now();
+        let mut st = self.lock();
+        match kind {
+            RaceKind::Primary => st.race = None,
+            RaceKind::Spare => st.spare_racing = false,
+            RaceKind::TlsReturn => {}
+        }
+        for c in &result.pin_mismatches {
+            let h = st.endpoints.entry((c.addr, c.transport)).or_default();
+            h.pin_mismatch = true;
+            h.backoff.on_failure(now);
+        }
+        if let Err(reasons) = &result.outcome {
+            for (_, c, reason) in reasons {
+                if *reason != FailReason::PinMismatch {
+                    st.endpoints
+                        .entry((c.addr, c.transport))
+                        .or_default()
+                        .backoff
+                        .on_failure(now);
+                }
+            }
+        }
+        let conn = match result.outcome {
+            Ok(conn) => conn,
+            Err(reasons) => {
+                if kind == RaceKind::Spare {
+                    st.spare_backoff.on_failure(now);
+                }
+                return Err(if reasons.is_empty() {
+                    "no candidates (every endpoint is backed off or none is configured)".to_string()
+                } else {
+                    reasons
+                        .iter()
+                        .map(|(_, c, r)| format!("{}:{} {r}", c.addr.ip(), c.addr.port()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                });
+            }
+        };
+        let info = conn.info().clone();
+        if let Some(h) = st.endpoints.get_mut(&(info.peer, info.transport)) {
+            h.backoff.on_success();
+            h.pin_mismatch = false;
+        }
+        let winner = Candidate {
+            upstream: info.upstream,
+            addr: info.peer,
+            transport: info.transport,
+        };
+        let usable = |c: &Option<Connection>| c.as_ref().is_some_and(|c| !c.is_closed());
+        match kind {
+            RaceKind::Spare => {
+                st.spare_backoff.on_success();
+                if usable(&st.spare)
+                    || st
+                        .primary
+                        .as_ref()
+                        .is_some_and(|p| p.info().peer == info.peer)
+                {
+                    return Ok(conn); // surplus: dropped, so closed
+                }
+                info!(upstream = %info.upstream_name, ip = %info.peer.ip(), port = info.peer.port(), "warm spare up");
+                st.spare = Some(conn.clone());
+            }
+            RaceKind::TlsReturn
+                if st
+                    .primary
+                    .as_ref()
+                    .is_some_and(|p| !p.is_closed() && p.info().transport == Transport::Tls) =>
+            {
+                return Ok(conn); // someone else already got back to TLS
+            }
+            RaceKind::Primary | RaceKind::TlsReturn => {
+                if let Some(old) = st.primary.replace(conn.clone()) {
+                    if old.info().transport == Transport::Plain
+                        && winner.transport == Transport::Tls
+                    {
+                        info!(upstream = %info.upstream_name, ip = %info.peer.ip(), port = info.peer.port(), "TLS is back; replacing the plain-text connection");
+                    }
+                }
+                st.last_winner = Some(winner);
+                if winner.transport == Transport::Plain {
+                    warn!(
+                        upstream = %info.upstream_name,
+                        ip = %info.peer.ip(),
+                        port = info.peer.port(),
+                        "no TLS connection could be made: queries now go in CLEAR TEXT (opportunistic mode); retrying TLS in the background"
+                    );
+                    if !st.tls_rerace_running {
+                        st.tls_rerace_running = true;
+                        tokio::spawn(self.clone().return_to_tls());
+                    }
+                }
+                self.refill_spare(&mut st);
+            }
+        }
+        self.watch_connection(conn.clone());
+        Ok(conn)
+    }
+
+    /// When a connection in use dies (not when it idles out), the spare takes over and a
+    /// race for a replacement starts at once, so the next query does not pay for noticing.
+    fn watch_connection(self: &Arc<Self>, conn: Connection) {
+        let inner = self.clone();
+        tokio::spawn(async move {
+            let reason = conn.closed().await;
+            let mut st = inner.lock();
+            let same = |c: &Option<Connection>| {
+                c.as_ref()
+                    .is_some_and(|c| c.info().attempt == conn.info().attempt)
+            };
+            let failed = matches!(reason, CloseReason::Failed(_));
+            if same(&st.spare) {
+                st.spare = None;
+                if failed {
+                    inner.refill_spare(&mut st);
+                }
+                return;
+            }
+            if !same(&st.primary) {
+                return;
+            }
+            st.primary = None;
+            if failed {
+                info!(reason = reason.as_str(), upstream = %conn.info().upstream_name, "connection lost; replacing it");
+                if inner.usable_pair(&mut st).is_none() && st.race.is_none() {
+                    inner.start_primary_race(&mut st);
+                }
+            }
+        });
+    }
+
+    /// While the connection in use is plain text, keep racing TLS-only with backoff.
+    async fn return_to_tls(self: Arc<Self>) {
+        let mut wait = TLS_RERACE_FIRST;
+        loop {
+            sleep(wait).await;
+            let rx = {
+                let mut st = self.lock();
+                let on_plain = st
+                    .primary
+                    .as_ref()
+                    .is_some_and(|p| !p.is_closed() && p.info().transport == Transport::Plain);
+                if !on_plain {
+                    break;
+                }
+                self.launch(&mut st, RaceKind::TlsReturn)
+            };
+            let won = match rx {
+                Some(mut rx) => loop {
+                    if let RaceStatus::Done(r) = &*rx.borrow_and_update() {
+                        break r.is_ok();
+                    }
+                    if rx.changed().await.is_err() {
+                        break false;
+                    }
+                },
+                None => false,
+            };
+            if won {
+                break;
+            }
+            wait = (wait * 2).min(TLS_RERACE_MAX);
+        }
+        self.lock().tls_rerace_running = false;
+    }
+}
