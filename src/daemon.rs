@@ -46,6 +46,7 @@ pub struct Daemon {
     pub local_addrs: Vec<SocketAddr>,
     draining: Arc<AtomicBool>,
     in_flight: InFlightGauge,
+    pool: Pool,
 }
 
 impl Daemon {
@@ -53,7 +54,7 @@ impl Daemon {
     pub async fn start(config: &Config) -> Result<Self, StartError> {
         let pool = Pool::new(config)?;
         pool.watch_resolv_conf(&config.server.listen);
-        let pipeline = Arc::new(Pipeline::new(pool, config.server.query_timeout));
+        let pipeline = Arc::new(Pipeline::new(pool.clone(), config.server.query_timeout));
         let draining = Arc::new(AtomicBool::new(false));
         let handler = Handler::new(pipeline, config.server.max_inflight, draining.clone());
         let in_flight = handler.in_flight_gauge();
@@ -85,7 +86,13 @@ impl Daemon {
             local_addrs,
             draining,
             in_flight,
+            pool,
         })
+    }
+
+    /// The upstream pool (its connections and counters).
+    pub fn pool(&self) -> &Pool {
+        &self.pool
     }
 
     /// Stops taking queries, lets the ones in flight finish for up to [`DRAIN_TIMEOUT`],

@@ -145,6 +145,7 @@ struct Shared {
     answers: AtomicUsize,
     accepts: AtomicUsize,
     handshakes: AtomicUsize,
+    resumed: AtomicUsize,
     handshake_failures: AtomicUsize,
     received: Mutex<Vec<Vec<u8>>>,
     server_names: Mutex<Vec<Option<String>>>,
@@ -251,6 +252,7 @@ impl TestUpstream {
             answers: AtomicUsize::new(0),
             accepts: AtomicUsize::new(0),
             handshakes: AtomicUsize::new(0),
+            resumed: AtomicUsize::new(0),
             handshake_failures: AtomicUsize::new(0),
             received: Mutex::new(Vec::new()),
             server_names: Mutex::new(Vec::new()),
@@ -312,6 +314,10 @@ impl TestUpstream {
     /// completes its part; the client is expected to abort, counted in `handshakes_failed`).
     pub fn handshakes_completed(&self) -> usize {
         self.shared.handshakes.load(Ordering::SeqCst)
+    }
+    /// Completed TLS handshakes that resumed an earlier session (RFC 8446 §2.2 / RFC 5077).
+    pub fn handshakes_resumed(&self) -> usize {
+        self.shared.resumed.load(Ordering::SeqCst)
     }
     /// TLS handshakes that failed on the server side (e.g. the client sent an alert).
     pub fn handshakes_failed(&self) -> usize {
@@ -471,6 +477,9 @@ async fn serve_connection(tcp: TcpStream, acceptor: Option<TlsAcceptor>, shared:
         Ok(tls) => {
             let sni = tls.get_ref().1.server_name().map(str::to_string);
             shared.server_names.lock().unwrap().push(sni);
+            if tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+                shared.bump(&shared.resumed);
+            }
             shared.bump(&shared.handshakes);
             serve_stream(tls, shared, reset_handle).await
         }

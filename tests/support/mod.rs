@@ -69,6 +69,11 @@ impl Stub {
         Stub::start("", &block, dir).await
     }
 
+    /// The daemon's upstream pool.
+    pub fn pool(&self) -> &stubborn::upstream::pool::Pool {
+        self.daemon.as_ref().expect("running").pool()
+    }
+
     pub async fn shutdown(mut self) {
         if let Some(d) = self.daemon.take() {
             d.shutdown().await;
