@@ -106,15 +106,16 @@ proptest! {
     #[test]
     fn mutated_answers_never_panic_and_what_is_stored_is_served_well(
         edits in proptest::collection::vec((any::<u16>(), any::<u8>()), 1..6),
-        cut in any::<u16>(),
+        cut in proptest::option::of(any::<u16>()),
     ) {
         let mut wire = sample();
         for (at, value) in edits {
             let at = usize::from(at) % wire.len();
             wire[at] = value;
         }
-        let cut = usize::from(cut) % (wire.len() + 40);
-        wire.truncate(cut.max(1));
+        if let Some(cut) = cut {
+            wire.truncate(usize::from(cut) % wire.len());
+        }
         let c = cache(stale_cfg());
         store_and_serve(&c, &wire);
     }
