@@ -57,8 +57,8 @@ pub(super) fn decide(
     if scanned.opt.is_some_and(|o| o.span.1 != wire.len()) {
         return Err(NotCacheable::OptNotLast);
     }
-    // A TSIG or SIG(0) signs the message as sent, ID included (RFC 8945 §5.3): a
-    // patched copy would carry a broken signature.
+    // A TSIG (RFC 8945) or SIG(0) (RFC 2931) signs the message as sent, ID included:
+    // a patched copy would carry a broken signature.
     if scanned
         .records
         .iter()
