@@ -4,9 +4,11 @@
 //! - [`config`]: the TOML schema, its validation and the embedded default.
 //! - [`daemon`]: wiring and shutdown; [`server`]: the client side (hickory-server handler).
 //! - [`pipeline`]: one query in, one answer out, bounded in time.
+//! - [`cache`]: answers in wire form with TTLs, negative caching and serve-stale; pure.
 //! - [`message`]: pure shaping of queries and answers between the two sides (EDNS, padding).
 //! - [`upstream`]: connections, the happy-eyeballs race, the pool.
 //! - [`tls`]: rustls client configs and the pin verifier.
+pub mod cache;
 pub mod config;
 pub mod daemon;
 pub mod message;

@@ -1,0 +1,122 @@
+//! Whatever octets `store` is given, it never panics, and whatever it stores is served
+//! as a message hickory-proto can read.
+
+use proptest::prelude::*;
+
+use super::*;
+
+fn sample() -> Vec<u8> {
+    Answer::new("www.example.", RecordType::A)
+        .answer(cname("www.example.", 300, "web.example."))
+        .answer(a("web.example.", 300, 1))
+        .authority(soa("example.", 300, 60))
+        .additional(a("ns1.example.", 300, 53))
+        .with_opt()
+        .wire()
+}
+
+/// Stores `wire` under the key of its own question (if hickory finds one), so that
+/// mutated answers get past the question check, and checks what is served.
+fn store_and_serve(c: &Cache, wire: &[u8]) {
+    let now = t0();
+    let (k, qname) = match Message::from_vec(wire) {
+        Ok(m) if m.queries.len() == 1 => (
+            CacheKey::new(&m.queries[0], false, false),
+            m.queries[0].name().clone(),
+        ),
+        _ => (key("www.example.", RecordType::A), name("www.example.")),
+    };
+    if let StoreOutcome::Stored { ttl, .. } = c.store(k.clone(), wire, now) {
+        assert!(ttl > 0);
+        for l in [
+            c.lookup(&k, &edns_view(&qname, true), now),
+            c.lookup_stale(&k, &view(&qname), now + secs(u64::from(ttl) + 1)),
+        ] {
+            if let Some(w) = l.into_wire() {
+                Message::from_vec(&w).expect("served answers parse");
+            }
+        }
+    }
+}
+
+#[test]
+fn every_truncation_of_an_answer_is_refused_without_panic() {
+    let c = cache(stale_cfg());
+    let wire = sample();
+    for len in 0..wire.len() {
+        let out = c.store(key("www.example.", RecordType::A), &wire[..len], t0());
+        assert!(
+            !matches!(out, StoreOutcome::Stored { .. }),
+            "prefix of {len} stored"
+        );
+    }
+    assert!(matches!(
+        c.store(key("www.example.", RecordType::A), &wire, t0()),
+        StoreOutcome::Stored { .. }
+    ));
+}
+
+#[test]
+fn compression_loops_and_forward_pointers_are_malformed() {
+    let c = cache(CacheConfig::default());
+    let mut wire = sample();
+    // The first answer's owner is a pointer to the question (0xc00c); aim it at itself.
+    let owner = 12 + 13 + 4;
+    assert_eq!(&wire[owner..owner + 2], &[0xc0, 12]);
+    let at = owner as u8;
+    wire[owner + 1] = at;
+    let out = c.store(key("www.example.", RecordType::A), &wire, t0());
+    assert_eq!(out, StoreOutcome::NotCacheable(NotCacheable::Malformed));
+}
+
+#[test]
+fn a_mismatched_client_name_never_corrupts_the_answer() {
+    let c = cache(CacheConfig::default());
+    let k = key("www.example.", RecordType::A);
+    c.store(k.clone(), &sample(), t0());
+    for other in ["www.example.org.", "w.example.", "WWX.example.", "."] {
+        let qn = name(other);
+        let m = hit(c.lookup(&k, &view(&qn), t0()));
+        assert_eq!(m.queries[0].name(), &name("www.example."), "{other}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..700)) {
+        let c = cache(stale_cfg());
+        store_and_serve(&c, &bytes);
+    }
+
+    #[test]
+    fn random_bytes_after_a_plausible_header_never_panic(
+        body in proptest::collection::vec(any::<u8>(), 0..400),
+        counts in proptest::collection::vec(0u8..4, 3),
+        rcode in 0u8..16,
+    ) {
+        let mut wire = vec![0x42, 0x42, 0x81, 0x80 | rcode, 0, 1, 0, counts[0], 0, counts[1], 0, counts[2]];
+        wire.extend_from_slice(b"\x03www\x07example\x00\x00\x01\x00\x01");
+        wire.extend_from_slice(&body);
+        let c = cache(stale_cfg());
+        store_and_serve(&c, &wire);
+    }
+
+    #[test]
+    fn mutated_answers_never_panic_and_what_is_stored_is_served_well(
+        edits in proptest::collection::vec((any::<u16>(), any::<u8>()), 1..6),
+        cut in proptest::option::of(any::<u16>()),
+    ) {
+        let mut wire = sample();
+        for (at, value) in edits {
+            let at = usize::from(at) % wire.len();
+            wire[at] = value;
+        }
+        if let Some(cut) = cut {
+            wire.truncate(usize::from(cut) % wire.len());
+        }
+        let c = cache(stale_cfg());
+        store_and_serve(&c, &wire);
+    }
+}

@@ -1,0 +1,245 @@
+//! A small, strict walker over one DNS message in wire form (RFC 1035 §4.1).
+//!
+//! Owns: finding the byte offsets the cache patches on a hit (question name, every TTL
+//! field, the OPT pseudo-RR) and decoding owner names for the policy. It only reads; it
+//! must never allocate per byte, follow a compression pointer forwards (that is how
+//! loops are built, RFC 1035 §4.1.4) or trust a length without a bounds check: every
+//! failure is [`Malformed`], never a panic.
+
+use std::ops::Range;
+
+/// The fixed DNS header (RFC 1035 §4.1.1).
+pub(super) const HEADER_LEN: usize = 12;
+/// Where the question name starts: right after the header.
+pub(super) const QNAME_OFFSET: usize = HEADER_LEN;
+/// A name is at most 255 octets in wire form (RFC 1035 §2.3.4).
+const MAX_NAME_LEN: usize = 255;
+
+pub(super) const TYPE_CNAME: u16 = 5;
+pub(super) const TYPE_SOA: u16 = 6;
+pub(super) const TYPE_SIG: u16 = 24;
+pub(super) const TYPE_OPT: u16 = 41;
+pub(super) const TYPE_RRSIG: u16 = 46;
+pub(super) const TYPE_TSIG: u16 = 250;
+pub(super) const TYPE_ANY: u16 = 255;
+
+/// The message is not a well-formed DNS message (or uses something we do not walk,
+/// such as the obsolete extended label types).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Malformed;
+
+/// The section a resource record was found in (RFC 1035 §4.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Section {
+    Answer,
+    Authority,
+    Additional,
+}
+
+/// One resource record other than OPT.
+#[derive(Debug, Clone)]
+pub(super) struct Rr {
+    pub section: Section,
+    /// Owner name, lowercased, uncompressed wire form.
+    pub owner: Vec<u8>,
+    pub rtype: u16,
+    pub class: u16,
+    pub ttl: u32,
+    /// Offset of the 4-octet TTL field.
+    pub ttl_offset: usize,
+    pub rdata: Range<usize>,
+}
+
+/// The OPT pseudo-RR (RFC 6891 §6.1.2), if the message carries one.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Opt {
+    /// Where the OPT RR starts and ends in the message.
+    pub span: (usize, usize),
+    /// The upper 8 bits of the extended RCODE (RFC 6891 §6.1.3).
+    pub ext_rcode: u8,
+}
+
+/// What the walker found in one message.
+#[derive(Debug, Clone)]
+pub(super) struct Scanned {
+    pub flags: u16,
+    /// Question name, lowercased, uncompressed wire form; it is also exactly the octets
+    /// at [`QNAME_OFFSET`] in the message (the walker rejects a compressed question).
+    pub qname: Vec<u8>,
+    pub qtype: u16,
+    pub qclass: u16,
+    /// Every RR except OPT, in wire order.
+    pub records: Vec<Rr>,
+    pub opt: Option<Opt>,
+}
+
+impl Scanned {
+    /// The full RCODE: header bits plus the OPT's upper bits (RFC 6891 §6.1.3).
+    pub fn rcode(&self) -> u16 {
+        let high = self.opt.map_or(0, |o| u16::from(o.ext_rcode));
+        (high << 4) | (self.flags & 0x000f)
+    }
+}
+
+fn u16_at(wire: &[u8], at: usize) -> Result<u16, Malformed> {
+    match wire.get(at..at + 2) {
+        Some(b) => Ok(u16::from_be_bytes([b[0], b[1]])),
+        None => Err(Malformed),
+    }
+}
+
+fn u32_at(wire: &[u8], at: usize) -> Result<u32, Malformed> {
+    match wire.get(at..at + 4) {
+        Some(b) => Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]])),
+        None => Err(Malformed),
+    }
+}
+
+/// Decodes the name at `pos`, following compression pointers (RFC 1035 §4.1.4).
+/// Returns the lowercased uncompressed name and the offset just past the name as it
+/// sits at `pos`. A pointer must point before the run of labels it ends, so every jump
+/// goes strictly backwards and the walk terminates.
+pub(super) fn read_name(wire: &[u8], pos: usize) -> Result<(Vec<u8>, usize), Malformed> {
+    let mut name = Vec::with_capacity(32);
+    let mut at = pos;
+    let mut run_start = pos;
+    let mut end = None;
+    loop {
+        let len = *wire.get(at).ok_or(Malformed)?;
+        match len & 0xc0 {
+            0x00 if len == 0 => {
+                name.push(0);
+                if name.len() > MAX_NAME_LEN {
+                    return Err(Malformed);
+                }
+                return Ok((name, end.unwrap_or(at + 1)));
+            }
+            0x00 => {
+                let label = wire.get(at + 1..at + 1 + len as usize).ok_or(Malformed)?;
+                name.push(len);
+                name.extend(label.iter().map(u8::to_ascii_lowercase));
+                if name.len() >= MAX_NAME_LEN {
+                    return Err(Malformed);
+                }
+                at += 1 + len as usize;
+            }
+            0xc0 => {
+                let low = *wire.get(at + 1).ok_or(Malformed)?;
+                let target = (usize::from(len & 0x3f) << 8) | usize::from(low);
+                end.get_or_insert(at + 2);
+                if target >= run_start {
+                    return Err(Malformed);
+                }
+                run_start = target;
+                at = target;
+            }
+            // 0x40 / 0x80: extended label types (RFC 6891 §5 deprecates them).
+            _ => return Err(Malformed),
+        }
+    }
+}
+
+/// Walks the whole message. Requires exactly one question (the caller checks QDCOUNT
+/// first to give a better reason), an uncompressed question name, sane section counts,
+/// at most one OPT and only in the additional section, and no trailing octets.
+pub(super) fn scan(wire: &[u8]) -> Result<Scanned, Malformed> {
+    if wire.len() < HEADER_LEN {
+        return Err(Malformed);
+    }
+    let flags = u16_at(wire, 2)?;
+    if u16_at(wire, 4)? != 1 {
+        return Err(Malformed);
+    }
+    let counts = [
+        (Section::Answer, u16_at(wire, 6)?),
+        (Section::Authority, u16_at(wire, 8)?),
+        (Section::Additional, u16_at(wire, 10)?),
+    ];
+    let (qname, mut at) = read_name(wire, QNAME_OFFSET)?;
+    if at - QNAME_OFFSET != qname.len() {
+        // A pointer in the question: we could not patch its case in place.
+        return Err(Malformed);
+    }
+    let qtype = u16_at(wire, at)?;
+    let qclass = u16_at(wire, at + 2)?;
+    at += 4;
+
+    // Each RR takes at least 11 octets; do not trust the counts beyond that.
+    let total: usize = counts.iter().map(|&(_, n)| usize::from(n)).sum();
+    let mut records = Vec::with_capacity(total.min((wire.len() - at) / 11));
+    let mut opt = None;
+    for (section, count) in counts {
+        for _ in 0..count {
+            let start = at;
+            let (owner, after) = read_name(wire, at)?;
+            let rtype = u16_at(wire, after)?;
+            let class = u16_at(wire, after + 2)?;
+            let ttl = u32_at(wire, after + 4)?;
+            let rdlen = usize::from(u16_at(wire, after + 8)?);
+            let rdata = after + 10..after + 10 + rdlen;
+            if rdata.end > wire.len() {
+                return Err(Malformed);
+            }
+            at = rdata.end;
+            if rtype == TYPE_OPT {
+                // RFC 6891 §6.1.1: one OPT, in the additional section, owned by the root.
+                if section != Section::Additional || opt.is_some() || owner != [0] {
+                    return Err(Malformed);
+                }
+                opt = Some(Opt {
+                    span: (start, at),
+                    ext_rcode: (ttl >> 24) as u8,
+                });
+                continue;
+            }
+            records.push(Rr {
+                section,
+                owner,
+                rtype,
+                class,
+                ttl,
+                ttl_offset: after + 4,
+                rdata,
+            });
+        }
+    }
+    if at != wire.len() {
+        return Err(Malformed);
+    }
+    Ok(Scanned {
+        flags,
+        qname,
+        qtype,
+        qclass,
+        records,
+        opt,
+    })
+}
+
+/// The target of a CNAME record, lowercased; it must lie inside the RDATA.
+pub(super) fn cname_target(wire: &[u8], rr: &Rr) -> Result<Vec<u8>, Malformed> {
+    let (target, end) = read_name(wire, rr.rdata.start)?;
+    if end != rr.rdata.end {
+        return Err(Malformed);
+    }
+    Ok(target)
+}
+
+/// The SOA MINIMUM field: the last four octets of the RDATA, after MNAME, RNAME and the
+/// four other counters (RFC 1035 §3.3.13), so no name needs decoding.
+pub(super) fn soa_minimum(wire: &[u8], rr: &Rr) -> Result<u32, Malformed> {
+    // Two one-octet names (root) plus five 32-bit fields is the smallest SOA.
+    if rr.rdata.len() < 22 {
+        return Err(Malformed);
+    }
+    u32_at(wire, rr.rdata.end - 4)
+}
+
+/// The type an RRSIG covers (RFC 4034 §3.1), so signatures group with their RRset.
+pub(super) fn rrsig_covered(wire: &[u8], rr: &Rr) -> u16 {
+    if rr.rdata.len() >= 2 {
+        u16_at(wire, rr.rdata.start).unwrap_or(0)
+    } else {
+        0
+    }
+}
