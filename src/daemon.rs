@@ -54,7 +54,11 @@ impl Daemon {
     pub async fn start(config: &Config) -> Result<Self, StartError> {
         let pool = Pool::new(config)?;
         pool.watch_resolv_conf(&config.server.listen);
-        let pipeline = Arc::new(Pipeline::new(pool.clone(), config.server.query_timeout));
+        let pipeline = Arc::new(Pipeline::new(
+            pool.clone(),
+            config.server.query_timeout,
+            &config.cache,
+        ));
         let draining = Arc::new(AtomicBool::new(false));
         let handler = Handler::new(pipeline, config.server.max_inflight, draining.clone());
         let in_flight = handler.in_flight_gauge();

@@ -1,8 +1,12 @@
-//! The query pipeline: one client query in, one answer out, always within
-//! `query_timeout` (SERVFAIL at worst, with an Extended DNS Error saying why).
+//! The query pipeline: one client query in, one answer (wire form, for this client) out,
+//! always within `query_timeout`: from the cache, from upstream, stale (RFC 8767), or
+//! SERVFAIL with an Extended DNS Error saying why (RFC 8914).
 //!
-//! Owns the client-facing bound on time and coalescing: identical questions in flight
-//! together (name case-insensitive, type, class, DO, CD) share one upstream query.
+//! Owns the client-facing bound on time, the cache's use (lookups, stores, prefetch and
+//! stale refreshes) and coalescing: identical questions in flight together (name
+//! case-insensitive, type, class, DO, CD) share one upstream query. Upstream fetches run
+//! as their own tasks, so a client that got a stale answer (or gave up) does not cancel
+//! the refresh everyone else is waiting for.
 
 use std::{
     collections::HashMap,
@@ -10,40 +14,19 @@ use std::{
     time::Duration,
 };
 
-use hickory_proto::{
-    op::{Message, ResponseCode},
-    rr::{DNSClass, LowerName, RecordType},
+use hickory_proto::op::{Message, ResponseCode};
+use tokio::{
+    sync::watch,
+    time::{Instant, sleep, timeout},
 };
-use tokio::{sync::watch, time::timeout};
 use tracing::debug;
 
 use crate::{
+    cache::{Cache, CacheKey, ClientView, Lookup},
+    config::CacheConfig,
     message::{ClientQuery, Ede, add_ede, parse_upstream},
     upstream::pool::{ForwardError, Pool},
 };
-
-/// Identical questions share one upstream query (RFC 5452 §5 recommends it; it also keeps
-/// a burst of the same name from multiplying upstream load).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct CoalesceKey {
-    name: LowerName,
-    qtype: RecordType,
-    qclass: DNSClass,
-    dnssec_ok: bool,
-    checking_disabled: bool,
-}
-
-impl CoalesceKey {
-    fn of(q: &ClientQuery) -> Self {
-        Self {
-            name: LowerName::new(q.query.name()),
-            qtype: q.query.query_type(),
-            qclass: q.query.query_class(),
-            dnssec_ok: q.dnssec_ok(),
-            checking_disabled: q.checking_disabled,
-        }
-    }
-}
 
 /// Why there is no upstream answer, as the client will be told (RFC 8914).
 #[derive(Debug, Clone)]
@@ -57,73 +40,90 @@ enum Failure {
 }
 
 type Outcome = Result<Arc<Message>, Failure>;
-type Waiters = Mutex<HashMap<CoalesceKey, watch::Receiver<Option<Outcome>>>>;
+type Waiters = Mutex<HashMap<CacheKey, watch::Receiver<Option<Outcome>>>>;
 
+/// The query pipeline; cheap to clone (shared state).
+#[derive(Clone)]
 pub struct Pipeline {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     pool: Pool,
+    cache: Cache,
     query_timeout: Duration,
+    serve_stale: bool,
+    stale_answer_after: Duration,
     in_flight: Waiters,
 }
 
-/// Removes the leader's entry however the leader ends, so no follower waits on nothing.
-struct LeaderGuard<'a> {
-    waiters: &'a Waiters,
-    key: Option<CoalesceKey>,
-}
-
-impl Drop for LeaderGuard<'_> {
-    fn drop(&mut self) {
-        if let Some(key) = self.key.take() {
-            self.waiters
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&key);
-        }
-    }
-}
-
 impl Pipeline {
-    pub fn new(pool: Pool, query_timeout: Duration) -> Self {
+    pub fn new(pool: Pool, query_timeout: Duration, cache: &CacheConfig) -> Self {
         Self {
-            pool,
-            query_timeout,
-            in_flight: Mutex::new(HashMap::new()),
+            inner: Arc::new(Inner {
+                pool,
+                cache: Cache::new(cache.settings()),
+                query_timeout,
+                serve_stale: cache.serve_stale,
+                stale_answer_after: cache.stale_answer_after,
+                in_flight: Mutex::new(HashMap::new()),
+            }),
         }
     }
 
     pub fn pool(&self) -> &Pool {
-        &self.pool
+        &self.inner.pool
     }
 
-    /// Answers `query`. Never fails: an upstream failure becomes SERVFAIL in bounded time.
-    pub async fn resolve(&self, query: &ClientQuery) -> Message {
-        let key = CoalesceKey::of(query);
-        let joined = {
-            let mut waiters = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-            match waiters.get(&key) {
-                Some(rx) => Err(rx.clone()),
-                None => {
-                    let (tx, rx) = watch::channel(None);
-                    waiters.insert(key.clone(), rx);
-                    Ok(tx)
+    pub fn cache(&self) -> &Cache {
+        &self.inner.cache
+    }
+
+    /// Answers `query` in wire form, ready to send (before any UDP truncation). Never
+    /// fails: an upstream failure becomes a stale answer or SERVFAIL, in bounded time.
+    pub async fn resolve(&self, query: &ClientQuery) -> Vec<u8> {
+        let inner = &self.inner;
+        let key = CacheKey::from(query);
+        match inner
+            .cache
+            .lookup(&key, &ClientView::from(query), Instant::now())
+        {
+            Lookup::Hit(wire) => return wire,
+            Lookup::HitPrefetch(wire) => {
+                // RFC 8767-style refresh before expiry; no client waits for it.
+                Inner::join_or_fetch(inner, query, key);
+                return wire;
+            }
+            Lookup::Stale(_) | Lookup::Miss => {}
+        }
+        let rx = Inner::join_or_fetch(inner, query, key.clone());
+        let outcome = if inner.serve_stale {
+            let wait = inner.wait(rx);
+            tokio::pin!(wait);
+            tokio::select! {
+                outcome = &mut wait => outcome,
+                _ = sleep(inner.stale_answer_after) => {
+                    // RFC 8767 §5: the client-response timer ran out; answer from stale
+                    // data if there is any, and let the refresh finish in the background.
+                    if let Some(wire) = inner.stale(&key, query) {
+                        return wire;
+                    }
+                    wait.await
                 }
             }
-        };
-        let outcome = match joined {
-            Ok(tx) => {
-                let _guard = LeaderGuard {
-                    waiters: &self.in_flight,
-                    key: Some(key),
-                };
-                let outcome = self.fetch(query).await;
-                let _ = tx.send(Some(outcome.clone()));
-                outcome
-            }
-            Err(rx) => self.follow(rx).await,
+        } else {
+            inner.wait(rx).await
         };
         match outcome {
-            Ok(answer) => query.answer_from_upstream(&answer),
+            Ok(answer) => encode(query.answer_from_upstream(&answer)),
             Err(failure) => {
+                if let Some(wire) = inner
+                    .serve_stale
+                    .then(|| inner.stale(&key, query))
+                    .flatten()
+                {
+                    return wire;
+                }
                 debug!(name = %query.query.name(), ?failure, "answering SERVFAIL");
                 let mut msg = query.error_answer(ResponseCode::ServFail);
                 let (code, text) = match &failure {
@@ -135,21 +135,69 @@ impl Pipeline {
                     Failure::BadAnswer(why) => (Ede::Other, why.clone()),
                 };
                 add_ede(&mut msg, code, &text);
-                msg
+                encode(msg)
             }
         }
     }
+}
 
-    async fn follow(&self, mut rx: watch::Receiver<Option<Outcome>>) -> Outcome {
+fn encode(msg: Message) -> Vec<u8> {
+    // Messages we build from parsed upstream answers always encode; an error here would
+    // be a bug in hickory-proto, and the client then gets a bare SERVFAIL.
+    msg.to_vec().unwrap_or_else(|_| {
+        let mut fail = Message::error_msg(
+            msg.metadata.id,
+            msg.metadata.op_code,
+            ResponseCode::ServFail,
+        );
+        fail.queries = msg.queries;
+        fail.to_vec().unwrap_or_default()
+    })
+}
+
+impl Inner {
+    /// The channel on which the answer for `key` will arrive: an upstream fetch already
+    /// under way, or a new one.
+    fn join_or_fetch(
+        self: &Arc<Self>,
+        query: &ClientQuery,
+        key: CacheKey,
+    ) -> watch::Receiver<Option<Outcome>> {
+        let mut waiters = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(rx) = waiters.get(&key) {
+            return rx.clone();
+        }
+        let (tx, rx) = watch::channel(None);
+        waiters.insert(key.clone(), rx.clone());
+        drop(waiters);
+        let inner = self.clone();
+        let query = query.clone();
+        tokio::spawn(async move {
+            let outcome = match inner.fetch(&query).await {
+                Ok((wire, answer)) => {
+                    inner.cache.store(key.clone(), &wire, Instant::now());
+                    Ok(answer)
+                }
+                Err(failure) => Err(failure),
+            };
+            inner
+                .in_flight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&key);
+            let _ = tx.send(Some(outcome));
+        });
+        rx
+    }
+
+    async fn wait(&self, mut rx: watch::Receiver<Option<Outcome>>) -> Outcome {
         let wait = async {
             loop {
                 if let Some(outcome) = rx.borrow_and_update().clone() {
                     return outcome;
                 }
                 if rx.changed().await.is_err() {
-                    return Err(Failure::Network(
-                        "the shared upstream query was abandoned".into(),
-                    ));
+                    return Err(Failure::Network("the upstream query was abandoned".into()));
                 }
             }
         };
@@ -158,7 +206,17 @@ impl Pipeline {
             .unwrap_or(Err(Failure::Timeout(self.query_timeout)))
     }
 
-    async fn fetch(&self, query: &ClientQuery) -> Outcome {
+    fn stale(&self, key: &CacheKey, query: &ClientQuery) -> Option<Vec<u8>> {
+        match self
+            .cache
+            .lookup_stale(key, &ClientView::from(query), Instant::now())
+        {
+            Lookup::Stale(wire) | Lookup::Hit(wire) | Lookup::HitPrefetch(wire) => Some(wire),
+            Lookup::Miss => None,
+        }
+    }
+
+    async fn fetch(&self, query: &ClientQuery) -> Result<(Vec<u8>, Arc<Message>), Failure> {
         match timeout(self.query_timeout, self.pool.forward(query)).await {
             Err(_) => Err(Failure::Timeout(self.query_timeout)),
             Ok(Err(err @ (ForwardError::NoConnection(_) | ForwardError::Closed))) => {
@@ -170,7 +228,7 @@ impl Pipeline {
                     if let Some(k) = keepalive {
                         conn.honour_keepalive(k);
                     }
-                    Ok(Arc::new(msg))
+                    Ok((wire, Arc::new(msg)))
                 }
                 Err(err) => Err(Failure::BadAnswer(err.to_string())),
             },

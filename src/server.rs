@@ -122,7 +122,11 @@ impl RequestHandler for Handler {
         };
         let answer = match client_query(request) {
             Ok(query) => {
-                let answer = self.pipeline.resolve(&query).await;
+                let wire = self.pipeline.resolve(&query).await;
+                let answer = match Message::from_vec(&wire) {
+                    Ok(answer) => answer,
+                    Err(_) => query.error_answer(ResponseCode::ServFail),
+                };
                 let limit = match request.protocol() {
                     Protocol::Udp => Some(query.udp_limit()),
                     _ => None,

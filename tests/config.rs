@@ -978,7 +978,7 @@ fn unknown_key_in_other_sections_is_rejected() {
     assert_rejected(
         &format!("[cache]\nsize = 5\n{UPSTREAM}"),
         "cache.size",
-        "unknown key (expected max_entries)",
+        "unknown key (expected one of max_entries, max_bytes, min_ttl, max_ttl, negative_max_ttl, servfail_ttl, serve_stale, stale_max_s, stale_answer_after_ms, prefetch)",
     );
     assert_rejected(
         &format!("[connection]\nidle_timeout = 5\n{UPSTREAM}"),

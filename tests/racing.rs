@@ -40,14 +40,15 @@ fn closed_port() -> SocketAddr {
         .unwrap()
 }
 
+/// Asks for a fresh name the test zone answers with 192.0.2.1: never a cache hit.
 async fn ask_a(stub: &Stub) -> hickory_proto::op::Message {
+    let name = common::dns::fresh_a_name();
     parse(
-        &udp_query(stub.addr, &query(1, "a.test", RecordType::A), UDP_WAIT)
+        &udp_query(stub.addr, &query(1, &name, RecordType::A), UDP_WAIT)
             .await
             .unwrap(),
     )
 }
-
 #[tokio::test]
 async fn a_stalled_first_upstream_loses_to_the_second() {
     let stalled = TestUpstream::with_fault(Fault::StallHandshake).await;

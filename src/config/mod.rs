@@ -91,6 +91,42 @@ pub struct ServerConfig {
 pub struct CacheConfig {
     /// 0 disables the cache.
     pub max_entries: usize,
+    /// Bytes charged to cached answers at most; 0 disables the cache.
+    pub max_bytes: usize,
+    /// TTL clamps, in seconds (RFC 2181 §8).
+    pub min_ttl: u32,
+    pub max_ttl: u32,
+    /// Negative answers (RFC 2308 §5) are kept at most this long.
+    pub negative_max_ttl: u32,
+    /// Upstream SERVFAIL answers are kept this long (RFC 2308 §7.1); 0: never.
+    pub servfail_ttl: u32,
+    /// Serve expired answers when upstreams fail or are late (RFC 8767).
+    pub serve_stale: bool,
+    /// How long past expiry an answer may still be served stale.
+    pub stale_max: Duration,
+    /// With serve_stale: how long a client waits for upstream before getting stale data
+    /// (RFC 8767 §5, "client response timer").
+    pub stale_answer_after: Duration,
+    /// Refresh in the background on a hit in the last 10% of an answer's TTL.
+    pub prefetch: bool,
+}
+
+impl CacheConfig {
+    /// The settings of the cache itself.
+    pub fn settings(&self) -> crate::cache::CacheConfig {
+        crate::cache::CacheConfig {
+            max_entries: self.max_entries,
+            max_bytes: self.max_bytes,
+            min_ttl: self.min_ttl,
+            max_ttl: self.max_ttl,
+            negative_max_ttl: self.negative_max_ttl,
+            servfail_ttl: self.servfail_ttl,
+            serve_stale: self.serve_stale,
+            stale_max: self.stale_max,
+            prefetch_percent: if self.prefetch { 10 } else { 0 },
+            ..crate::cache::CacheConfig::default()
+        }
+    }
 }
 
 /// `[connection]`: upstream connections.
@@ -323,10 +359,30 @@ impl Config {
             ms(s.tcp_idle_timeout),
             s.max_inflight
         );
-        if self.cache.max_entries == 0 {
+        let k = &self.cache;
+        if k.max_entries == 0 || k.max_bytes == 0 {
             let _ = writeln!(out, "cache: disabled");
         } else {
-            let _ = writeln!(out, "cache: max_entries {}", self.cache.max_entries);
+            let _ = writeln!(
+                out,
+                "cache: max_entries {}, max_bytes {}, ttl {}..={} s, negative <= {} s, servfail {} s, serve_stale {}, prefetch {}",
+                k.max_entries,
+                k.max_bytes,
+                k.min_ttl,
+                k.max_ttl,
+                k.negative_max_ttl,
+                k.servfail_ttl,
+                if k.serve_stale {
+                    format!(
+                        "on (after {}, up to {} s)",
+                        ms(k.stale_answer_after),
+                        k.stale_max.as_secs()
+                    )
+                } else {
+                    "off".into()
+                },
+                if k.prefetch { "on" } else { "off" },
+            );
         }
         let c = &self.connection;
         let _ = writeln!(

@@ -20,6 +20,15 @@ pub(crate) mod defaults {
     pub const SERVER_MAX_INFLIGHT: i64 = 4096;
 
     pub const CACHE_MAX_ENTRIES: i64 = 10_000;
+    pub const CACHE_MAX_BYTES: i64 = 64 << 20;
+    pub const MIN_TTL: i64 = 0;
+    pub const MAX_TTL: i64 = 86_400;
+    pub const NEGATIVE_MAX_TTL: i64 = 3600;
+    pub const SERVFAIL_TTL: i64 = 5;
+    pub const SERVE_STALE: bool = false;
+    pub const STALE_MAX_S: i64 = 86_400;
+    pub const STALE_ANSWER_AFTER_MS: i64 = 1800;
+    pub const PREFETCH: bool = true;
 
     pub const IDLE_TIMEOUT_MS: i64 = 10_000;
     pub const CONNECTION_MAX_INFLIGHT: i64 = 256;
@@ -94,12 +103,30 @@ impl Default for RawServer {
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawCache {
     pub max_entries: i64,
+    pub max_bytes: i64,
+    pub min_ttl: i64,
+    pub max_ttl: i64,
+    pub negative_max_ttl: i64,
+    pub servfail_ttl: i64,
+    pub serve_stale: bool,
+    pub stale_max_s: i64,
+    pub stale_answer_after_ms: i64,
+    pub prefetch: bool,
 }
 
 impl Default for RawCache {
     fn default() -> Self {
         RawCache {
             max_entries: defaults::CACHE_MAX_ENTRIES,
+            max_bytes: defaults::CACHE_MAX_BYTES,
+            min_ttl: defaults::MIN_TTL,
+            max_ttl: defaults::MAX_TTL,
+            negative_max_ttl: defaults::NEGATIVE_MAX_TTL,
+            servfail_ttl: defaults::SERVFAIL_TTL,
+            serve_stale: defaults::SERVE_STALE,
+            stale_max_s: defaults::STALE_MAX_S,
+            stale_answer_after_ms: defaults::STALE_ANSWER_AFTER_MS,
+            prefetch: defaults::PREFETCH,
         }
     }
 }

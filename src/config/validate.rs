@@ -35,6 +35,13 @@ pub(crate) mod limits {
     pub const TCP_IDLE_TIMEOUT_MS: RangeInclusive<i64> = 100..=3_600_000;
     pub const SERVER_MAX_INFLIGHT: RangeInclusive<i64> = 1..=1_000_000;
     pub const CACHE_MAX_ENTRIES: RangeInclusive<i64> = 0..=10_000_000;
+    pub const CACHE_MAX_BYTES: RangeInclusive<i64> = 0..=(16 << 30);
+    /// RFC 8767 §4 recommends capping TTLs at 7 days.
+    pub const TTL: RangeInclusive<i64> = 0..=604_800;
+    /// RFC 2308 §7.1: SERVFAIL may be cached for at most 5 minutes.
+    pub const SERVFAIL_TTL: RangeInclusive<i64> = 0..=300;
+    pub const STALE_MAX_S: RangeInclusive<i64> = 0..=604_800;
+    pub const STALE_ANSWER_AFTER_MS: RangeInclusive<i64> = 0..=60_000;
     pub const IDLE_TIMEOUT_MS: RangeInclusive<i64> = 100..=3_600_000;
     /// Message IDs are 16 bits (RFC 7766 §6.2.1: no ID reused in flight).
     pub const CONNECTION_MAX_INFLIGHT: RangeInclusive<i64> = 1..=65_535;
@@ -202,12 +209,40 @@ impl Validator {
     }
 
     fn cache(&mut self, raw: RawCache) -> Result<CacheConfig, ConfigError> {
+        let ttl =
+            |v: &Self, key: &str, value: i64| v.int(key, value, limits::TTL).map(|t| t as u32);
+        let min_ttl = ttl(self, "cache.min_ttl", raw.min_ttl)?;
+        let max_ttl = ttl(self, "cache.max_ttl", raw.max_ttl)?;
+        if min_ttl > max_ttl {
+            return Err(self.error(
+                "cache.min_ttl",
+                format!("must not exceed cache.max_ttl ({max_ttl})"),
+            ));
+        }
         Ok(CacheConfig {
             max_entries: self.count(
                 "cache.max_entries",
                 raw.max_entries,
                 limits::CACHE_MAX_ENTRIES,
             )?,
+            max_bytes: self.count("cache.max_bytes", raw.max_bytes, limits::CACHE_MAX_BYTES)?,
+            min_ttl,
+            max_ttl,
+            negative_max_ttl: ttl(self, "cache.negative_max_ttl", raw.negative_max_ttl)?,
+            servfail_ttl: self.int("cache.servfail_ttl", raw.servfail_ttl, limits::SERVFAIL_TTL)?
+                as u32,
+            serve_stale: raw.serve_stale,
+            stale_max: Duration::from_secs(self.int(
+                "cache.stale_max_s",
+                raw.stale_max_s,
+                limits::STALE_MAX_S,
+            )? as u64),
+            stale_answer_after: self.millis(
+                "cache.stale_answer_after_ms",
+                raw.stale_answer_after_ms,
+                limits::STALE_ANSWER_AFTER_MS,
+            )?,
+            prefetch: raw.prefetch,
         })
     }
 

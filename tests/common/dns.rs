@@ -50,6 +50,7 @@ pub struct Entry {
 /// | `ttl1.test.` | A | 192.0.2.3, TTL 1 (for expiry tests) |
 /// | `ttl0.test.` | A | 192.0.2.4, TTL 0 |
 /// | `servfail.test.` | any | rcode SERVFAIL, no records |
+/// | `*.a.test.` (e.g. `n7.a.test.`) | A | 192.0.2.1 (fresh names for tests that must miss a cache) |
 ///
 /// Any other name: NXDOMAIN + `test.` SOA in authority. A listed name with another
 /// type: NODATA (NOERROR, empty answer) + SOA.
@@ -91,8 +92,21 @@ pub fn lookup(lower_fqdn: &str) -> Option<Entry> {
             0,
             vec![RData::A(A(Ipv4Addr::new(192, 0, 2, 4)))],
         ),
+        name if name.ends_with(".a.test.") => e(
+            RecordType::A,
+            POSITIVE_TTL,
+            vec![RData::A(A(Ipv4Addr::new(192, 0, 2, 1)))],
+        ),
         _ => None,
     }
+}
+
+/// A name no earlier call returned that the test zone answers with A 192.0.2.1, so a
+/// query for it always goes past stubborn's cache to the upstream.
+pub fn fresh_a_name() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!("n{}.a.test", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 fn big_txt() -> Vec<RData> {
