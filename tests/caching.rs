@@ -1,0 +1,186 @@
+//! The cache end to end (RFC 1035/2181/2308/8767): hits that never reach upstream, TTLs
+//! counted down, negative answers with their SOA, SERVFAIL expiry, DO kept apart, the
+//! client's case echoed, stale answers with EDE 3, and prefetch. The cache's pure rules
+//! are unit-tested in src/cache/tests; these check the daemon wires them up.
+
+mod common;
+mod support;
+
+use std::time::Duration;
+
+use common::{
+    Fault, TestUpstream, UpstreamOptions,
+    dns::{QueryOptions, answer_strings, build_query, parse, query},
+    udp_query,
+};
+use hickory_proto::{
+    op::{Message, ResponseCode},
+    rr::{RecordType, rdata::opt::EdnsOption},
+};
+use support::{Auth, Stub, UDP_WAIT, upstream_block};
+
+async fn stub_with(up: &TestUpstream, extra: &str) -> Stub {
+    let dir = tempfile::tempdir().unwrap();
+    let block = upstream_block("up", up, Auth::Pin(&up.leaf_key_pin), &dir);
+    Stub::start(extra, &block, dir).await
+}
+
+async fn ask(stub: &Stub, name: &str, rtype: RecordType) -> Message {
+    parse(
+        &udp_query(stub.addr, &query(7, name, rtype), UDP_WAIT)
+            .await
+            .unwrap(),
+    )
+}
+
+fn ede_code(m: &Message) -> Option<u16> {
+    match m
+        .edns
+        .as_ref()?
+        .options()
+        .get(hickory_proto::rr::rdata::opt::EdnsCode::Unknown(15))?
+    {
+        EdnsOption::Unknown(15, data) => Some(u16::from_be_bytes([data[0], data[1]])),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn a_hit_never_reaches_upstream_and_its_ttl_counts_down() {
+    let up = TestUpstream::start(UpstreamOptions::default()).await;
+    let stub = stub_with(&up, "").await;
+    let first = ask(&stub, "a.test", RecordType::A).await;
+    assert_eq!(first.answers[0].ttl, 300);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let second = ask(&stub, "a.test", RecordType::A).await;
+    assert_eq!(
+        up.queries_received(),
+        1,
+        "the second answer came from the cache"
+    );
+    assert_eq!(answer_strings(&second), vec!["192.0.2.1".to_string()]);
+    assert!(
+        second.answers[0].ttl <= 299,
+        "TTL counted down: {}",
+        second.answers[0].ttl
+    );
+}
+
+#[tokio::test]
+async fn the_cache_key_ignores_case_and_the_answer_echoes_the_clients() {
+    let up = TestUpstream::start(UpstreamOptions::default()).await;
+    let stub = stub_with(&up, "").await;
+    ask(&stub, "Multi.TEST", RecordType::A).await;
+    let m = ask(&stub, "mULTI.test", RecordType::A).await;
+    assert_eq!(up.queries_received(), 1);
+    assert_eq!(m.queries[0].name().to_ascii(), "mULTI.test.");
+    assert_eq!(m.answers.len(), 3);
+}
+
+#[tokio::test]
+async fn do_1_and_do_0_are_cached_apart() {
+    let up = TestUpstream::start(UpstreamOptions::default()).await;
+    let stub = stub_with(&up, "").await;
+    for dnssec_ok in [false, true, false, true] {
+        let q = build_query(
+            1,
+            "txt.test",
+            RecordType::TXT,
+            &QueryOptions {
+                dnssec_ok,
+                ..Default::default()
+            },
+        );
+        let m = parse(&udp_query(stub.addr, &q, UDP_WAIT).await.unwrap());
+        assert_eq!(m.edns.unwrap().flags().dnssec_ok, dnssec_ok);
+    }
+    assert_eq!(up.queries_received(), 2, "one upstream query per DO value");
+}
+
+#[tokio::test]
+async fn nxdomain_is_cached_and_served_with_its_soa_counted_down() {
+    let up = TestUpstream::start(UpstreamOptions::default()).await;
+    let stub = stub_with(&up, "").await;
+    let first = ask(&stub, "nowhere.test", RecordType::A).await;
+    assert_eq!(first.metadata.response_code, ResponseCode::NXDomain);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let second = ask(&stub, "nowhere.test", RecordType::A).await;
+    assert_eq!(up.queries_received(), 1);
+    assert_eq!(second.metadata.response_code, ResponseCode::NXDomain);
+    let soa = &second.authorities[0];
+    assert_eq!(soa.record_type(), RecordType::SOA);
+    // min(SOA TTL 300, MINIMUM 60) = 60, one second gone.
+    assert!(
+        soa.ttl <= 59,
+        "SOA TTL counted down from the negative TTL: {}",
+        soa.ttl
+    );
+}
+
+#[tokio::test]
+async fn an_upstream_servfail_is_cached_briefly_then_asked_again() {
+    let up = TestUpstream::start(UpstreamOptions::default()).await;
+    let stub = stub_with(&up, "[cache]\nservfail_ttl = 1\n").await;
+    let first = ask(&stub, "servfail.test", RecordType::A).await;
+    assert_eq!(first.metadata.response_code, ResponseCode::ServFail);
+    let cached = ask(&stub, "servfail.test", RecordType::A).await;
+    assert_eq!(cached.metadata.response_code, ResponseCode::ServFail);
+    assert_eq!(ede_code(&cached), Some(13), "Cached Error");
+    assert_eq!(up.queries_received(), 1);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    ask(&stub, "servfail.test", RecordType::A).await;
+    assert_eq!(up.queries_received(), 2, "expired after servfail_ttl");
+}
+
+#[tokio::test]
+async fn a_dead_upstream_gets_stale_answers_with_ede_3_then_the_refresh_lands() {
+    let up = TestUpstream::start(UpstreamOptions::default()).await;
+    let stub = stub_with(
+        &up,
+        "[cache]\nserve_stale = true\nstale_answer_after_ms = 200\n",
+    )
+    .await;
+    let fresh = ask(&stub, "ttl1.test", RecordType::A).await;
+    assert_eq!(fresh.answers[0].ttl, 1);
+    up.set_fault(Fault::NeverAnswer);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let started = std::time::Instant::now();
+    let stale = ask(&stub, "ttl1.test", RecordType::A).await;
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "stale after the client-response timer"
+    );
+    assert_eq!(answer_strings(&stale), vec!["192.0.2.3".to_string()]);
+    assert_eq!(stale.answers[0].ttl, 30, "RFC 8767 §4: stale TTL 30");
+    assert_eq!(ede_code(&stale), Some(3), "Stale Answer");
+    // The upstream comes back: the next query's refresh stores a fresh answer.
+    up.set_fault(Fault::None);
+    let mut refreshed = None;
+    for _ in 0..40 {
+        let m = ask(&stub, "ttl1.test", RecordType::A).await;
+        if ede_code(&m).is_none() {
+            refreshed = Some(m);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let refreshed = refreshed.expect("refreshed once the upstream answered again");
+    assert_eq!(refreshed.answers[0].ttl, 1);
+}
+
+#[tokio::test]
+async fn a_hit_near_expiry_prefetches_once() {
+    let up = TestUpstream::start(UpstreamOptions::default()).await;
+    // a.test's TTL 300 capped at 2 s: the last 10% is the final 200 ms.
+    let stub = stub_with(&up, "[cache]\nmax_ttl = 2\n").await;
+    ask(&stub, "a.test", RecordType::A).await;
+    tokio::time::sleep(Duration::from_millis(1850)).await;
+    ask(&stub, "a.test", RecordType::A).await;
+    assert!(
+        up.wait_for_queries(2, Duration::from_secs(1)).await,
+        "the late hit refreshed in the background"
+    );
+    ask(&stub, "a.test", RecordType::A).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(up.queries_received(), 2, "one prefetch, not one per hit");
+}
