@@ -1,26 +1,15 @@
-//! Wiring: config → upstream pool → pipeline → listeners; and an orderly shutdown.
+//! Wiring: config → upstream pool → pipeline → front end; and an orderly shutdown.
 //!
-//! Owns the sockets the daemon listens on and the drain on shutdown (stop taking queries,
-//! let the ones in flight finish for a bounded time). It never answers queries itself.
+//! Owns the daemon's parts and their lifetimes. It never answers queries itself.
 
-use std::{
-    io,
-    net::SocketAddr,
-    sync::{Arc, atomic::AtomicBool, atomic::Ordering},
-    time::Duration,
-};
+use std::{thread::available_parallelism, time::Duration};
 
-use hickory_server::Server;
-use tokio::{
-    net::{TcpListener, UdpSocket},
-    time::{Instant, sleep},
-};
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::{
     config::Config,
+    frontend::{BindError, Frontend, FrontendLimits, Listeners, bind, request::Acl},
     pipeline::Pipeline,
-    server::{Handler, InFlightGauge},
     tls::TlsSetupError,
     upstream::pool::Pool,
 };
@@ -33,112 +22,67 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 pub enum StartError {
     #[error(transparent)]
     Tls(#[from] TlsSetupError),
-    #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: io::Error },
-    #[error("no listen address could be bound")]
-    NothingBound,
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    #[error("cannot serve: {0}")]
+    Serve(#[from] std::io::Error),
 }
 
 /// A running daemon: its bound addresses and what is needed to stop it.
 pub struct Daemon {
-    server: Server<Handler>,
+    frontend: Frontend,
     /// Addresses actually bound (UDP and TCP share each one, also when the port was 0).
     pub local_addrs: Vec<SocketAddr>,
-    draining: Arc<AtomicBool>,
-    in_flight: InFlightGauge,
-    pool: Pool,
+    pipeline: Pipeline,
 }
 
+use std::net::SocketAddr;
+
 impl Daemon {
-    /// Binds every listen address and starts serving.
+    /// Binds every listen address and starts serving. Must run inside the tokio runtime.
     pub async fn start(config: &Config) -> Result<Self, StartError> {
+        let cores = available_parallelism().map_or(1, |n| n.get());
+        let listeners = bind(&config.server.listen, cores)?;
+        Self::start_on(config, listeners)
+    }
+
+    /// Starts serving on sockets bound elsewhere (socket activation, tests).
+    pub fn start_on(config: &Config, listeners: Listeners) -> Result<Self, StartError> {
         let pool = Pool::new(config)?;
         pool.watch_resolv_conf(&config.server.listen);
-        let pipeline = Arc::new(Pipeline::new(
-            pool.clone(),
-            config.server.query_timeout,
-            &config.cache,
-        ));
-        let draining = Arc::new(AtomicBool::new(false));
-        let handler = Handler::new(pipeline, config.server.max_inflight, draining.clone());
-        let in_flight = handler.in_flight_gauge();
-        let mut server = Server::with_access(handler, [], config.server.allow.iter().copied());
-
-        let mut local_addrs = Vec::new();
-        for &addr in &config.server.listen {
-            match bind_pair(addr).await {
-                Ok((udp, tcp)) => {
-                    let bound = udp
-                        .local_addr()
-                        .map_err(|source| StartError::Bind { addr, source })?;
-                    server.register_socket(udp);
-                    server.register_listener(tcp, config.server.tcp_idle_timeout, 64);
-                    info!(addr = %bound, "listening on udp and tcp");
-                    local_addrs.push(bound);
-                }
-                Err(source) if addr.is_ipv6() && ipv6_unavailable(&source) => {
-                    warn!(%addr, error = %source, "IPv6 is unavailable here; skipping this listen address");
-                }
-                Err(source) => return Err(StartError::Bind { addr, source }),
-            }
-        }
-        if local_addrs.is_empty() {
-            return Err(StartError::NothingBound);
-        }
+        let pipeline = Pipeline::new(pool, config.server.query_timeout, &config.cache);
+        let limits = FrontendLimits {
+            max_in_flight: config.server.max_inflight,
+            max_tcp_clients: config.server.max_tcp_clients,
+            tcp_idle_timeout: config.server.tcp_idle_timeout,
+        };
+        let frontend = Frontend::start(
+            listeners,
+            pipeline.clone(),
+            Acl::new(&config.server.allow),
+            limits,
+        )?;
         Ok(Self {
-            server,
-            local_addrs,
-            draining,
-            in_flight,
-            pool,
+            local_addrs: frontend.local_addrs.clone(),
+            frontend,
+            pipeline,
         })
     }
 
     /// The upstream pool (its connections and counters).
-    pub fn pool(&self) -> &Pool {
-        &self.pool
+    pub fn pool(&self) -> &crate::upstream::pool::Pool {
+        self.pipeline.pool()
+    }
+
+    /// The query pipeline (its cache).
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
     }
 
     /// Stops taking queries, lets the ones in flight finish for up to [`DRAIN_TIMEOUT`],
     /// then closes every listener.
-    pub async fn shutdown(mut self) {
-        self.draining.store(true, Ordering::Relaxed);
-        let deadline = Instant::now() + DRAIN_TIMEOUT;
-        while self.in_flight.current() > 0 && Instant::now() < deadline {
-            sleep(Duration::from_millis(10)).await;
-        }
-        let unfinished = self.in_flight.current();
-        if unfinished > 0 {
-            warn!(unfinished, "shutting down with queries still in flight");
-        }
-        if let Err(err) = self.server.shutdown_gracefully().await {
-            warn!(%err, "listener error during shutdown");
-        }
+    pub async fn shutdown(self) {
+        self.frontend.shutdown(DRAIN_TIMEOUT).await;
         info!("stopped");
     }
-}
-
-/// Binds UDP and TCP on one address. With port 0 both get the same ephemeral port, so a
-/// test (or a user) has one address to query over either transport.
-async fn bind_pair(addr: SocketAddr) -> io::Result<(UdpSocket, TcpListener)> {
-    const TRIES: usize = 16;
-    let mut last = None;
-    for _ in 0..TRIES {
-        let udp = UdpSocket::bind(addr).await?;
-        let bound = udp.local_addr()?;
-        match TcpListener::bind(bound).await {
-            Ok(tcp) => return Ok((udp, tcp)),
-            Err(e) if addr.port() == 0 && e.kind() == io::ErrorKind::AddrInUse => last = Some(e),
-            Err(e) => return Err(e),
-        }
-    }
-    Err(last.unwrap_or_else(|| io::Error::other("could not bind")))
-}
-
-fn ipv6_unavailable(err: &io::Error) -> bool {
-    // EAFNOSUPPORT (no IPv6 in the kernel) or EADDRNOTAVAIL (::1 not configured).
-    matches!(
-        err.kind(),
-        io::ErrorKind::AddrNotAvailable | io::ErrorKind::Unsupported
-    ) || err.raw_os_error() == Some(97)
 }

@@ -11,8 +11,8 @@
 pub mod cache;
 pub mod config;
 pub mod daemon;
+pub mod frontend;
 pub mod message;
 pub mod pipeline;
-pub mod server;
 pub mod tls;
 pub mod upstream;

@@ -79,23 +79,32 @@ impl Pipeline {
         &self.inner.cache
     }
 
-    /// Answers `query` in wire form, ready to send (before any UDP truncation). Never
-    /// fails: an upstream failure becomes a stale answer or SERVFAIL, in bounded time.
-    pub async fn resolve(&self, query: &ClientQuery) -> Vec<u8> {
-        let inner = &self.inner;
+    /// The cache's fresh answer for `query`, if it has one: the hot path, no await. A hit
+    /// near expiry starts one background refresh (prefetch); no client waits for it.
+    pub fn cached(&self, query: &ClientQuery) -> Option<Vec<u8>> {
         let key = CacheKey::from(query);
-        match inner
+        match self
+            .inner
             .cache
             .lookup(&key, &ClientView::from(query), Instant::now())
         {
-            Lookup::Hit(wire) => return wire,
+            Lookup::Hit(wire) => Some(wire),
             Lookup::HitPrefetch(wire) => {
-                // RFC 8767-style refresh before expiry; no client waits for it.
-                Inner::join_or_fetch(inner, query, key);
-                return wire;
+                Inner::join_or_fetch(&self.inner, query, key);
+                Some(wire)
             }
-            Lookup::Stale(_) | Lookup::Miss => {}
+            Lookup::Stale(_) | Lookup::Miss => None,
         }
+    }
+
+    /// Answers `query` in wire form, ready to send (before any UDP truncation). Never
+    /// fails: an upstream failure becomes a stale answer or SERVFAIL, in bounded time.
+    pub async fn resolve(&self, query: &ClientQuery) -> Vec<u8> {
+        if let Some(wire) = self.cached(query) {
+            return wire;
+        }
+        let inner = &self.inner;
+        let key = CacheKey::from(query);
         let rx = Inner::join_or_fetch(inner, query, key.clone());
         let outcome = if inner.serve_stale {
             let wait = inner.wait(rx);

@@ -968,7 +968,7 @@ fn unknown_server_key_is_rejected() {
         &format!("[server]\nlisten = [\"127.0.0.1:53\"]\nlistn = []\n{UPSTREAM}"),
         "server.listn",
         "unknown key (expected one of listen, allow, query_timeout_ms, \
-         tcp_idle_timeout_ms, max_inflight)",
+         tcp_idle_timeout_ms, max_inflight, max_tcp_clients)",
     );
     assert!(err.reason.ends_with("(line 3, column 1)"), "{err}");
 }
@@ -1134,7 +1134,7 @@ fn load_reports_errors_with_the_file_path() {
         err.to_string(),
         format!(
             "{}: server.listn: unknown key (expected one of listen, allow, query_timeout_ms, \
-             tcp_idle_timeout_ms, max_inflight) (line 2, column 1)",
+             tcp_idle_timeout_ms, max_inflight, max_tcp_clients) (line 2, column 1)",
             path.display()
         )
     );

@@ -82,8 +82,10 @@ pub struct ServerConfig {
     pub query_timeout: Duration,
     /// Idle client TCP connections are closed after this.
     pub tcp_idle_timeout: Duration,
-    /// Cap on concurrently handled client queries. At least 1.
+    /// Cap on client queries being resolved upstream at once. At least 1.
     pub max_inflight: usize,
+    /// Cap on open client TCP connections. At least 1.
+    pub max_tcp_clients: usize,
 }
 
 /// `[cache]`.

@@ -18,6 +18,7 @@ pub(crate) mod defaults {
     pub const QUERY_TIMEOUT_MS: i64 = 4000;
     pub const TCP_IDLE_TIMEOUT_MS: i64 = 10_000;
     pub const SERVER_MAX_INFLIGHT: i64 = 4096;
+    pub const MAX_TCP_CLIENTS: i64 = 512;
 
     pub const CACHE_MAX_ENTRIES: i64 = 10_000;
     pub const CACHE_MAX_BYTES: i64 = 64 << 20;
@@ -85,6 +86,7 @@ pub(crate) struct RawServer {
     pub query_timeout_ms: i64,
     pub tcp_idle_timeout_ms: i64,
     pub max_inflight: i64,
+    pub max_tcp_clients: i64,
 }
 
 impl Default for RawServer {
@@ -95,6 +97,7 @@ impl Default for RawServer {
             query_timeout_ms: defaults::QUERY_TIMEOUT_MS,
             tcp_idle_timeout_ms: defaults::TCP_IDLE_TIMEOUT_MS,
             max_inflight: defaults::SERVER_MAX_INFLIGHT,
+            max_tcp_clients: defaults::MAX_TCP_CLIENTS,
         }
     }
 }

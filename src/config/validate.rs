@@ -34,6 +34,7 @@ pub(crate) mod limits {
     pub const QUERY_TIMEOUT_MS: RangeInclusive<i64> = 100..=60_000;
     pub const TCP_IDLE_TIMEOUT_MS: RangeInclusive<i64> = 100..=3_600_000;
     pub const SERVER_MAX_INFLIGHT: RangeInclusive<i64> = 1..=1_000_000;
+    pub const MAX_TCP_CLIENTS: RangeInclusive<i64> = 1..=100_000;
     pub const CACHE_MAX_ENTRIES: RangeInclusive<i64> = 0..=10_000_000;
     pub const CACHE_MAX_BYTES: RangeInclusive<i64> = 0..=(16 << 30);
     /// RFC 8767 §4 recommends capping TTLs at 7 days.
@@ -204,6 +205,11 @@ impl Validator {
                 "server.max_inflight",
                 raw.max_inflight,
                 limits::SERVER_MAX_INFLIGHT,
+            )?,
+            max_tcp_clients: self.count(
+                "server.max_tcp_clients",
+                raw.max_tcp_clients,
+                limits::MAX_TCP_CLIENTS,
             )?,
         })
     }
