@@ -11,6 +11,7 @@
 //! Owns the listening sockets, the in-flight bounds and draining on shutdown. It never
 //! decides answers: the pipeline does.
 
+mod batch;
 mod bind;
 pub mod request;
 mod tcp;
@@ -20,8 +21,9 @@ use std::{
     net::SocketAddr,
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
+    thread::JoinHandle,
     time::Duration,
 };
 
@@ -82,6 +84,8 @@ impl Context {
 pub struct Frontend {
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    udp_stop: Arc<AtomicBool>,
+    udp_threads: Vec<JoinHandle<()>>,
     ctx: Arc<Context>,
     /// Addresses served (UDP and TCP on each).
     pub local_addrs: Vec<SocketAddr>,
@@ -105,9 +109,22 @@ impl Frontend {
         });
         let (stop, stopped) = watch::channel(false);
         let mut tasks = JoinSet::new();
-        for socket in listeners.udp {
-            let socket = Arc::new(tokio::net::UdpSocket::from_std(socket)?);
-            tasks.spawn(udp::serve(socket, ctx.clone(), stopped.clone()));
+        let udp_stop = Arc::new(AtomicBool::new(false));
+        let mut udp_threads = Vec::new();
+        for (i, socket) in listeners.udp.into_iter().enumerate() {
+            let (ctx, stop, runtime) = (
+                ctx.clone(),
+                udp_stop.clone(),
+                tokio::runtime::Handle::current(),
+            );
+            let thread = std::thread::Builder::new()
+                .name(format!("udp-{i}"))
+                .spawn(move || {
+                    if let Err(err) = udp::serve(socket, ctx, stop, runtime) {
+                        warn!(%err, "udp listener failed");
+                    }
+                })?;
+            udp_threads.push(thread);
         }
         for listener in listeners.tcp {
             let listener = tokio::net::TcpListener::from_std(listener)?;
@@ -119,6 +136,8 @@ impl Frontend {
         Ok(Self {
             stop,
             tasks,
+            udp_stop,
+            udp_threads,
             ctx,
             local_addrs: listeners.addrs,
         })
@@ -133,6 +152,7 @@ impl Frontend {
     /// closes every socket.
     pub async fn shutdown(mut self, drain: Duration) {
         let _ = self.stop.send(true);
+        self.udp_stop.store(true, Ordering::Relaxed);
         let deadline = Instant::now() + drain;
         while self.in_flight() > 0 && Instant::now() < deadline {
             sleep(Duration::from_millis(10)).await;
@@ -142,5 +162,10 @@ impl Frontend {
             warn!(unfinished, "shutting down with queries still in flight");
         }
         self.tasks.shutdown().await;
+        // Each UDP thread notices the stop within its receive timeout.
+        let threads = std::mem::take(&mut self.udp_threads);
+        let _ =
+            tokio::task::spawn_blocking(move || threads.into_iter().for_each(|t| drop(t.join())))
+                .await;
     }
 }
