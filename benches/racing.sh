@@ -342,7 +342,8 @@ ratio() { # PEER_MS STUBBORN_MS
     awk -v a="$1" -v b="$2" 'BEGIN {
         if (a !~ /^[0-9.]+$/ || b !~ /^[0-9.]+$/) { print "—"; exit }
         if (b + 0 < 0.05) b = 0.05
-        printf "%.1f×", a / b }'
+        r = a / b
+        printf (r < 0.1 ? "%.3f×" : r < 10 ? "%.1f×" : "%.0f×"), r }'
 }
 
 {
