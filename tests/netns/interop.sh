@@ -16,6 +16,7 @@
 
 . "$(dirname "$0")/lib.sh"
 NAME=interop
+STB_NAME=$NAME
 
 stb_preflight openssl unbound unbound-checkconf kdig dig ss base64
 NS=$(stb_ns_name interop)
@@ -26,70 +27,17 @@ UPSTREAM_IP=127.0.0.2
 
 # --- 1. PKI ---------------------------------------------------------------------------
 stb_log "step 1: CA and server certificate (openssl)"
-{
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-        -keyout "$T/ca.key" -out "$T/ca.pem" -days 2 -subj "/CN=stubborn interop CA" \
-        -addext "basicConstraints=critical,CA:TRUE" \
-        -addext "keyUsage=critical,keyCertSign,cRLSign"
-    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-        -keyout "$T/server.key" -out "$T/server.csr" -subj "/CN=dns.test"
-    printf '%s\n' "subjectAltName=DNS:dns.test" "basicConstraints=critical,CA:FALSE" \
-        "keyUsage=critical,digitalSignature" "extendedKeyUsage=serverAuth" >"$T/server.ext"
-    openssl x509 -req -in "$T/server.csr" -CA "$T/ca.pem" -CAkey "$T/ca.key" -set_serial 2 \
-        -days 2 -extfile "$T/server.ext" -out "$T/server.pem"
-    # A key that has nothing to do with the server: its pin is valid-looking but wrong.
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-        -keyout "$T/other.key" -out "$T/other.pem" -days 2 -subj "/CN=unrelated"
-} >"$T/openssl.log" 2>&1 || stb_fatal "$NAME" "openssl could not make the certificates" "$T/openssl.log"
-PIN=$(stb_spki_pin "$T/server.pem" 2>>"$T/openssl.log") || true
-WRONG_PIN=$(stb_spki_pin "$T/other.pem" 2>>"$T/openssl.log") || true
-[[ $PIN =~ ^[A-Za-z0-9+/]{43}=$ && $WRONG_PIN =~ ^[A-Za-z0-9+/]{43}=$ && $PIN != "$WRONG_PIN" ]] ||
-    stb_fatal "$NAME" "bad SPKI pins from openssl: '$PIN' / '$WRONG_PIN'" "$T/openssl.log"
+stb_make_pki "$T" || stb_fatal "$NAME" "openssl could not make the certificates and pins" "$T/openssl.log"
+PIN=$STB_PIN
+WRONG_PIN=$STB_WRONG_PIN
 stb_check "openssl: server certificate verifies against the CA for dns.test" \
     stb_quiet openssl verify -CAfile "$T/ca.pem" -verify_hostname dns.test "$T/server.pem"
 stb_log "server pin key-fp:SHA256:$PIN"
 
 # --- 2. unbound -----------------------------------------------------------------------
 stb_log "step 2: unbound (DoT on $UPSTREAM_IP:853, local data only)"
-cat >"$T/unbound.conf" <<EOF
-server:
-    verbosity: 1
-    num-threads: 1
-    interface: $UPSTREAM_IP@853
-    tls-port: 853
-    tls-service-key: "$T/server.key"
-    tls-service-pem: "$T/server.pem"
-    do-ip6: no
-    so-reuseport: no
-    do-daemonize: no
-    chroot: ""
-    username: ""
-    directory: "$T"
-    pidfile: ""
-    use-syslog: no
-    logfile: ""
-    log-queries: yes
-    access-control: 127.0.0.0/8 allow
-    module-config: "iterator"
-    do-not-query-localhost: yes
-    do-not-query-address: 0.0.0.0/0
-    do-not-query-address: ::/0
-    local-zone: "test." static
-    local-data: "test. 300 IN SOA ns.test. hostmaster.test. 1 3600 600 86400 60"
-    local-data: "a.test. 300 IN A 192.0.2.1"
-    local-data: "aaaa.test. 300 IN AAAA 2001:db8::1"
-    local-data: 'txt.test. 300 IN TXT "hello"'
-remote-control:
-    control-enable: no
-EOF
-unbound-checkconf "$T/unbound.conf" >"$T/unbound-checkconf.log" 2>&1 ||
-    stb_fatal "$NAME" "unbound-checkconf rejects the config" "$T/unbound-checkconf.log"
-stb_spawn "$NS" "$T/unbound.log" unbound -d -c "$T/unbound.conf"
-UNBOUND_PID=$STB_LAST_PID
-if ! stb_retry 50 stb_listening "$NS" tcp 853 "$UPSTREAM_IP"; then
-    stb_fatal "$NAME" "unbound is not listening on $UPSTREAM_IP:853 after 5 s" "$T/unbound.log"
-fi
-stb_alive "$UNBOUND_PID" || stb_fatal "$NAME" "unbound exited" "$T/unbound.log"
+stb_unbound_upstream_conf "$T/unbound.conf" "$T" "$UPSTREAM_IP@853"
+stb_start_unbound "$NS" "$T/unbound.conf" "$T/unbound.log" "$UPSTREAM_IP@853"
 stb_pass "unbound listens on $UPSTREAM_IP:853"
 
 # --- 3. kdig straight to unbound ------------------------------------------------------
@@ -124,9 +72,6 @@ if [[ ${INTEROP_SKIP_STUBBORN:-} == 1 ]]; then
     stb_summary "$NAME"
 fi
 stb_log "step 4: stubborn ($STUBBORN_BIN)"
-if [[ ! -x $STUBBORN_BIN ]]; then
-    stb_fatal "$NAME" "stubborn binary not found or not executable: $STUBBORN_BIN (build it with 'cargo build --release', or set STUBBORN_BIN)"
-fi
 
 write_stubborn_config() { # PIN_B64 FILE
     cat >"$2" <<EOF
@@ -141,29 +86,8 @@ pins = ["key-fp:SHA256:$1"]
 EOF
 }
 
-# start_stubborn CONFIG LOG: start it and wait (≤ 5 s) for UDP and TCP listeners on :53.
-start_stubborn() {
-    stb_spawn "$NS" "$2" "$STUBBORN_BIN" --config "$1"
-    STUBBORN_PID=$STB_LAST_PID
-    local i
-    for ((i = 0; i < 50; i++)); do
-        if ! stb_alive "$STUBBORN_PID"; then
-            local rc=0
-            wait "$STUBBORN_PID" 2>/dev/null || rc=$?
-            stb_fatal "$NAME" "stubborn exited during start-up (exit status $rc; command: $STUBBORN_BIN --config $1)" "$2"
-        fi
-        if stb_listening "$NS" udp 53 127.0.0.1 && stb_listening "$NS" tcp 53 127.0.0.1; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    stb_fatal "$NAME" "stubborn is not listening on 127.0.0.1:53 (udp+tcp) after 5 s" "$2"
-}
-
-stop_stubborn() { # DESCRIPTION
-    stb_stop "$STUBBORN_PID" 50
-    stb_expect_eq "stubborn exits 0 on SIGTERM ($1)" 0 "$STB_STOP_RC"
-}
+start_stubborn() { stb_start_stubborn "$NS" "$1" "$2"; }
+stop_stubborn() { stb_stop_stubborn "$1"; }
 
 dig_stubborn() { # dig args...
     stb_exec "$NS" dig @127.0.0.1 +time=1 +tries=1 "$@"

@@ -15,7 +15,11 @@
 #   - a test script counts checks with stb_check / stb_pass / stb_fail and ends with
 #     `stb_summary <name>`, which prints "<name>: N passed, M failed" and sets the exit code;
 #   - exit status 77 means "skipped" (only allowed when CI is not "true");
-#   - STUBBORN_BIN is the stubborn binary (default: <repo>/target/release/stubborn).
+#   - STUBBORN_BIN is the stubborn binary (default: <repo>/target/release/stubborn);
+#   - shared fixtures (below the check helpers): a test PKI (stb_make_pki), an unbound
+#     upstream serving local data over TLS and plain DNS (stb_unbound_upstream_conf,
+#     stb_start_unbound), stubborn start/stop, nft fault tables with counters in the
+#     namespace's `output` hook (stb_nft_table, deleted at exit), and dig output parsing.
 
 set -euo pipefail
 
@@ -25,8 +29,11 @@ STUBBORN_BIN=${STUBBORN_BIN:-target/release/stubborn}
 case $STUBBORN_BIN in /*) ;; *) STUBBORN_BIN=$STB_REPO_ROOT/$STUBBORN_BIN ;; esac
 
 STB_NAMESPACES=()
+STB_NFT_TABLES=()
 STB_PIDS=()
 STB_PASSED=0
+# The test's name: helpers that give up pass it to stb_fatal; scripts may set it.
+STB_NAME=${STB_NAME:-$(basename "$0" .sh)}
 STB_FAILED=0
 STB_TMP=""
 
@@ -46,6 +53,11 @@ stb_cleanup() {
         done
         kill -KILL "$pid" 2>/dev/null
         wait "$pid" 2>/dev/null
+    done
+    for i in "${!STB_NFT_TABLES[@]}"; do
+        # "NS TABLE": nft tables we added (deleting the namespace would drop them too).
+        # shellcheck disable=SC2086 # "ns table" splits on purpose
+        stb_nft_del ${STB_NFT_TABLES[$i]} 2>/dev/null
     done
     for ns in "${STB_NAMESPACES[@]}"; do
         # Anything still running inside a namespace we created is ours (e.g. a child of
@@ -238,3 +250,192 @@ stb_spki_pin() {
         openssl dgst -sha256 -binary |
         base64
 }
+
+# ---- shared fixtures: PKI, the unbound upstream, stubborn, nft faults, dig ----------------
+
+# stb_make_pki DIR: a CA (DIR/ca.pem), a server certificate for dns.test signed by it
+# (DIR/server.pem, DIR/server.key) and an unrelated self-signed key (DIR/other.pem). Sets
+# STB_PIN (the server's SPKI pin) and STB_WRONG_PIN (other.pem's). openssl output goes to
+# DIR/openssl.log. Returns 1 on any failure.
+stb_make_pki() {
+    local d=$1
+    {
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+            -keyout "$d/ca.key" -out "$d/ca.pem" -days 2 -subj "/CN=stubborn test CA" \
+            -addext "basicConstraints=critical,CA:TRUE" \
+            -addext "keyUsage=critical,keyCertSign,cRLSign" &&
+            openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+                -keyout "$d/server.key" -out "$d/server.csr" -subj "/CN=dns.test" &&
+            printf '%s\n' "subjectAltName=DNS:dns.test" "basicConstraints=critical,CA:FALSE" \
+                "keyUsage=critical,digitalSignature" "extendedKeyUsage=serverAuth" \
+                >"$d/server.ext" &&
+            openssl x509 -req -in "$d/server.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" \
+                -set_serial 2 -days 2 -extfile "$d/server.ext" -out "$d/server.pem" &&
+            # A key that has nothing to do with the server: its pin is valid-looking but wrong.
+            openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+                -keyout "$d/other.key" -out "$d/other.pem" -days 2 -subj "/CN=unrelated"
+    } >"$d/openssl.log" 2>&1 || return 1
+    STB_PIN=$(stb_spki_pin "$d/server.pem" 2>>"$d/openssl.log") || return 1
+    STB_WRONG_PIN=$(stb_spki_pin "$d/other.pem" 2>>"$d/openssl.log") || return 1
+    [[ $STB_PIN =~ ^[A-Za-z0-9+/]{43}=$ && $STB_WRONG_PIN =~ ^[A-Za-z0-9+/]{43}=$ &&
+        $STB_PIN != "$STB_WRONG_PIN" ]]
+}
+
+# stb_unbound_upstream_conf FILE PKI_DIR IP@PORT...: an unbound config serving local data
+# only (never recursing) on each IP@PORT: DNS over TLS where PORT is 853 (with PKI_DIR's
+# server certificate), plain UDP+TCP DNS elsewhere. Data: a.test A 192.0.2.1, aaaa.test
+# AAAA 2001:db8::1, txt.test TXT "hello", and q1.test..q50.test A 198.51.100.N (distinct
+# names, so that benchmarks never hit a cache).
+stb_unbound_upstream_conf() {
+    local file=$1 pki=$2 iface n
+    shift 2
+    {
+        echo "server:"
+        echo "    verbosity: 1"
+        echo "    num-threads: 1"
+        for iface in "$@"; do echo "    interface: $iface"; done
+        cat <<EOF
+    tls-port: 853
+    tls-service-key: "$pki/server.key"
+    tls-service-pem: "$pki/server.pem"
+    do-ip6: no
+    so-reuseport: no
+    do-daemonize: no
+    chroot: ""
+    username: ""
+    directory: "$pki"
+    pidfile: ""
+    use-syslog: no
+    logfile: ""
+    log-queries: yes
+    access-control: 127.0.0.0/8 allow
+    module-config: "iterator"
+    do-not-query-localhost: yes
+    do-not-query-address: 0.0.0.0/0
+    do-not-query-address: ::/0
+    local-zone: "test." static
+    local-data: "test. 300 IN SOA ns.test. hostmaster.test. 1 3600 600 86400 60"
+    local-data: "a.test. 300 IN A 192.0.2.1"
+    local-data: "aaaa.test. 300 IN AAAA 2001:db8::1"
+    local-data: 'txt.test. 300 IN TXT "hello"'
+EOF
+        for ((n = 1; n <= 50; n++)); do
+            echo "    local-data: \"q$n.test. 300 IN A 198.51.100.$n\""
+        done
+        printf 'remote-control:\n    control-enable: no\n'
+    } >"$file"
+}
+
+# stb_wait_listening NS PID PROTO PORT ADDR [TENTHS]: wait (≤ TENTHS×0.1 s, default 50)
+# until PID listens on ADDR:PORT (proto tcp|udp|both). Returns 1 if PID died or the time ran
+# out.
+stb_wait_listening() {
+    local ns=$1 pid=$2 proto=$3 port=$4 addr=$5 tenths=${6:-50} i
+    for ((i = 0; i < tenths; i++)); do
+        stb_alive "$pid" || return 1
+        case $proto in
+        both)
+            if stb_listening "$ns" udp "$port" "$addr" && stb_listening "$ns" tcp "$port" "$addr"; then
+                return 0
+            fi
+            ;;
+        *) stb_listening "$ns" "$proto" "$port" "$addr" && return 0 ;;
+        esac
+        sleep 0.1
+    done
+    return 1
+}
+
+# stb_start_unbound NS CONF LOG IP@PORT...: checkconf, start unbound -d, wait (≤ 5 s per
+# interface) for each listener (TCP for 853, UDP+TCP otherwise). Sets STB_UNBOUND_PID; on
+# failure stb_fatal "$STB_NAME".
+stb_start_unbound() {
+    local ns=$1 conf=$2 log=$3 iface proto
+    shift 3
+    unbound-checkconf "$conf" >"$log.checkconf" 2>&1 ||
+        stb_fatal "$STB_NAME" "unbound-checkconf rejects $conf" "$log.checkconf"
+    stb_spawn "$ns" "$log" unbound -d -c "$conf"
+    STB_UNBOUND_PID=$STB_LAST_PID
+    for iface in "$@"; do
+        proto=both
+        [[ ${iface#*@} == 853 ]] && proto=tcp
+        stb_wait_listening "$ns" "$STB_UNBOUND_PID" "$proto" "${iface#*@}" "${iface%@*}" ||
+            stb_fatal "$STB_NAME" "unbound ($conf) is not listening on $iface after 5 s" "$log"
+    done
+}
+
+# stb_start_stubborn NS CONFIG LOG: start STUBBORN_BIN and wait (≤ 5 s) for UDP and TCP
+# listeners on 127.0.0.1:53. Sets STUBBORN_PID; on failure stb_fatal "$STB_NAME".
+stb_start_stubborn() {
+    local ns=$1 config=$2 log=$3 rc=0
+    [[ -x $STUBBORN_BIN ]] || stb_fatal "$STB_NAME" \
+        "stubborn binary not found or not executable: $STUBBORN_BIN (build it with 'cargo build --release', or set STUBBORN_BIN)"
+    stb_spawn "$ns" "$log" "$STUBBORN_BIN" --config "$config"
+    STUBBORN_PID=$STB_LAST_PID
+    if ! stb_wait_listening "$ns" "$STUBBORN_PID" both 53 127.0.0.1; then
+        if ! stb_alive "$STUBBORN_PID"; then
+            wait "$STUBBORN_PID" 2>/dev/null || rc=$?
+            stb_fatal "$STB_NAME" "stubborn exited during start-up (exit status $rc; command: $STUBBORN_BIN --config $config)" "$log"
+        fi
+        stb_fatal "$STB_NAME" "stubborn is not listening on 127.0.0.1:53 (udp+tcp) after 5 s" "$log"
+    fi
+}
+
+# stb_stop_stubborn DESCRIPTION: SIGTERM, wait ≤ 5 s; checks the exit status is 0.
+stb_stop_stubborn() {
+    stb_stop "$STUBBORN_PID" 50
+    stb_expect_eq "stubborn exits 0 on SIGTERM ($1)" 0 "$STB_STOP_RC"
+}
+
+# stb_nft_table NS TABLE RULE...: a fresh `table inet TABLE` in NS with one `output` hook
+# chain (priority 0, policy accept) holding RULE... in order (on loopback every packet
+# a local process sends passes `output`, so faults and counters go there). Any earlier
+# table of that name is replaced, so counters start from zero.
+stb_nft_table() {
+    local ns=$1 table=$2 rule
+    shift 2
+    stb_nft_del "$ns" "$table" 2>/dev/null || true
+    {
+        echo "table inet $table {"
+        echo "  chain output {"
+        echo "    type filter hook output priority 0; policy accept;"
+        for rule in "$@"; do echo "    $rule"; done
+        echo "  }"
+        echo "}"
+    } | ip netns exec "$ns" nft -f - || return 1
+    STB_NFT_TABLES+=("$ns $table")
+}
+
+# stb_nft_del NS TABLE: delete the table (and forget it).
+stb_nft_del() {
+    local ns=$1 table=$2 i
+    for i in "${!STB_NFT_TABLES[@]}"; do
+        [[ ${STB_NFT_TABLES[$i]} == "$ns $table" ]] && unset 'STB_NFT_TABLES[i]'
+    done
+    ip netns exec "$ns" nft delete table inet "$table"
+}
+
+# stb_nft_rules NS TABLE: the table's rules, one per line, trimmed (counters included).
+stb_nft_rules() {
+    ip netns exec "$1" nft list table inet "$2" | sed -n 's/^[[:space:]]*\(.*\(counter\|drop\|reject\).*\)$/\1/p'
+}
+
+# stb_nft_packets NS TABLE MATCH: the packet count of the first counter rule containing
+# MATCH (a fixed string), or "?" if none.
+stb_nft_packets() {
+    local n
+    n=$(stb_nft_rules "$1" "$2" | grep -F -- "$3" | sed -n 's/.*counter packets \([0-9]*\) .*/\1/p' | head -n 1)
+    echo "${n:-?}"
+}
+
+# stb_dig NS OUT SERVER dig-args...: run dig @SERVER inside NS, output to OUT (never fails).
+stb_dig() {
+    local ns=$1 out=$2 server=$3
+    shift 3
+    ip netns exec "$ns" dig @"$server" "$@" >"$out" 2>&1 || true
+}
+# Fields of a dig output file: the status (NOERROR, SERVFAIL, ...; empty without an answer),
+# the answer's first rdata, and "Query time" in ms (empty without an answer).
+stb_dig_status() { sed -n 's/.*status: \([A-Z]*\),.*/\1/p' "$1" | head -n 1; }
+stb_dig_rdata() { awk '/^;; ANSWER SECTION:/ { on = 1; next } on && NF >= 5 { print $5; exit }' "$1"; }
+stb_dig_msec() { sed -n 's/^;; Query time: \([0-9]*\) msec.*/\1/p' "$1" | head -n 1; }
