@@ -7,10 +7,12 @@
 //! - [`message`]: pure shaping of queries and answers between the two sides (EDNS, padding).
 //! - [`upstream`]: connections, the happy-eyeballs race, the pool.
 //! - [`tls`]: rustls client configs and the pin verifier.
+//! - [`systemd`]: readiness/status/watchdog notifications, socket activation, privilege drop.
 pub mod config;
 pub mod daemon;
 pub mod message;
 pub mod pipeline;
 pub mod server;
+pub mod systemd;
 pub mod tls;
 pub mod upstream;
