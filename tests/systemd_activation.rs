@@ -241,6 +241,18 @@ fn descriptors_we_cannot_serve_on_are_refused_by_number() {
     }
 }
 
+/// Kills the daemon if a failed assertion leaves it running.
+struct KillOnDrop(Option<std::process::Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 #[tokio::test]
 #[ignore = "needs daemon wiring (issue 6): Daemon::start using inherited_listeners()"]
 async fn binary_serves_on_inherited_sockets_instead_of_binding() {
@@ -264,7 +276,7 @@ async fn binary_serves_on_inherited_sockets_instead_of_binding() {
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     pass_fds(&mut cmd, &[udp.as_raw_fd(), tcp.as_raw_fd()]);
-    let child = cmd.spawn().unwrap();
+    let mut child = KillOnDrop(Some(cmd.spawn().unwrap()));
     drop((udp, tcp));
 
     let wire = query(1, "a.test", RecordType::A);
@@ -281,6 +293,7 @@ async fn binary_serves_on_inherited_sockets_instead_of_binding() {
         "the configured listen address was bound as well"
     );
 
+    let child = child.0.take().unwrap();
     kill(child.id(), "TERM");
     let out = tokio::task::spawn_blocking(move || child.wait_with_output())
         .await

@@ -309,7 +309,9 @@ async fn from_env_reads_the_environment_once() {
 // ---- The real binary --------------------------------------------------------------
 
 struct Running {
-    child: std::process::Child,
+    /// `None` once stopped; killed on drop otherwise (a failed assertion must not leave
+    /// a daemon behind).
+    child: Option<std::process::Child>,
     addr: SocketAddr,
     _dir: tempfile::TempDir,
     config: std::path::PathBuf,
@@ -344,17 +346,31 @@ fn spawn_daemon(up: &TestUpstream, sock: &NotifySocket, watchdog: Option<Duratio
         cmd.env("WATCHDOG_USEC", w.as_micros().to_string());
     }
     Running {
-        child: cmd.spawn().unwrap(),
+        child: Some(cmd.spawn().unwrap()),
         addr: loopback(port),
         _dir: dir,
         config,
     }
 }
 
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 impl Running {
-    async fn stop(self) -> (Option<i32>, String) {
-        kill(self.child.id(), "TERM");
-        let out = tokio::task::spawn_blocking(move || self.child.wait_with_output())
+    fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    async fn stop(mut self) -> (Option<i32>, String) {
+        let child = self.child.take().expect("running");
+        kill(child.id(), "TERM");
+        let out = tokio::task::spawn_blocking(move || child.wait_with_output())
             .await
             .unwrap()
             .unwrap();
@@ -419,7 +435,7 @@ async fn binary_ready_only_once_the_port_answers_and_stopping_on_sigterm() {
         "only STATUS= may precede READY=1: {before:?}"
     );
 
-    kill(d.child.id(), "TERM");
+    kill(d.pid(), "TERM");
     let (stopping, _) = sock
         .recv_until(START, |m| field(m, "STOPPING") == Some("1"))
         .await
@@ -475,7 +491,7 @@ async fn binary_brackets_a_reload_with_reloading_and_ready() {
             // An invalid config: still RELOADING=1 then READY=1, and the daemon serves on.
             write(&d.config, "[server]\nbogus = 1\n");
         }
-        kill(d.child.id(), "HUP");
+        kill(d.pid(), "HUP");
         let (reloading, _) = sock
             .recv_until(START, |m| field(m, "RELOADING") == Some("1"))
             .await
