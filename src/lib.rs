@@ -2,17 +2,20 @@
 //!
 //! Layout:
 //! - [`config`]: the TOML schema, its validation and the embedded default.
-//! - [`daemon`]: wiring and shutdown; [`server`]: the client side (hickory-server handler).
+//! - [`daemon`]: wiring and shutdown.
 //! - [`pipeline`]: one query in, one answer out, bounded in time.
 //! - [`cache`]: answers in wire form with TTLs, negative caching and serve-stale; pure.
 //! - [`message`]: pure shaping of queries and answers between the two sides (EDNS, padding).
 //! - [`upstream`]: connections, the happy-eyeballs race, the pool.
 //! - [`tls`]: rustls client configs and the pin verifier.
+//! - [`systemd`]: readiness/status/watchdog notifications, socket activation, privilege drop.
+//! - [`frontend`]: the client side (UDP and TCP listeners, request checks).
 pub mod cache;
 pub mod config;
 pub mod daemon;
 pub mod frontend;
 pub mod message;
 pub mod pipeline;
+pub mod systemd;
 pub mod tls;
 pub mod upstream;
