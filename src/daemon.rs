@@ -56,17 +56,8 @@ impl Daemon {
             max_tcp_clients: config.server.max_tcp_clients,
             tcp_idle_timeout: config.server.tcp_idle_timeout,
         };
-        let frontend = Frontend::start(
-            listeners,
-            pipeline.clone(),
-            Acl::new(&config.server.allow),
-            limits,
-        )?;
-        Ok(Self {
-            local_addrs: frontend.local_addrs.clone(),
-            frontend,
-            pipeline,
-        })
+        let frontend = Frontend::start(listeners, pipeline.clone(), Acl::new(&config.server.allow), limits)?;
+        Ok(Self { local_addrs: frontend.local_addrs.clone(), frontend, pipeline })
     }
 
     /// The upstream pool (its connections and counters).

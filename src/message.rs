@@ -67,10 +67,7 @@ impl ClientQuery {
         edns.set_dnssec_ok(self.dnssec_ok());
         // RFC 7828 §3.2.1: on TCP we may ask for the server's idle timeout, with no TIMEOUT
         // of our own (every upstream transport here is TCP or TLS over TCP).
-        edns.options_mut().insert(EdnsOption::Unknown(
-            u16::from(EdnsCode::Keepalive),
-            Vec::new(),
-        ));
+        edns.options_mut().insert(EdnsOption::Unknown(u16::from(EdnsCode::Keepalive), Vec::new()));
         msg.set_edns(edns);
         let wire = msg.to_vec().expect("a one-question query always encodes");
         if !pad {
@@ -80,13 +77,9 @@ impl ClientQuery {
         let padded = (wire.len() + 4).div_ceil(QUERY_PADDING_BLOCK) * QUERY_PADDING_BLOCK;
         let fill = padded - wire.len() - 4;
         if let Some(edns) = msg.edns.as_mut() {
-            edns.options_mut().insert(EdnsOption::Unknown(
-                u16::from(EdnsCode::Padding),
-                vec![0; fill],
-            ));
+            edns.options_mut().insert(EdnsOption::Unknown(u16::from(EdnsCode::Padding), vec![0; fill]));
         }
-        msg.to_vec()
-            .expect("a padded one-question query always encodes")
+        msg.to_vec().expect("a padded one-question query always encodes")
     }
 
     /// The answer for this client, from a parsed upstream answer (shared by every client
@@ -137,15 +130,12 @@ pub fn parse_upstream(wire: &[u8]) -> Result<(Message, Option<Duration>), Answer
     if msg.metadata.message_type != MessageType::Response {
         return Err(AnswerError("upstream sent a query, not an answer".into()));
     }
-    let keepalive = msg
-        .edns
-        .as_ref()
-        .and_then(|e| match e.option(EdnsCode::Keepalive) {
-            Some(EdnsOption::Unknown(_, data)) if data.len() == 2 => Some(Duration::from_millis(
-                u64::from(u16::from_be_bytes([data[0], data[1]])) * 100,
-            )),
-            _ => None,
-        });
+    let keepalive = msg.edns.as_ref().and_then(|e| match e.option(EdnsCode::Keepalive) {
+        Some(EdnsOption::Unknown(_, data)) if data.len() == 2 => {
+            Some(Duration::from_millis(u64::from(u16::from_be_bytes([data[0], data[1]])) * 100))
+        }
+        _ => None,
+    });
     Ok((msg, keepalive))
 }
 
@@ -202,10 +192,7 @@ mod tests {
 
     #[test]
     fn upstream_query_is_padded_to_the_block_with_a_fresh_opt() {
-        let q = query(Some(ClientEdns {
-            dnssec_ok: true,
-            max_payload: 4096,
-        }));
+        let q = query(Some(ClientEdns { dnssec_ok: true, max_payload: 4096 }));
         let wire = q.upstream_wire(true);
         assert_eq!(wire.len() % QUERY_PADDING_BLOCK, 0);
         let msg = Message::from_vec(&wire).unwrap();
@@ -227,13 +214,9 @@ mod tests {
     #[test]
     fn answers_carry_opt_only_for_edns_clients() {
         let mut upstream = Message::new(7, MessageType::Response, OpCode::Query);
-        upstream.add_query(Query::query(
-            Name::from_ascii("mixed.example.").unwrap(),
-            RecordType::A,
-        ));
+        upstream.add_query(Query::query(Name::from_ascii("mixed.example.").unwrap(), RecordType::A));
         let mut edns = Edns::new();
-        edns.options_mut()
-            .insert(EdnsOption::Unknown(12, vec![0; 40]));
+        edns.options_mut().insert(EdnsOption::Unknown(12, vec![0; 40]));
         upstream.set_edns(edns);
         let wire = upstream.to_vec().unwrap();
 
@@ -243,37 +226,17 @@ mod tests {
         assert_eq!(plain.metadata.id, 0x1234);
         assert_eq!(plain.queries[0].name().to_ascii(), "MiXed.Example.");
 
-        let with = query(Some(ClientEdns {
-            dnssec_ok: false,
-            max_payload: 1400,
-        }))
-        .answer_from_upstream(&parsed);
+        let with =
+            query(Some(ClientEdns { dnssec_ok: false, max_payload: 1400 })).answer_from_upstream(&parsed);
         let opt = with.edns.unwrap();
-        assert!(
-            opt.option(EdnsCode::Padding).is_none(),
-            "padding stripped on loopback"
-        );
+        assert!(opt.option(EdnsCode::Padding).is_none(), "padding stripped on loopback");
         assert_eq!(opt.max_payload(), 1400);
     }
 
     #[test]
     fn udp_limit_follows_rfc_6891() {
         assert_eq!(query(None).udp_limit(), 512);
-        assert_eq!(
-            query(Some(ClientEdns {
-                dnssec_ok: false,
-                max_payload: 100
-            }))
-            .udp_limit(),
-            512
-        );
-        assert_eq!(
-            query(Some(ClientEdns {
-                dnssec_ok: false,
-                max_payload: 4096
-            }))
-            .udp_limit(),
-            4096
-        );
+        assert_eq!(query(Some(ClientEdns { dnssec_ok: false, max_payload: 100 })).udp_limit(), 512);
+        assert_eq!(query(Some(ClientEdns { dnssec_ok: false, max_payload: 4096 })).udp_limit(), 4096);
     }
 }

@@ -83,11 +83,7 @@ impl Pipeline {
     /// near expiry starts one background refresh (prefetch); no client waits for it.
     pub fn cached(&self, query: &ClientQuery) -> Option<Vec<u8>> {
         let key = CacheKey::from(query);
-        match self
-            .inner
-            .cache
-            .lookup(&key, &ClientView::from(query), Instant::now())
-        {
+        match self.inner.cache.lookup(&key, &ClientView::from(query), Instant::now()) {
             Lookup::Hit(wire) => Some(wire),
             Lookup::HitPrefetch(wire) => {
                 Inner::join_or_fetch(&self.inner, query, key);
@@ -126,11 +122,7 @@ impl Pipeline {
         match outcome {
             Ok(answer) => encode(query.answer_from_upstream(&answer)),
             Err(failure) => {
-                if let Some(wire) = inner
-                    .serve_stale
-                    .then(|| inner.stale(&key, query))
-                    .flatten()
-                {
+                if let Some(wire) = inner.serve_stale.then(|| inner.stale(&key, query)).flatten() {
                     return wire;
                 }
                 debug!(name = %query.query.name(), ?failure, "answering SERVFAIL");
@@ -154,11 +146,7 @@ fn encode(msg: Message) -> Vec<u8> {
     // Messages we build from parsed upstream answers always encode; an error here would
     // be a bug in hickory-proto, and the client then gets a bare SERVFAIL.
     msg.to_vec().unwrap_or_else(|_| {
-        let mut fail = Message::error_msg(
-            msg.metadata.id,
-            msg.metadata.op_code,
-            ResponseCode::ServFail,
-        );
+        let mut fail = Message::error_msg(msg.metadata.id, msg.metadata.op_code, ResponseCode::ServFail);
         fail.queries = msg.queries;
         fail.to_vec().unwrap_or_default()
     })
@@ -189,11 +177,7 @@ impl Inner {
                 }
                 Err(failure) => Err(failure),
             };
-            inner
-                .in_flight
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&key);
+            inner.in_flight.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
             let _ = tx.send(Some(outcome));
         });
         rx
@@ -210,16 +194,11 @@ impl Inner {
                 }
             }
         };
-        timeout(self.query_timeout, wait)
-            .await
-            .unwrap_or(Err(Failure::Timeout(self.query_timeout)))
+        timeout(self.query_timeout, wait).await.unwrap_or(Err(Failure::Timeout(self.query_timeout)))
     }
 
     fn stale(&self, key: &CacheKey, query: &ClientQuery) -> Option<Vec<u8>> {
-        match self
-            .cache
-            .lookup_stale(key, &ClientView::from(query), Instant::now())
-        {
+        match self.cache.lookup_stale(key, &ClientView::from(query), Instant::now()) {
             Lookup::Stale(wire) | Lookup::Hit(wire) | Lookup::HitPrefetch(wire) => Some(wire),
             Lookup::Miss => None,
         }

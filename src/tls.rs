@@ -10,8 +10,7 @@ use std::{fmt, io, net::IpAddr, sync::Arc};
 
 use ring::digest::{SHA256, digest};
 use rustls::{
-    CertificateError, ClientConfig, DigitallySignedStruct, OtherError, RootCertStore,
-    SignatureScheme,
+    CertificateError, ClientConfig, DigitallySignedStruct, OtherError, RootCertStore, SignatureScheme,
     client::{
         WebPkiServerVerifier,
         danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
@@ -34,11 +33,7 @@ pub fn provider() -> Arc<CryptoProvider> {
 #[derive(Debug, thiserror::Error)]
 pub enum TlsSetupError {
     #[error("upstream {upstream}: cannot read ca_file {path}: {reason}")]
-    CaFile {
-        upstream: String,
-        path: String,
-        reason: String,
-    },
+    CaFile { upstream: String, path: String, reason: String },
     #[error("upstream {upstream}: {reason}")]
     Rustls { upstream: String, reason: String },
 }
@@ -67,9 +62,7 @@ pub struct UpstreamTls {
 
 impl fmt::Debug for UpstreamTls {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("UpstreamTls")
-            .field("server_name", &self.server_name)
-            .finish()
+        f.debug_struct("UpstreamTls").field("server_name", &self.server_name).finish()
     }
 }
 
@@ -80,49 +73,32 @@ impl UpstreamTls {
         let provider = provider();
         let algorithms = provider.signature_verification_algorithms;
         let verifier: Arc<dyn ServerCertVerifier> = if !upstream.pins.is_empty() {
-            Arc::new(KeyVerifier {
-                policy: KeyPolicy::Pins(upstream.pins.clone()),
-                algorithms,
-            })
+            Arc::new(KeyVerifier { policy: KeyPolicy::Pins(upstream.pins.clone()), algorithms })
         } else if upstream.tls_name.is_some() {
             let roots = load_roots(upstream)?;
-            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                .build()
-                .map_err(|e| TlsSetupError::Rustls {
-                    upstream: upstream.name.clone(),
-                    reason: e.to_string(),
-                })?
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build().map_err(
+                |e| TlsSetupError::Rustls { upstream: upstream.name.clone(), reason: e.to_string() },
+            )?
         } else {
             // Config validation only lets opportunistic upstreams get here (RFC 8310 §5:
             // opportunistic privacy may use unauthenticated encryption).
-            Arc::new(KeyVerifier {
-                policy: KeyPolicy::EncryptOnly,
-                algorithms,
-            })
+            Arc::new(KeyVerifier { policy: KeyPolicy::EncryptOnly, algorithms })
         };
         let config = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(|e| TlsSetupError::Rustls {
-                upstream: upstream.name.clone(),
-                reason: e.to_string(),
-            })?
+            .map_err(|e| TlsSetupError::Rustls { upstream: upstream.name.clone(), reason: e.to_string() })?
             .dangerous()
             .with_custom_certificate_verifier(verifier)
             .with_no_client_auth();
         let server_name = match &upstream.tls_name {
-            Some(name) => {
-                ServerName::try_from(name.clone()).map_err(|e| TlsSetupError::Rustls {
-                    upstream: upstream.name.clone(),
-                    reason: e.to_string(),
-                })?
-            }
+            Some(name) => ServerName::try_from(name.clone()).map_err(|e| TlsSetupError::Rustls {
+                upstream: upstream.name.clone(),
+                reason: e.to_string(),
+            })?,
             // An IP-address server name sends no SNI; the pin authenticates.
             None => ServerName::IpAddress(upstream_ip(upstream).into()),
         };
-        Ok(Self {
-            connector: TlsConnector::from(Arc::new(config)),
-            server_name,
-        })
+        Ok(Self { connector: TlsConnector::from(Arc::new(config)), server_name })
     }
 
     /// Runs the TLS handshake over an established stream; returns once the key is verified.
@@ -130,19 +106,12 @@ impl UpstreamTls {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        self.connector
-            .connect(self.server_name.clone(), stream)
-            .await
-            .map_err(classify_handshake_error)
+        self.connector.connect(self.server_name.clone(), stream).await.map_err(classify_handshake_error)
     }
 }
 
 fn upstream_ip(upstream: &UpstreamConfig) -> IpAddr {
-    upstream
-        .addresses
-        .first()
-        .copied()
-        .unwrap_or(IpAddr::from([127, 0, 0, 1]))
+    upstream.addresses.first().copied().unwrap_or(IpAddr::from([127, 0, 0, 1]))
 }
 
 fn load_roots(upstream: &UpstreamConfig) -> Result<RootCertStore, TlsSetupError> {
@@ -169,17 +138,12 @@ fn load_roots(upstream: &UpstreamConfig) -> Result<RootCertStore, TlsSetupError>
 }
 
 fn classify_handshake_error(err: io::Error) -> TlsConnectError {
-    let Some(tls) = err
-        .get_ref()
-        .and_then(|e| e.downcast_ref::<rustls::Error>())
-    else {
+    let Some(tls) = err.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) else {
         return TlsConnectError::Io(err);
     };
     if let rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(inner))) = tls {
         if let Some(mismatch) = inner.downcast_ref::<PinMismatch>() {
-            return TlsConnectError::PinMismatch {
-                presented: mismatch.presented.clone(),
-            };
+            return TlsConnectError::PinMismatch { presented: mismatch.presented.clone() };
         }
     }
     TlsConnectError::Tls(tls.to_string())
@@ -266,20 +230,11 @@ fn verify_pins(pins: &[Pin], ders: &[&[u8]]) -> Result<(), rustls::Error> {
         let (_, cert) = X509Certificate::from_der(der).map_err(|_| bad_encoding())?;
         chain.push(cert);
     }
-    let Some(matched) = chain
-        .iter()
-        .zip(ders)
-        .position(|(c, d)| pin_matches(pins, c, d))
-    else {
-        let presented = PresentedPins(
-            chain
-                .iter()
-                .map(|c| Pin::KeySha256(key_fingerprint(c)))
-                .collect(),
-        );
-        return Err(rustls::Error::InvalidCertificate(CertificateError::Other(
-            OtherError(Arc::new(PinMismatch { presented })),
-        )));
+    let Some(matched) = chain.iter().zip(ders).position(|(c, d)| pin_matches(pins, c, d)) else {
+        let presented = PresentedPins(chain.iter().map(|c| Pin::KeySha256(key_fingerprint(c))).collect());
+        return Err(rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(
+            PinMismatch { presented },
+        )))));
     };
     // A pinned intermediate vouches for the leaf only through signatures: every
     // certificate below the match must be signed by the next one up.
@@ -345,9 +300,7 @@ impl ServerCertVerifier for KeyVerifier {
 
 #[cfg(test)]
 mod tests {
-    use rcgen::{
-        BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, PublicKeyData,
-    };
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, PublicKeyData};
 
     use super::*;
 
@@ -370,12 +323,10 @@ mod tests {
     }
 
     fn chain() -> Chain {
-        let root =
-            CertifiedIssuer::self_signed(ca_params("root"), KeyPair::generate().unwrap()).unwrap();
+        let root = CertifiedIssuer::self_signed(ca_params("root"), KeyPair::generate().unwrap()).unwrap();
         let inter_key = KeyPair::generate().unwrap();
         let intermediate_key = spki_hash(&inter_key);
-        let inter =
-            CertifiedIssuer::signed_by(ca_params("intermediate"), inter_key, &root).unwrap();
+        let inter = CertifiedIssuer::signed_by(ca_params("intermediate"), inter_key, &root).unwrap();
         let leaf_key = KeyPair::generate().unwrap();
         let leaf = CertificateParams::new(vec!["dns.test".to_string()])
             .unwrap()
@@ -402,11 +353,7 @@ mod tests {
     #[test]
     fn an_intermediate_pin_accepts_a_leaf_it_signed() {
         let c = chain();
-        verify_pins(
-            &[Pin::KeySha256(c.intermediate_key)],
-            &[&c.leaf, &c.intermediate],
-        )
-        .unwrap();
+        verify_pins(&[Pin::KeySha256(c.intermediate_key)], &[&c.leaf, &c.intermediate]).unwrap();
     }
 
     #[test]
@@ -414,15 +361,10 @@ mod tests {
         // An attacker presents its own leaf next to the real (public) intermediate.
         let real = chain();
         let attacker = chain();
-        let err = verify_pins(
-            &[Pin::KeySha256(real.intermediate_key)],
-            &[&attacker.leaf, &real.intermediate],
-        )
-        .unwrap_err();
-        assert_eq!(
-            err,
-            rustls::Error::InvalidCertificate(CertificateError::BadSignature)
-        );
+        let err =
+            verify_pins(&[Pin::KeySha256(real.intermediate_key)], &[&attacker.leaf, &real.intermediate])
+                .unwrap_err();
+        assert_eq!(err, rustls::Error::InvalidCertificate(CertificateError::BadSignature));
     }
 
     #[test]
@@ -436,10 +378,7 @@ mod tests {
         let mismatch = e.downcast_ref::<PinMismatch>().unwrap();
         assert_eq!(
             mismatch.presented.0,
-            vec![
-                Pin::KeySha256(c.leaf_key),
-                Pin::KeySha256(c.intermediate_key)
-            ]
+            vec![Pin::KeySha256(c.leaf_key), Pin::KeySha256(c.intermediate_key)]
         );
     }
 

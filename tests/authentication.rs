@@ -13,11 +13,7 @@ use hickory_proto::{op::ResponseCode, rr::RecordType};
 use support::{Auth, Stub, UDP_WAIT, upstream_block};
 
 async fn ask(stub: &Stub) -> hickory_proto::op::Message {
-    parse(
-        &udp_query(stub.addr, &query(77, "a.test", RecordType::A), UDP_WAIT)
-            .await
-            .unwrap(),
-    )
+    parse(&udp_query(stub.addr, &query(77, "a.test", RecordType::A), UDP_WAIT).await.unwrap())
 }
 
 async fn stub_with(up: &TestUpstream, auth: Auth<'_>) -> Stub {
@@ -34,11 +30,7 @@ fn assert_answered(m: &hickory_proto::op::Message) {
 fn assert_refused(m: &hickory_proto::op::Message, up: &TestUpstream) {
     assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
     assert!(m.answers.is_empty());
-    assert_eq!(
-        up.queries_received(),
-        0,
-        "no query may reach an unauthenticated server"
-    );
+    assert_eq!(up.queries_received(), 0, "no query may reach an unauthenticated server");
 }
 
 #[tokio::test]
@@ -63,11 +55,9 @@ async fn cert_fp_pin_matches() {
 
 #[tokio::test]
 async fn intermediate_key_pin_matches_and_root_pin_does_not_when_root_is_not_presented() {
-    let up = TestUpstream::start(UpstreamOptions {
-        chain: ChainKind::WithIntermediate,
-        ..Default::default()
-    })
-    .await;
+    let up =
+        TestUpstream::start(UpstreamOptions { chain: ChainKind::WithIntermediate, ..Default::default() })
+            .await;
     let intermediate = up.intermediate_key_pin.clone().unwrap();
     assert_answered(&ask(&stub_with(&up, Auth::Pin(&intermediate)).await).await);
     // The server presents leaf + intermediate only: a pin on the root's key has nothing
@@ -75,61 +65,27 @@ async fn intermediate_key_pin_matches_and_root_pin_does_not_when_root_is_not_pre
     let root = up.root_key_pin.clone().unwrap();
     let m = ask(&stub_with(&up, Auth::Pin(&root)).await).await;
     assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
-    assert_eq!(
-        up.queries_received(),
-        1,
-        "only the intermediate-pinned stub's query arrived"
-    );
+    assert_eq!(up.queries_received(), 1, "only the intermediate-pinned stub's query arrived");
 }
 
 #[tokio::test]
 async fn a_server_with_the_pinned_certificate_but_not_its_key_is_refused() {
-    let up = TestUpstream::start(UpstreamOptions {
-        fault: Fault::WrongKey,
-        ..Default::default()
-    })
-    .await;
-    assert_refused(
-        &ask(&stub_with(&up, Auth::Pin(&up.leaf_key_pin)).await).await,
-        &up,
-    );
+    let up = TestUpstream::start(UpstreamOptions { fault: Fault::WrongKey, ..Default::default() }).await;
+    assert_refused(&ask(&stub_with(&up, Auth::Pin(&up.leaf_key_pin)).await).await, &up);
 }
 
 #[tokio::test]
 async fn ca_and_hostname_validation_passes_for_the_right_name() {
-    let up = TestUpstream::start(UpstreamOptions {
-        chain: ChainKind::WithIntermediate,
-        ..Default::default()
-    })
-    .await;
-    assert_answered(
-        &ask(&stub_with(
-            &up,
-            Auth::Ca {
-                tls_name: "dns.test",
-            },
-        )
-        .await)
-        .await,
-    );
+    let up =
+        TestUpstream::start(UpstreamOptions { chain: ChainKind::WithIntermediate, ..Default::default() })
+            .await;
+    assert_answered(&ask(&stub_with(&up, Auth::Ca { tls_name: "dns.test" }).await).await);
 }
 
 #[tokio::test]
 async fn ca_validation_fails_for_a_wrong_name() {
-    let up = TestUpstream::start(UpstreamOptions {
-        chain: ChainKind::WithIntermediate,
-        ..Default::default()
-    })
-    .await;
-    assert_refused(
-        &ask(&stub_with(
-            &up,
-            Auth::Ca {
-                tls_name: "other.test",
-            },
-        )
-        .await)
-        .await,
-        &up,
-    );
+    let up =
+        TestUpstream::start(UpstreamOptions { chain: ChainKind::WithIntermediate, ..Default::default() })
+            .await;
+    assert_refused(&ask(&stub_with(&up, Auth::Ca { tls_name: "other.test" }).await).await, &up);
 }

@@ -26,20 +26,11 @@ async fn stub_with(up: &TestUpstream, extra: &str) -> Stub {
 }
 
 async fn ask(stub: &Stub, name: &str, rtype: RecordType) -> Message {
-    parse(
-        &udp_query(stub.addr, &query(7, name, rtype), UDP_WAIT)
-            .await
-            .unwrap(),
-    )
+    parse(&udp_query(stub.addr, &query(7, name, rtype), UDP_WAIT).await.unwrap())
 }
 
 fn ede_code(m: &Message) -> Option<u16> {
-    match m
-        .edns
-        .as_ref()?
-        .options()
-        .get(hickory_proto::rr::rdata::opt::EdnsCode::Unknown(15))?
-    {
+    match m.edns.as_ref()?.options().get(hickory_proto::rr::rdata::opt::EdnsCode::Unknown(15))? {
         EdnsOption::Unknown(15, data) => Some(u16::from_be_bytes([data[0], data[1]])),
         _ => None,
     }
@@ -53,17 +44,9 @@ async fn a_hit_never_reaches_upstream_and_its_ttl_counts_down() {
     assert_eq!(first.answers[0].ttl, 300);
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let second = ask(&stub, "a.test", RecordType::A).await;
-    assert_eq!(
-        up.queries_received(),
-        1,
-        "the second answer came from the cache"
-    );
+    assert_eq!(up.queries_received(), 1, "the second answer came from the cache");
     assert_eq!(answer_strings(&second), vec!["192.0.2.1".to_string()]);
-    assert!(
-        second.answers[0].ttl <= 299,
-        "TTL counted down: {}",
-        second.answers[0].ttl
-    );
+    assert!(second.answers[0].ttl <= 299, "TTL counted down: {}", second.answers[0].ttl);
 }
 
 #[tokio::test]
@@ -82,15 +65,8 @@ async fn do_1_and_do_0_are_cached_apart() {
     let up = TestUpstream::start(UpstreamOptions::default()).await;
     let stub = stub_with(&up, "").await;
     for dnssec_ok in [false, true, false, true] {
-        let q = build_query(
-            1,
-            "txt.test",
-            RecordType::TXT,
-            &QueryOptions {
-                dnssec_ok,
-                ..Default::default()
-            },
-        );
+        let q =
+            build_query(1, "txt.test", RecordType::TXT, &QueryOptions { dnssec_ok, ..Default::default() });
         let m = parse(&udp_query(stub.addr, &q, UDP_WAIT).await.unwrap());
         assert_eq!(m.edns.unwrap().flags().dnssec_ok, dnssec_ok);
     }
@@ -110,11 +86,7 @@ async fn nxdomain_is_cached_and_served_with_its_soa_counted_down() {
     let soa = &second.authorities[0];
     assert_eq!(soa.record_type(), RecordType::SOA);
     // min(SOA TTL 300, MINIMUM 60) = 60, one second gone.
-    assert!(
-        soa.ttl <= 59,
-        "SOA TTL counted down from the negative TTL: {}",
-        soa.ttl
-    );
+    assert!(soa.ttl <= 59, "SOA TTL counted down from the negative TTL: {}", soa.ttl);
 }
 
 #[tokio::test]
@@ -135,21 +107,14 @@ async fn an_upstream_servfail_is_cached_briefly_then_asked_again() {
 #[tokio::test]
 async fn a_dead_upstream_gets_stale_answers_with_ede_3_then_the_refresh_lands() {
     let up = TestUpstream::start(UpstreamOptions::default()).await;
-    let stub = stub_with(
-        &up,
-        "[cache]\nserve_stale = true\nstale_answer_after_ms = 200\n",
-    )
-    .await;
+    let stub = stub_with(&up, "[cache]\nserve_stale = true\nstale_answer_after_ms = 200\n").await;
     let fresh = ask(&stub, "ttl1.test", RecordType::A).await;
     assert_eq!(fresh.answers[0].ttl, 1);
     up.set_fault(Fault::NeverAnswer);
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let started = std::time::Instant::now();
     let stale = ask(&stub, "ttl1.test", RecordType::A).await;
-    assert!(
-        started.elapsed() < Duration::from_millis(1500),
-        "stale after the client-response timer"
-    );
+    assert!(started.elapsed() < Duration::from_millis(1500), "stale after the client-response timer");
     assert_eq!(answer_strings(&stale), vec!["192.0.2.3".to_string()]);
     assert_eq!(stale.answers[0].ttl, 30, "RFC 8767 §4: stale TTL 30");
     assert_eq!(ede_code(&stale), Some(3), "Stale Answer");
@@ -176,10 +141,7 @@ async fn a_hit_near_expiry_prefetches_once() {
     ask(&stub, "a.test", RecordType::A).await;
     tokio::time::sleep(Duration::from_millis(1850)).await;
     ask(&stub, "a.test", RecordType::A).await;
-    assert!(
-        up.wait_for_queries(2, Duration::from_secs(1)).await,
-        "the late hit refreshed in the background"
-    );
+    assert!(up.wait_for_queries(2, Duration::from_secs(1)).await, "the late hit refreshed in the background");
     ask(&stub, "a.test", RecordType::A).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(up.queries_received(), 2, "one prefetch, not one per hit");

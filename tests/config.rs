@@ -37,16 +37,9 @@ fn assert_rejected(text: &str, key: &str, fragment: &str) -> ConfigError {
     };
     assert_eq!(err.file, FILE, "{err}");
     assert_eq!(err.key, key, "{err}");
-    assert!(
-        err.reason.contains(fragment),
-        "reason {:?} lacks {fragment:?}",
-        err.reason
-    );
+    assert!(err.reason.contains(fragment), "reason {:?} lacks {fragment:?}", err.reason);
     let shown = err.to_string();
-    assert!(
-        shown.starts_with(&format!("{FILE}: {key}: ")),
-        "Display {shown:?}"
-    );
+    assert!(shown.starts_with(&format!("{FILE}: {key}: ")), "Display {shown:?}");
     assert!(shown.contains(fragment), "Display {shown:?}");
     err
 }
@@ -88,8 +81,7 @@ fn pin_with_wrong_prefix_or_bad_base64_is_rejected() {
         PIN.replace("key-fp", "spki")
     ));
     assert_rejected(&text, "upstream[0].pins[0]", "expected key-fp:SHA256:");
-    let text =
-        upstream("name = \"a\"\naddresses = [\"192.0.2.1\"]\npins = [\"key-fp:SHA256:@@@\"]");
+    let text = upstream("name = \"a\"\naddresses = [\"192.0.2.1\"]\npins = [\"key-fp:SHA256:@@@\"]");
     assert_rejected(&text, "upstream[0].pins[0]", "not valid base64");
 }
 
@@ -99,11 +91,7 @@ fn duplicate_pin_is_rejected() {
         "name = \"a\"\naddresses = [\"192.0.2.1\"]\npins = [\"{PIN}\", \"{}\"]",
         PIN.replace("SHA256", "sha256")
     ));
-    assert_rejected(
-        &text,
-        "upstream[0].pins[1]",
-        "duplicate pin (also upstream[0].pins[0])",
-    );
+    assert_rejected(&text, "upstream[0].pins[1]", "duplicate pin (also upstream[0].pins[0])");
 }
 
 #[test]
@@ -137,26 +125,19 @@ fn strict_upstream_without_pins_or_tls_name_is_rejected() {
 
 #[test]
 fn opportunistic_upstream_needs_no_authentication_but_warns() {
-    let config = ok(&upstream(
-        "name = \"lan\"\naddresses = [\"192.168.1.1\"]\nmode = \"opportunistic\"",
-    ));
+    let config = ok(&upstream("name = \"lan\"\naddresses = [\"192.168.1.1\"]\nmode = \"opportunistic\""));
     let u = &config.upstreams[0];
     assert_eq!(u.mode, Mode::Opportunistic);
     assert_eq!((u.tls_port, u.plain_port), (853, 53));
     assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
-    assert!(
-        config.warnings[0].starts_with("upstream[0]: "),
-        "{:?}",
-        config.warnings
-    );
+    assert!(config.warnings[0].starts_with("upstream[0]: "), "{:?}", config.warnings);
     assert!(config.warnings[0].contains("opportunistic"));
 }
 
 #[test]
 fn invalid_mode_is_rejected() {
-    let text = upstream(
-        "name = \"a\"\naddresses = [\"192.0.2.1\"]\ntls_name = \"a.example\"\nmode = \"Strict\"",
-    );
+    let text =
+        upstream("name = \"a\"\naddresses = [\"192.0.2.1\"]\ntls_name = \"a.example\"\nmode = \"Strict\"");
     assert_rejected(&text, "upstream[0].mode", "unknown variant `Strict`");
 }
 
@@ -187,22 +168,16 @@ fn tls_name_must_be_a_dns_name() {
 
 #[test]
 fn tls_name_is_normalised() {
-    let config = ok(&upstream(
-        "name = \"a\"\naddresses = [\"192.0.2.1\"]\ntls_name = \"DNS.Quad9.net.\"",
-    ));
-    assert_eq!(
-        config.upstreams[0].tls_name.as_deref(),
-        Some("dns.quad9.net")
-    );
+    let config = ok(&upstream("name = \"a\"\naddresses = [\"192.0.2.1\"]\ntls_name = \"DNS.Quad9.net.\""));
+    assert_eq!(config.upstreams[0].tls_name.as_deref(), Some("dns.quad9.net"));
 }
 
 // ----------------------------------------------------------- addresses
 
 #[test]
 fn upstream_address_must_be_an_ip_literal() {
-    let text = upstream(
-        "name = \"a\"\naddresses = [\"192.0.2.1\", \"dns.example\"]\ntls_name = \"a.example\"",
-    );
+    let text =
+        upstream("name = \"a\"\naddresses = [\"192.0.2.1\", \"dns.example\"]\ntls_name = \"a.example\"");
     let err = assert_rejected(
         &text,
         "upstream[0].addresses[1]",
@@ -220,11 +195,7 @@ fn upstream_address_must_be_an_ip_literal() {
 #[test]
 fn upstream_address_with_a_port_gets_a_hint() {
     let text = upstream("name = \"a\"\naddresses = [\"192.0.2.1:853\"]\ntls_name = \"a.example\"");
-    assert_rejected(
-        &text,
-        "upstream[0].addresses[0]",
-        "give the port in tls_port",
-    );
+    assert_rejected(&text, "upstream[0].addresses[0]", "give the port in tls_port");
 }
 
 #[test]
@@ -244,11 +215,7 @@ fn upstream_address_must_be_unicast_and_unique() {
 #[test]
 fn empty_addresses_are_rejected() {
     let text = upstream("name = \"a\"\naddresses = []\ntls_name = \"a.example\"");
-    assert_rejected(
-        &text,
-        "upstream[0].addresses",
-        "at least one IP address is required",
-    );
+    assert_rejected(&text, "upstream[0].addresses", "at least one IP address is required");
 }
 
 #[test]
@@ -268,11 +235,7 @@ fn duplicate_upstream_names_are_rejected() {
         upstream("name = \"y\"\naddresses = [\"192.0.2.2\"]\ntls_name = \"a.example\""),
         upstream("name = \"x\"\naddresses = [\"192.0.2.3\"]\ntls_name = \"a.example\""),
     );
-    assert_rejected(
-        &text,
-        "upstream[2].name",
-        "duplicate name \"x\" (also upstream[0])",
-    );
+    assert_rejected(&text, "upstream[2].name", "duplicate name \"x\" (also upstream[0])");
 }
 
 #[test]
@@ -283,10 +246,7 @@ fn empty_name_is_rejected() {
 
 #[test]
 fn missing_name_is_rejected() {
-    let text = format!(
-        "{UPSTREAM}{}",
-        upstream("addresses = [\"192.0.2.1\"]\ntls_name = \"a.example\"")
-    );
+    let text = format!("{UPSTREAM}{}", upstream("addresses = [\"192.0.2.1\"]\ntls_name = \"a.example\""));
     assert_rejected(&text, "upstream[1]", "missing required key \"name\"");
 }
 
@@ -298,11 +258,7 @@ fn no_upstream_is_rejected() {
         "upstream",
         "at least one [[upstream]] is required",
     );
-    assert_rejected(
-        "upstream = []\n",
-        "upstream",
-        "at least one [[upstream]] is required",
-    );
+    assert_rejected("upstream = []\n", "upstream", "at least one [[upstream]] is required");
 }
 
 // --------------------------------------------------------------- ports
@@ -329,9 +285,7 @@ fn upstream_port_zero_is_rejected() {
 
 #[test]
 fn tls_port_53_is_rejected() {
-    let text = upstream(
-        "name = \"a\"\naddresses = [\"192.0.2.1\"]\ntls_name = \"a.example\"\ntls_port = 53",
-    );
+    let text = upstream("name = \"a\"\naddresses = [\"192.0.2.1\"]\ntls_name = \"a.example\"\ntls_port = 53");
     assert_rejected(&text, "upstream[0].tls_port", "RFC 7858 §3.1");
 }
 
@@ -357,15 +311,10 @@ fn plain_port_in_strict_mode_is_accepted_with_a_warning() {
 
 #[test]
 fn listen_port_zero_is_valid() {
-    let config = ok(&format!(
-        "[server]\nlisten = [\"127.0.0.1:0\", \"[::1]:0\"]\n{UPSTREAM}"
-    ));
+    let config = ok(&format!("[server]\nlisten = [\"127.0.0.1:0\", \"[::1]:0\"]\n{UPSTREAM}"));
     assert_eq!(
         config.server.listen,
-        vec![
-            "127.0.0.1:0".parse::<SocketAddr>().unwrap(),
-            "[::1]:0".parse::<SocketAddr>().unwrap()
-        ]
+        vec!["127.0.0.1:0".parse::<SocketAddr>().unwrap(), "[::1]:0".parse::<SocketAddr>().unwrap()]
     );
 }
 
@@ -433,67 +382,25 @@ fn empty_allow_list_is_rejected() {
 
 #[test]
 fn allow_accepts_bare_addresses_and_clears_host_bits() {
-    let config = ok(&format!(
-        "[server]\nallow = [\"192.0.2.7\", \"10.1.2.3/8\", \"fe80::1\"]\n{UPSTREAM}"
-    ));
-    let allow: Vec<String> = config
-        .server
-        .allow
-        .iter()
-        .map(ToString::to_string)
-        .collect();
+    let config = ok(&format!("[server]\nallow = [\"192.0.2.7\", \"10.1.2.3/8\", \"fe80::1\"]\n{UPSTREAM}"));
+    let allow: Vec<String> = config.server.allow.iter().map(ToString::to_string).collect();
     assert_eq!(allow, ["192.0.2.7/32", "10.0.0.0/8", "fe80::1/128"]);
 }
 
 #[test]
 fn timeouts_out_of_range_are_rejected() {
     let cases = [
-        (
-            "server",
-            "query_timeout_ms",
-            "99",
-            "between 100 and 60000, got 99",
-        ),
-        (
-            "server",
-            "query_timeout_ms",
-            "60001",
-            "between 100 and 60000, got 60001",
-        ),
+        ("server", "query_timeout_ms", "99", "between 100 and 60000, got 99"),
+        ("server", "query_timeout_ms", "60001", "between 100 and 60000, got 60001"),
         ("server", "query_timeout_ms", "-1", "got -1"),
-        (
-            "server",
-            "tcp_idle_timeout_ms",
-            "0",
-            "between 100 and 3600000, got 0",
-        ),
-        (
-            "connection",
-            "idle_timeout_ms",
-            "0",
-            "between 100 and 3600000, got 0",
-        ),
+        ("server", "tcp_idle_timeout_ms", "0", "between 100 and 3600000, got 0"),
+        ("connection", "idle_timeout_ms", "0", "between 100 and 3600000, got 0"),
         ("hedging", "floor_ms", "5", "between 10 and 10000"),
         ("health", "dead_after_unanswered", "0", "between 1 and 1000"),
-        (
-            "health",
-            "dead_after_silence_ms",
-            "50",
-            "between 100 and 600000",
-        ),
+        ("health", "dead_after_silence_ms", "50", "between 100 and 600000"),
         ("racing", "attempt_timeout_ms", "0", "between 100 and 60000"),
-        (
-            "racing",
-            "plain_fallback_delay_ms",
-            "-5",
-            "between 0 and 60000, got -5",
-        ),
-        (
-            "racing",
-            "race_timeout_ms",
-            "300001",
-            "between 100 and 300000",
-        ),
+        ("racing", "plain_fallback_delay_ms", "-5", "between 0 and 60000, got -5"),
+        ("racing", "race_timeout_ms", "300001", "between 100 and 300000"),
     ];
     for (section, key, value, fragment) in cases {
         assert_rejected(
@@ -580,10 +487,7 @@ nameserver 127.0.0.2
     let u = &config.upstreams[0];
     // Own listen addresses (the default 127.0.0.1 and ::1), resolved's stub,
     // unspecified and link-local skipped; other loopback kept; file order.
-    assert_eq!(
-        u.addresses,
-        ips(&["192.0.2.1", "2001:db8::53", "127.0.0.2"])
-    );
+    assert_eq!(u.addresses, ips(&["192.0.2.1", "2001:db8::53", "127.0.0.2"]));
     assert_eq!(u.source, AddressSource::ResolvConf(path.clone()));
     // Defaults: name, opportunistic, ports, no authentication.
     assert_eq!(u.name, "resolv.conf");
@@ -617,10 +521,7 @@ listen = [\"192.0.2.53:53\", \"[2001:db8::1]:5353\"]
         upstream(&resolv_conf_key(&path))
     ));
     // 127.0.0.1 is not ours here, so it stays.
-    assert_eq!(
-        config.upstreams[0].addresses,
-        ips(&["127.0.0.1", "192.0.2.54"])
-    );
+    assert_eq!(config.upstreams[0].addresses, ips(&["127.0.0.1", "192.0.2.54"]));
 }
 
 #[test]
@@ -628,16 +529,9 @@ fn resolv_conf_and_addresses_are_mutually_exclusive() {
     let (_dir, path) = resolv_conf_file("nameserver 192.0.2.1\n");
     let text = format!(
         "{UPSTREAM}{}",
-        upstream(&format!(
-            "name = \"b\"\naddresses = [\"192.0.2.2\"]\n{}",
-            resolv_conf_key(&path)
-        ))
+        upstream(&format!("name = \"b\"\naddresses = [\"192.0.2.2\"]\n{}", resolv_conf_key(&path)))
     );
-    assert_rejected(
-        &text,
-        "upstream[1]",
-        "addresses and resolv_conf are mutually exclusive",
-    );
+    assert_rejected(&text, "upstream[1]", "addresses and resolv_conf are mutually exclusive");
 }
 
 #[test]
@@ -648,25 +542,15 @@ fn resolv_conf_with_strict_mode_is_rejected() {
         "{}\nmode = \"strict\"\ntls_name = \"a.example\"\npins = [\"{PIN}\"]",
         resolv_conf_key(&path)
     ));
-    let err = assert_rejected(
-        &text,
-        "upstream[0].mode",
-        "must not be \"strict\" with resolv_conf",
-    );
-    assert!(
-        err.reason.contains("cannot be authenticated (RFC 8310 §5)"),
-        "{err}"
-    );
+    let err = assert_rejected(&text, "upstream[0].mode", "must not be \"strict\" with resolv_conf");
+    assert!(err.reason.contains("cannot be authenticated (RFC 8310 §5)"), "{err}");
     assert!(err.reason.contains("always opportunistic"), "{err}");
 }
 
 #[test]
 fn resolv_conf_is_checked_for_strict_before_the_file_is_read() {
     let dir = tempfile::tempdir().unwrap();
-    let text = upstream(&format!(
-        "{}\nmode = \"strict\"",
-        resolv_conf_key(&dir.path().join("missing"))
-    ));
+    let text = upstream(&format!("{}\nmode = \"strict\"", resolv_conf_key(&dir.path().join("missing"))));
     assert_rejected(&text, "upstream[0].mode", "must not be \"strict\"");
 }
 
@@ -705,16 +589,8 @@ fn unreadable_resolv_conf_is_rejected() {
         &format!("cannot read {}: ", missing.display()),
     );
     // A directory is not a resolv.conf either.
-    assert_rejected(
-        &upstream(&resolv_conf_key(dir.path())),
-        "upstream[0].resolv_conf",
-        "not a regular file",
-    );
-    assert_rejected(
-        &upstream("resolv_conf = \"\""),
-        "upstream[0].resolv_conf",
-        "empty: a path is required",
-    );
+    assert_rejected(&upstream(&resolv_conf_key(dir.path())), "upstream[0].resolv_conf", "not a regular file");
+    assert_rejected(&upstream("resolv_conf = \"\""), "upstream[0].resolv_conf", "empty: a path is required");
 }
 
 #[test]
@@ -728,10 +604,7 @@ fn resolv_conf_without_nameservers_is_a_warning() {
         .iter()
         .find(|w| w.starts_with("upstream[0].resolv_conf: "))
         .unwrap_or_else(|| panic!("{:?}", config.warnings));
-    assert!(
-        warning.contains(&format!("{} lists no nameserver", path.display())),
-        "{warning}"
-    );
+    assert!(warning.contains(&format!("{} lists no nameserver", path.display())), "{warning}");
     assert!(warning.contains("re-read when it changes"), "{warning}");
     assert!(
         config.summary().contains(&format!(
@@ -768,16 +641,8 @@ fn resolv_conf_with_only_loops_is_a_warning_that_says_why() {
 #[test]
 fn resolv_conf_default_names_must_be_unique() {
     let (_dir, path) = resolv_conf_file("nameserver 192.0.2.1\n");
-    let text = format!(
-        "{}{}",
-        upstream(&resolv_conf_key(&path)),
-        upstream(&resolv_conf_key(&path))
-    );
-    let err = assert_rejected(
-        &text,
-        "upstream[1]",
-        "duplicate name \"resolv.conf\" (also upstream[0])",
-    );
+    let text = format!("{}{}", upstream(&resolv_conf_key(&path)), upstream(&resolv_conf_key(&path)));
+    let err = assert_rejected(&text, "upstream[1]", "duplicate name \"resolv.conf\" (also upstream[0])");
     assert!(err.reason.contains("set name"), "{err}");
     // Named apart, the same file twice is fine.
     let text = format!(
@@ -810,10 +675,7 @@ fn relative_resolv_conf_is_taken_from_the_config_directory() {
     std::fs::write(&config_path, upstream("resolv_conf = \"resolv.conf\"")).unwrap();
     let config = Config::load(&config_path).unwrap();
     let u = &config.upstreams[0];
-    assert_eq!(
-        u.source,
-        AddressSource::ResolvConf(dir.path().join("resolv.conf"))
-    );
+    assert_eq!(u.source, AddressSource::ResolvConf(dir.path().join("resolv.conf")));
     assert_eq!(u.addresses, ips(&["192.0.2.1"]));
 }
 
@@ -840,10 +702,7 @@ fn summary_names_the_resolv_conf_source() {
 // ------------------------------------------------------------- ca_file
 
 fn self_signed_pem() -> String {
-    rcgen::generate_simple_self_signed(vec!["ca.example".to_owned()])
-        .unwrap()
-        .cert
-        .pem()
+    rcgen::generate_simple_self_signed(vec!["ca.example".to_owned()]).unwrap().cert.pem()
 }
 
 fn with_ca_file(path: &Path) -> String {
@@ -857,11 +716,7 @@ fn with_ca_file(path: &Path) -> String {
 fn missing_ca_file_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("nope.pem");
-    assert_rejected(
-        &with_ca_file(&path),
-        "upstream[0].ca_file",
-        &format!("cannot read {}", path.display()),
-    );
+    assert_rejected(&with_ca_file(&path), "upstream[0].ca_file", &format!("cannot read {}", path.display()));
 }
 
 #[test]
@@ -869,21 +724,15 @@ fn ca_file_without_certificates_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("empty.pem");
     std::fs::write(&path, "not a PEM file\n").unwrap();
-    assert_rejected(
-        &with_ca_file(&path),
-        "upstream[0].ca_file",
-        "no PEM certificates found",
-    );
+    assert_rejected(&with_ca_file(&path), "upstream[0].ca_file", "no PEM certificates found");
 }
 
 #[test]
 fn ca_file_with_a_broken_certificate_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("broken.pem");
-    let pem = format!(
-        "{}-----BEGIN CERTIFICATE-----\nAAAAAAAA\n-----END CERTIFICATE-----\n",
-        self_signed_pem()
-    );
+    let pem =
+        format!("{}-----BEGIN CERTIFICATE-----\nAAAAAAAA\n-----END CERTIFICATE-----\n", self_signed_pem());
     std::fs::write(&path, pem).unwrap();
     assert_rejected(
         &with_ca_file(&path),
@@ -900,10 +749,7 @@ fn ca_file_with_certificates_is_accepted() {
     let config = ok(&with_ca_file(&path));
     assert_eq!(config.upstreams[0].ca, CaSource::File(path.clone()));
     assert!(
-        config.summary().contains(&format!(
-            "auth: CA (file {}) + name a.example",
-            path.display()
-        )),
+        config.summary().contains(&format!("auth: CA (file {}) + name a.example", path.display())),
         "{}",
         config.summary()
     );
@@ -923,10 +769,7 @@ fn relative_ca_file_is_taken_from_the_config_directory() {
     )
     .unwrap();
     let config = Config::load(&config_path).unwrap();
-    assert_eq!(
-        config.upstreams[0].ca,
-        CaSource::File(dir.path().join("roots.pem"))
-    );
+    assert_eq!(config.upstreams[0].ca, CaSource::File(dir.path().join("roots.pem")));
 }
 
 #[test]
@@ -955,11 +798,7 @@ fn unknown_top_level_key_is_rejected() {
         "unknown key (expected one of server, cache, connection, racing, hedging, health, upstream)",
     );
     assert!(err.reason.contains("line 1, column 2"), "{err}");
-    assert_rejected(
-        &format!("verbose = true\n{UPSTREAM}"),
-        "verbose",
-        "unknown key",
-    );
+    assert_rejected(&format!("verbose = true\n{UPSTREAM}"), "verbose", "unknown key");
 }
 
 #[test]
@@ -996,9 +835,7 @@ fn unknown_key_in_other_sections_is_rejected() {
 fn unknown_upstream_key_is_rejected() {
     let text = format!(
         "{UPSTREAM}{}",
-        upstream(&format!(
-            "name = \"b\"\naddresses = [\"192.0.2.2\"]\npin = [\"{PIN}\"]"
-        ))
+        upstream(&format!("name = \"b\"\naddresses = [\"192.0.2.2\"]\npin = [\"{PIN}\"]"))
     );
     assert_rejected(
         &text,
@@ -1010,11 +847,7 @@ fn unknown_upstream_key_is_rejected() {
 
 #[test]
 fn unknown_key_in_inline_and_dotted_forms_is_rejected() {
-    assert_rejected(
-        &format!("server.listn = 1\n{UPSTREAM}"),
-        "server.listn",
-        "unknown key",
-    );
+    assert_rejected(&format!("server.listn = 1\n{UPSTREAM}"), "server.listn", "unknown key");
     assert_rejected(
         "upstream = [{ name = \"a\", addresses = [\"192.0.2.1\"], tls = \"x\" }]\n",
         "upstream[0].tls",
@@ -1029,37 +862,21 @@ fn syntax_error_names_section_and_position() {
     let text = format!("{UPSTREAM}tls_port = = 853\n");
     let err = parse(&text).unwrap_err();
     assert_eq!(err.key, "upstream[0]", "{err}");
-    assert!(
-        err.reason
-            .starts_with("TOML syntax error at line 6, column "),
-        "{err}"
-    );
-    assert!(
-        err.to_string()
-            .starts_with(&format!("{FILE}: upstream[0]: TOML syntax error"))
-    );
+    assert!(err.reason.starts_with("TOML syntax error at line 6, column "), "{err}");
+    assert!(err.to_string().starts_with(&format!("{FILE}: upstream[0]: TOML syntax error")));
 }
 
 #[test]
 fn syntax_error_before_any_table_has_no_key() {
     let err = parse("listen = [\"127.0.0.1:53\"\n").unwrap_err();
     assert_eq!(err.key, "", "{err}");
-    assert!(
-        err.reason.starts_with("TOML syntax error at line "),
-        "{err}"
-    );
-    assert!(
-        err.to_string()
-            .starts_with(&format!("{FILE}: TOML syntax error"))
-    );
+    assert!(err.reason.starts_with("TOML syntax error at line "), "{err}");
+    assert!(err.to_string().starts_with(&format!("{FILE}: TOML syntax error")));
 }
 
 #[test]
 fn duplicate_key_is_a_syntax_error() {
-    let err = parse(&format!(
-        "[server]\nmax_inflight = 1\nmax_inflight = 2\n{UPSTREAM}"
-    ))
-    .unwrap_err();
+    let err = parse(&format!("[server]\nmax_inflight = 1\nmax_inflight = 2\n{UPSTREAM}")).unwrap_err();
     assert_eq!(err.key, "server", "{err}");
     assert!(err.reason.contains("line 3"), "{err}");
 }
@@ -1118,10 +935,7 @@ fn unreadable_file_is_named() {
     assert_eq!(err.file, path.display().to_string());
     assert_eq!(err.key, "");
     assert!(err.reason.starts_with("cannot read: "), "{err}");
-    assert_eq!(
-        err.to_string(),
-        format!("{}: {}", path.display(), err.reason)
-    );
+    assert_eq!(err.to_string(), format!("{}: {}", path.display(), err.reason));
 }
 
 #[test]
@@ -1154,10 +968,7 @@ fn explicit_path_is_loaded_by_resolve() {
 #[test]
 fn embedded_origin_is_named_in_errors() {
     let err = Config::from_toml("", ConfigOrigin::Embedded).unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "<embedded default>: upstream: at least one [[upstream]] is required"
-    );
+    assert_eq!(err.to_string(), "<embedded default>: upstream: at least one [[upstream]] is required");
 }
 
 // ------------------------------------------------ defaults and examples
@@ -1169,10 +980,7 @@ fn embedded_default_is_valid() {
     assert!(config.warnings.is_empty(), "{:?}", config.warnings);
     assert_eq!(
         config.server.listen,
-        vec![
-            "127.0.0.1:53".parse::<SocketAddr>().unwrap(),
-            "[::1]:53".parse::<SocketAddr>().unwrap()
-        ]
+        vec!["127.0.0.1:53".parse::<SocketAddr>().unwrap(), "[::1]:53".parse::<SocketAddr>().unwrap()]
     );
     let names: Vec<&str> = config.upstreams.iter().map(|u| u.name.as_str()).collect();
     assert_eq!(names, ["uncensoreddns", "quad9"]);
@@ -1182,26 +990,12 @@ fn embedded_default_is_valid() {
         assert_eq!(u.ca, CaSource::WebPki, "{}", u.name);
         assert_eq!(u.tls_port, 853, "{}", u.name);
     }
-    let ips = |i: usize| -> Vec<String> {
-        config.upstreams[i]
-            .addresses
-            .iter()
-            .map(ToString::to_string)
-            .collect()
-    };
+    let ips =
+        |i: usize| -> Vec<String> { config.upstreams[i].addresses.iter().map(ToString::to_string).collect() };
     assert_eq!(ips(0), ["89.233.43.71", "2a01:3a0:53:53::"]);
-    assert_eq!(
-        config.upstreams[0].tls_name.as_deref(),
-        Some("unicast.uncensoreddns.org")
-    );
-    assert_eq!(
-        ips(1),
-        ["9.9.9.9", "149.112.112.112", "2620:fe::fe", "2620:fe::9"]
-    );
-    assert_eq!(
-        config.upstreams[1].tls_name.as_deref(),
-        Some("dns.quad9.net")
-    );
+    assert_eq!(config.upstreams[0].tls_name.as_deref(), Some("unicast.uncensoreddns.org"));
+    assert_eq!(ips(1), ["9.9.9.9", "149.112.112.112", "2620:fe::fe", "2620:fe::9"]);
+    assert_eq!(config.upstreams[1].tls_name.as_deref(), Some("dns.quad9.net"));
 }
 
 #[test]
@@ -1231,19 +1025,13 @@ fn example_config_commented_resolv_conf_upstream_parses() {
     let (_dir, resolv) = resolv_conf_file("nameserver 192.0.2.1\n");
     // Uncomment the block that starts at "# [[upstream]]".
     let lines: Vec<&str> = example.lines().collect();
-    let start = lines
-        .iter()
-        .position(|l| *l == "# [[upstream]]")
-        .expect("a commented resolv_conf example");
+    let start = lines.iter().position(|l| *l == "# [[upstream]]").expect("a commented resolv_conf example");
     let block: Vec<String> = lines[start..]
         .iter()
         .take_while(|l| l.starts_with("# "))
         .map(|l| l["# ".len()..].replace("/etc/resolv.conf", &resolv.display().to_string()))
         .collect();
-    assert!(
-        block.iter().any(|l| l.starts_with("resolv_conf = ")),
-        "{block:?}"
-    );
+    assert!(block.iter().any(|l| l.starts_with("resolv_conf = ")), "{block:?}");
     let config = ok(&format!("{example}\n{}\n", block.join("\n")));
     let u = config.upstreams.last().unwrap();
     assert_eq!(u.name, "resolv.conf");
@@ -1260,10 +1048,7 @@ fn defaults_apply_when_sections_are_omitted() {
     let s = &config.server;
     assert_eq!(
         s.listen,
-        vec![
-            "127.0.0.1:53".parse::<SocketAddr>().unwrap(),
-            "[::1]:53".parse::<SocketAddr>().unwrap()
-        ]
+        vec!["127.0.0.1:53".parse::<SocketAddr>().unwrap(), "[::1]:53".parse::<SocketAddr>().unwrap()]
     );
     let allow: Vec<String> = s.allow.iter().map(ToString::to_string).collect();
     assert_eq!(allow, ["127.0.0.0/8", "::1/128"]);
@@ -1293,9 +1078,7 @@ fn defaults_apply_when_sections_are_omitted() {
 
 #[test]
 fn keys_omitted_within_a_section_take_defaults() {
-    let config = ok(&format!(
-        "[server]\nmax_inflight = 10\n[racing]\nrace_timeout_ms = 2000\n{UPSTREAM}"
-    ));
+    let config = ok(&format!("[server]\nmax_inflight = 10\n[racing]\nrace_timeout_ms = 2000\n{UPSTREAM}"));
     assert_eq!(config.server.max_inflight, 10);
     assert_eq!(config.server.query_timeout, Duration::from_millis(4000));
     assert_eq!(config.server.listen.len(), 2);
@@ -1307,21 +1090,11 @@ fn keys_omitted_within_a_section_take_defaults() {
 fn attempt_delay_is_clamped_with_a_warning() {
     for (value, clamped) in [("5", 10), ("0", 10), ("-3", 10), ("5000", 2000)] {
         let config = ok(&format!("[racing]\nattempt_delay_ms = {value}\n{UPSTREAM}"));
-        assert_eq!(
-            config.racing.attempt_delay,
-            Duration::from_millis(clamped),
-            "{value}"
-        );
+        assert_eq!(config.racing.attempt_delay, Duration::from_millis(clamped), "{value}");
         assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
         let warning = &config.warnings[0];
-        assert!(
-            warning.starts_with("racing.attempt_delay_ms: "),
-            "{warning}"
-        );
-        assert!(
-            warning.contains(&format!("using {clamped} ms")),
-            "{warning}"
-        );
+        assert!(warning.starts_with("racing.attempt_delay_ms: "), "{warning}");
+        assert!(warning.contains(&format!("using {clamped} ms")), "{warning}");
         assert!(warning.contains("RFC 8305"), "{warning}");
     }
     for (value, kept) in [("10", 10), ("2000", 2000)] {
@@ -1333,9 +1106,7 @@ fn attempt_delay_is_clamped_with_a_warning() {
 
 #[test]
 fn single_pin_warns_about_a_backup_pin() {
-    let config = ok(&upstream(&format!(
-        "name = \"a\"\naddresses = [\"192.0.2.1\"]\npins = [\"{PIN}\"]"
-    )));
+    let config = ok(&upstream(&format!("name = \"a\"\naddresses = [\"192.0.2.1\"]\npins = [\"{PIN}\"]")));
     assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
     assert!(config.warnings[0].contains("backup pin"));
 }
@@ -1370,9 +1141,6 @@ fn summary_shows_auth_ports_and_warnings() {
         "warning: upstream[0].pins: only one pin",
         "warning: upstream[1]: upstream \"lan\" is opportunistic",
     ] {
-        assert!(
-            summary.lines().any(|l| l.starts_with(line)),
-            "missing {line:?} in:\n{summary}"
-        );
+        assert!(summary.lines().any(|l| l.starts_with(line)), "missing {line:?} in:\n{summary}");
     }
 }

@@ -21,11 +21,7 @@ use hickory_proto::{
 use support::{Stub, UDP_WAIT};
 
 async fn upstream(fault: Fault) -> TestUpstream {
-    TestUpstream::start(UpstreamOptions {
-        fault,
-        ..Default::default()
-    })
-    .await
+    TestUpstream::start(UpstreamOptions { fault, ..Default::default() }).await
 }
 
 #[tokio::test]
@@ -38,10 +34,9 @@ async fn a_aaaa_txt_over_udp_and_tcp() {
         ("txt.test", RecordType::TXT, "hello"),
     ] {
         let q = query(0x4242, name, rtype);
-        for answer in [
-            udp_query(stub.addr, &q, UDP_WAIT).await.unwrap(),
-            tcp_query(stub.addr, &q).await.unwrap(),
-        ] {
+        for answer in
+            [udp_query(stub.addr, &q, UDP_WAIT).await.unwrap(), tcp_query(stub.addr, &q).await.unwrap()]
+        {
             let m = parse(&answer);
             assert_eq!(m.metadata.id, 0x4242);
             assert_eq!(m.metadata.response_code, ResponseCode::NoError);
@@ -57,15 +52,7 @@ async fn a_aaaa_txt_over_udp_and_tcp() {
 async fn nxdomain_keeps_the_soa() {
     let up = upstream(Fault::None).await;
     let stub = Stub::pinned(&up).await;
-    let m = parse(
-        &udp_query(
-            stub.addr,
-            &query(1, "missing.test", RecordType::A),
-            UDP_WAIT,
-        )
-        .await
-        .unwrap(),
-    );
+    let m = parse(&udp_query(stub.addr, &query(1, "missing.test", RecordType::A), UDP_WAIT).await.unwrap());
     assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
     assert_eq!(m.authorities[0].record_type(), RecordType::SOA);
 }
@@ -76,28 +63,14 @@ async fn large_answer_truncates_over_udp_and_comes_whole_over_tcp() {
     let stub = Stub::pinned(&up).await;
     let q = query(7, "big.test", RecordType::TXT);
     let udp = udp_query(stub.addr, &q, UDP_WAIT).await.unwrap();
-    assert!(
-        udp.len() <= 1232,
-        "UDP answer within the advertised size: {}",
-        udp.len()
-    );
+    assert!(udp.len() <= 1232, "UDP answer within the advertised size: {}", udp.len());
     let m = parse(&udp);
     assert!(m.metadata.truncation, "TC set");
-    assert!(
-        m.answers.is_empty(),
-        "truncated answer is header + question + OPT"
-    );
+    assert!(m.answers.is_empty(), "truncated answer is header + question + OPT");
     assert!(m.edns.is_some());
 
-    let no_edns = build_query(
-        8,
-        "big.test",
-        RecordType::TXT,
-        &QueryOptions {
-            edns: false,
-            ..Default::default()
-        },
-    );
+    let no_edns =
+        build_query(8, "big.test", RecordType::TXT, &QueryOptions { edns: false, ..Default::default() });
     let udp = udp_query(stub.addr, &no_edns, UDP_WAIT).await.unwrap();
     assert!(udp.len() <= 512);
     assert!(parse(&udp).metadata.truncation);
@@ -115,26 +88,14 @@ async fn two_hundred_concurrent_queries_share_one_pipelined_connection() {
     let mut tasks = Vec::new();
     for i in 0..200u16 {
         // Distinct questions (coalescing would merge identical ones), in mixed case.
-        let name = if i % 2 == 0 {
-            format!("Q{i}.Test")
-        } else {
-            format!("q{i}.test")
-        };
+        let name = if i % 2 == 0 { format!("Q{i}.Test") } else { format!("q{i}.test") };
         let rtype = types[i as usize % 3];
         let addr = stub.addr;
         tasks.push(tokio::spawn(async move {
             let id = 1000 + i;
-            let m = parse(
-                &udp_query(addr, &query(id, &name, rtype), UDP_WAIT)
-                    .await
-                    .unwrap(),
-            );
+            let m = parse(&udp_query(addr, &query(id, &name, rtype), UDP_WAIT).await.unwrap());
             assert_eq!(m.metadata.id, id, "client ID restored");
-            assert_eq!(
-                m.queries[0].name().to_ascii(),
-                format!("{name}."),
-                "question echoed with case"
-            );
+            assert_eq!(m.queries[0].name().to_ascii(), format!("{name}."), "question echoed with case");
             assert_eq!(m.queries[0].query_type(), rtype);
             assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
         }));
@@ -150,11 +111,7 @@ async fn two_hundred_concurrent_queries_share_one_pipelined_connection() {
     let mut ids: Vec<u16> = received.iter().map(|w| wire_id(w)).collect();
     ids.sort_unstable();
     ids.dedup();
-    assert!(
-        ids.len() >= 190,
-        "upstream IDs are fresh per query: {} distinct",
-        ids.len()
-    );
+    assert!(ids.len() >= 190, "upstream IDs are fresh per query: {} distinct", ids.len());
 }
 
 #[tokio::test]
@@ -172,11 +129,7 @@ async fn out_of_order_answers_are_matched_by_id_and_question() {
         .enumerate()
         .map(|(i, &(name, rtype, want))| {
             tokio::spawn(async move {
-                let m = parse(
-                    &udp_query(addr, &query(i as u16, name, rtype), UDP_WAIT)
-                        .await
-                        .unwrap(),
-                );
+                let m = parse(&udp_query(addr, &query(i as u16, name, rtype), UDP_WAIT).await.unwrap());
                 assert_eq!(answer_strings(&m), vec![want.to_string()]);
             })
         })
@@ -192,26 +145,12 @@ async fn a_closed_upstream_connection_is_reopened_transparently() {
     let stub = Stub::pinned(&up).await;
     for i in 0..7u16 {
         let m = parse(
-            &udp_query(
-                stub.addr,
-                &query(i, &format!("r{i}.test"), RecordType::A),
-                UDP_WAIT,
-            )
-            .await
-            .unwrap(),
+            &udp_query(stub.addr, &query(i, &format!("r{i}.test"), RecordType::A), UDP_WAIT).await.unwrap(),
         );
         // Distinct names, so every query goes upstream (none is a cache hit).
-        assert_eq!(
-            m.metadata.response_code,
-            ResponseCode::NXDomain,
-            "query {i}"
-        );
+        assert_eq!(m.metadata.response_code, ResponseCode::NXDomain, "query {i}");
     }
-    assert!(
-        up.connections_accepted() >= 4,
-        "reconnected: {}",
-        up.connections_accepted()
-    );
+    assert!(up.connections_accepted() >= 4, "reconnected: {}", up.connections_accepted());
 }
 
 #[tokio::test]
@@ -219,18 +158,10 @@ async fn an_upstream_that_never_answers_gets_servfail_in_bounded_time() {
     let up = upstream(Fault::NeverAnswer).await;
     let stub = Stub::pinned(&up).await;
     let started = std::time::Instant::now();
-    let m = parse(
-        &udp_query(stub.addr, &query(9, "a.test", RecordType::A), UDP_WAIT)
-            .await
-            .unwrap(),
-    );
+    let m = parse(&udp_query(stub.addr, &query(9, "a.test", RecordType::A), UDP_WAIT).await.unwrap());
     assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
     // query_timeout_ms = 2000 in the test config; generous slack for a loaded CI machine.
-    assert!(
-        started.elapsed() < Duration::from_millis(3500),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_millis(3500), "{:?}", started.elapsed());
 }
 
 #[tokio::test]
@@ -241,53 +172,28 @@ async fn upstream_queries_are_padded_and_carry_no_client_ecs_but_keep_do() {
         5,
         "a.test",
         RecordType::A,
-        &QueryOptions {
-            dnssec_ok: true,
-            ..Default::default()
-        },
+        &QueryOptions { dnssec_ok: true, ..Default::default() },
     ))
     .unwrap();
     q.metadata.checking_disabled = true;
     let mut edns = Edns::new();
     edns.set_dnssec_ok(true);
     edns.set_max_payload(1232);
-    edns.options_mut()
-        .insert(EdnsOption::Subnet(ClientSubnet::new(
-            "198.51.100.7".parse().unwrap(),
-            24,
-            0,
-        )));
+    edns.options_mut().insert(EdnsOption::Subnet(ClientSubnet::new("198.51.100.7".parse().unwrap(), 24, 0)));
     q.set_edns(edns);
-    let answer = parse(
-        &udp_query(stub.addr, &q.to_vec().unwrap(), UDP_WAIT)
-            .await
-            .unwrap(),
-    );
+    let answer = parse(&udp_query(stub.addr, &q.to_vec().unwrap(), UDP_WAIT).await.unwrap());
     assert_eq!(answer_strings(&answer), vec!["192.0.2.1".to_string()]);
-    assert!(
-        padding_of(&answer).is_none(),
-        "padding stripped on the loopback hop (RFC 7830 §6)"
-    );
-    assert!(
-        answer.edns.as_ref().unwrap().flags().dnssec_ok,
-        "DO copied back"
-    );
+    assert!(padding_of(&answer).is_none(), "padding stripped on the loopback hop (RFC 7830 §6)");
+    assert!(answer.edns.as_ref().unwrap().flags().dnssec_ok, "DO copied back");
     assert!(answer.metadata.checking_disabled, "CD copied back");
 
     let sent = parse(&up.received()[0]);
-    assert_eq!(
-        up.received()[0].len() % 128,
-        0,
-        "padded to 128-octet blocks (RFC 8467)"
-    );
+    assert_eq!(up.received()[0].len() % 128, 0, "padded to 128-octet blocks (RFC 8467)");
     let opt = sent.edns.as_ref().expect("upstream query has OPT");
     assert_eq!(opt.max_payload(), 1232);
     assert!(opt.flags().dnssec_ok, "DO passed through");
     assert!(sent.metadata.checking_disabled, "CD passed through");
-    assert!(
-        opt.option(EdnsCode::Subnet).is_none(),
-        "client ECS stripped"
-    );
+    assert!(opt.option(EdnsCode::Subnet).is_none(), "client ECS stripped");
     assert!(padding_of(&sent).is_some());
 }
 
@@ -295,19 +201,8 @@ async fn upstream_queries_are_padded_and_carry_no_client_ecs_but_keep_do() {
 async fn queries_without_edns_get_answers_without_opt() {
     let up = upstream(Fault::None).await;
     let stub = Stub::pinned(&up).await;
-    let q = build_query(
-        3,
-        "a.test",
-        RecordType::A,
-        &QueryOptions {
-            edns: false,
-            ..Default::default()
-        },
-    );
+    let q = build_query(3, "a.test", RecordType::A, &QueryOptions { edns: false, ..Default::default() });
     let m = parse(&udp_query(stub.addr, &q, UDP_WAIT).await.unwrap());
-    assert!(
-        m.edns.is_none(),
-        "no OPT for a non-EDNS client (RFC 6891 §7)"
-    );
+    assert!(m.edns.is_none(), "no OPT for a non-EDNS client (RFC 6891 §7)");
     assert_eq!(answer_strings(&m), vec!["192.0.2.1".to_string()]);
 }

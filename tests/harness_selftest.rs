@@ -21,9 +21,7 @@ async fn honest() -> TestUpstream {
 }
 
 async fn connect(up: &TestUpstream) -> DotClient {
-    DotClient::connect(up.addr, &up.tls_name, &up.ca_pem)
-        .await
-        .expect("connect")
+    DotClient::connect(up.addr, &up.tls_name, &up.ca_pem).await.expect("connect")
 }
 
 #[tokio::test]
@@ -31,11 +29,7 @@ async fn answers_a_aaaa_txt_and_mirrors_the_query() {
     let up = honest().await;
     let mut c = connect(&up).await;
 
-    let resp = parse(
-        &c.query(&query(0x1234, "A.TeSt", RecordType::A))
-            .await
-            .unwrap(),
-    );
+    let resp = parse(&c.query(&query(0x1234, "A.TeSt", RecordType::A)).await.unwrap());
     assert_eq!(resp.metadata.id, 0x1234);
     assert_eq!(resp.metadata.message_type, MessageType::Response);
     assert!(resp.metadata.recursion_desired && resp.metadata.recursion_available);
@@ -47,38 +41,16 @@ async fn answers_a_aaaa_txt_and_mirrors_the_query() {
     assert_eq!(dns::answer_strings(&resp), ["192.0.2.1"]);
     assert_eq!(resp.answers[0].ttl, 300);
 
-    let resp = parse(
-        &c.query(&query(2, "aaaa.test", RecordType::AAAA))
-            .await
-            .unwrap(),
-    );
+    let resp = parse(&c.query(&query(2, "aaaa.test", RecordType::AAAA)).await.unwrap());
     assert_eq!(dns::answer_strings(&resp), ["2001:db8::1"]);
-    let resp = parse(
-        &c.query(&query(3, "txt.test", RecordType::TXT))
-            .await
-            .unwrap(),
-    );
+    let resp = parse(&c.query(&query(3, "txt.test", RecordType::TXT)).await.unwrap());
     assert_eq!(dns::answer_strings(&resp), ["hello"]);
-    let resp = parse(
-        &c.query(&query(4, "multi.test", RecordType::A))
-            .await
-            .unwrap(),
-    );
-    assert_eq!(
-        dns::answer_strings(&resp),
-        ["192.0.2.10", "192.0.2.11", "192.0.2.12"]
-    );
+    let resp = parse(&c.query(&query(4, "multi.test", RecordType::A)).await.unwrap());
+    assert_eq!(dns::answer_strings(&resp), ["192.0.2.10", "192.0.2.11", "192.0.2.12"]);
 
     // RD is copied, not forced.
-    let no_rd = QueryOptions {
-        recursion_desired: false,
-        ..Default::default()
-    };
-    let resp = parse(
-        &c.query(&build_query(5, "a.test", RecordType::A, &no_rd))
-            .await
-            .unwrap(),
-    );
+    let no_rd = QueryOptions { recursion_desired: false, ..Default::default() };
+    let resp = parse(&c.query(&build_query(5, "a.test", RecordType::A, &no_rd)).await.unwrap());
     assert!(!resp.metadata.recursion_desired);
 
     assert_eq!(up.queries_received(), 5);
@@ -100,36 +72,15 @@ async fn edns_padding_and_do_bit() {
     let edns = resp.edns.as_ref().expect("OPT mirrored");
     assert_eq!(edns.max_payload(), 1232);
     assert!(!edns.flags().dnssec_ok);
-    assert!(
-        dns::padding_of(&resp).is_some(),
-        "reply carries a padding option"
-    );
-    assert_eq!(
-        wire.len() % dns::RESPONSE_PADDING_BLOCK,
-        0,
-        "padded to the block"
-    );
+    assert!(dns::padding_of(&resp).is_some(), "reply carries a padding option");
+    assert_eq!(wire.len() % dns::RESPONSE_PADDING_BLOCK, 0, "padded to the block");
 
-    let do_q = QueryOptions {
-        dnssec_ok: true,
-        ..Default::default()
-    };
-    let resp = parse(
-        &c.query(&build_query(2, "a.test", RecordType::A, &do_q))
-            .await
-            .unwrap(),
-    );
+    let do_q = QueryOptions { dnssec_ok: true, ..Default::default() };
+    let resp = parse(&c.query(&build_query(2, "a.test", RecordType::A, &do_q)).await.unwrap());
     assert!(resp.edns.as_ref().unwrap().flags().dnssec_ok);
 
-    let plain = QueryOptions {
-        edns: false,
-        ..Default::default()
-    };
-    let resp = parse(
-        &c.query(&build_query(3, "a.test", RecordType::A, &plain))
-            .await
-            .unwrap(),
-    );
+    let plain = QueryOptions { edns: false, ..Default::default() };
+    let resp = parse(&c.query(&build_query(3, "a.test", RecordType::A, &plain)).await.unwrap());
     assert!(resp.edns.is_none(), "no OPT in, no OPT out");
 }
 
@@ -138,11 +89,7 @@ async fn negative_answers_carry_the_soa() {
     let up = honest().await;
     let mut c = connect(&up).await;
 
-    let resp = parse(
-        &c.query(&query(1, "nope.test", RecordType::A))
-            .await
-            .unwrap(),
-    );
+    let resp = parse(&c.query(&query(1, "nope.test", RecordType::A)).await.unwrap());
     assert_eq!(resp.metadata.response_code, ResponseCode::NXDomain);
     assert!(resp.answers.is_empty());
     assert_eq!(resp.authorities.len(), 1);
@@ -154,20 +101,12 @@ async fn negative_answers_carry_the_soa() {
     }
 
     // NODATA: known name, other type.
-    let resp = parse(
-        &c.query(&query(2, "a.test", RecordType::AAAA))
-            .await
-            .unwrap(),
-    );
+    let resp = parse(&c.query(&query(2, "a.test", RecordType::AAAA)).await.unwrap());
     assert_eq!(resp.metadata.response_code, ResponseCode::NoError);
     assert!(resp.answers.is_empty());
     assert!(matches!(resp.authorities[0].data, RData::SOA(_)));
 
-    let resp = parse(
-        &c.query(&query(3, "servfail.test", RecordType::A))
-            .await
-            .unwrap(),
-    );
+    let resp = parse(&c.query(&query(3, "servfail.test", RecordType::A)).await.unwrap());
     assert_eq!(resp.metadata.response_code, ResponseCode::ServFail);
 
     // Garbage with a header-sized prefix gets FORMERR with the same ID.
@@ -182,18 +121,11 @@ async fn negative_answers_carry_the_soa() {
 async fn big_answer_is_larger_than_1232_over_tls() {
     let up = honest().await;
     let mut c = connect(&up).await;
-    let wire = c
-        .query(&query(7, "big.test", RecordType::TXT))
-        .await
-        .unwrap();
+    let wire = c.query(&query(7, "big.test", RecordType::TXT)).await.unwrap();
     assert!(wire.len() > 1232, "big.test is {} bytes", wire.len());
     let resp = parse(&wire);
     assert_eq!(resp.answers.len(), dns::BIG_TXT_COUNT);
-    assert!(
-        dns::answer_strings(&resp)
-            .iter()
-            .all(|s| s.len() == dns::BIG_TXT_LEN)
-    );
+    assert!(dns::answer_strings(&resp).iter().all(|s| s.len() == dns::BIG_TXT_LEN));
     assert!(!resp.metadata.truncation);
 }
 
@@ -204,14 +136,8 @@ async fn close_after_two_closes_after_two_answers() {
     for id in 1..=3 {
         c.send(&query(id, "a.test", RecordType::A)).await.unwrap();
     }
-    assert_eq!(
-        dns::wire_id(&c.recv_timeout(ANSWER).await.unwrap().unwrap()),
-        1
-    );
-    assert_eq!(
-        dns::wire_id(&c.recv_timeout(ANSWER).await.unwrap().unwrap()),
-        2
-    );
+    assert_eq!(dns::wire_id(&c.recv_timeout(ANSWER).await.unwrap().unwrap()), 1);
+    assert_eq!(dns::wire_id(&c.recv_timeout(ANSWER).await.unwrap().unwrap()), 2);
     // Then a clean close (close_notify + FIN), not a third answer.
     assert!(c.recv_timeout(ANSWER).await.unwrap().is_none());
     assert_eq!(up.answers_sent(), 2);
@@ -236,11 +162,7 @@ async fn reset_after_one_resets() {
             Ok(Some(_)) => continue,
             Ok(None) => break,
             Err(e) => {
-                assert_ne!(
-                    e.kind(),
-                    std::io::ErrorKind::TimedOut,
-                    "expected a reset: {e}"
-                );
+                assert_ne!(e.kind(), std::io::ErrorKind::TimedOut, "expected a reset: {e}");
                 saw_error = true;
                 break;
             }
@@ -270,9 +192,7 @@ async fn out_of_order_three_answers_in_reverse() {
     }
     let mut ids = Vec::new();
     for _ in 0..3 {
-        ids.push(dns::wire_id(
-            &c.recv_timeout(ANSWER).await.unwrap().unwrap(),
-        ));
+        ids.push(dns::wire_id(&c.recv_timeout(ANSWER).await.unwrap().unwrap()));
     }
     assert_eq!(ids, [12, 11, 10]);
 }
@@ -284,18 +204,9 @@ async fn stop_answering_after_then_resume() {
     for id in 1..=3 {
         c.send(&query(id, "a.test", RecordType::A)).await.unwrap();
     }
-    assert_eq!(
-        dns::wire_id(&c.recv_timeout(ANSWER).await.unwrap().unwrap()),
-        1
-    );
-    assert_eq!(
-        dns::wire_id(&c.recv_timeout(ANSWER).await.unwrap().unwrap()),
-        2
-    );
-    assert!(
-        c.recv_timeout(SILENCE).await.is_err(),
-        "third query must stay unanswered"
-    );
+    assert_eq!(dns::wire_id(&c.recv_timeout(ANSWER).await.unwrap().unwrap()), 1);
+    assert_eq!(dns::wire_id(&c.recv_timeout(ANSWER).await.unwrap().unwrap()), 2);
+    assert!(c.recv_timeout(SILENCE).await.is_err(), "third query must stay unanswered");
     assert_eq!(up.queries_received(), 3);
 
     // Silence is global: a second connection gets nothing either, but stays open.
@@ -305,10 +216,7 @@ async fn stop_answering_after_then_resume() {
 
     // set_fault takes effect on the next query, on the same connection.
     up.set_fault(Fault::None);
-    assert_eq!(
-        dns::wire_id(&c.query(&query(5, "a.test", RecordType::A)).await.unwrap()),
-        5
-    );
+    assert_eq!(dns::wire_id(&c.query(&query(5, "a.test", RecordType::A)).await.unwrap()), 5);
 }
 
 #[tokio::test]
@@ -317,12 +225,7 @@ async fn delay_answers_late_but_answers() {
     let mut c = connect(&up).await;
     c.send(&query(1, "a.test", RecordType::A)).await.unwrap();
     assert!(c.recv_timeout(Duration::from_millis(100)).await.is_err());
-    assert!(
-        c.recv_timeout(Duration::from_secs(2))
-            .await
-            .unwrap()
-            .is_some()
-    );
+    assert!(c.recv_timeout(Duration::from_secs(2)).await.unwrap().is_some());
 }
 
 async fn wrong_key_fails_with(versions: &[&'static rustls::SupportedProtocolVersion]) {
@@ -339,9 +242,7 @@ async fn wrong_key_fails_with(versions: &[&'static rustls::SupportedProtocolVers
 
     // Control: the same client succeeds once the server signs with the right key.
     up.set_fault(Fault::None);
-    let mut c = DotClient::connect_with(up.addr, &up.tls_name, cfg)
-        .await
-        .unwrap();
+    let mut c = DotClient::connect_with(up.addr, &up.tls_name, cfg).await.unwrap();
     assert!(c.query(&query(1, "a.test", RecordType::A)).await.is_ok());
     assert_eq!(c.protocol_version(), Some(versions[0].version));
 }
@@ -358,11 +259,9 @@ async fn wrong_key_fails_the_handshake_tls12() {
 
 #[tokio::test]
 async fn with_intermediate_presents_two_certs_and_verifies_from_the_root() {
-    let up = TestUpstream::start(UpstreamOptions {
-        chain: ChainKind::WithIntermediate,
-        ..Default::default()
-    })
-    .await;
+    let up =
+        TestUpstream::start(UpstreamOptions { chain: ChainKind::WithIntermediate, ..Default::default() })
+            .await;
     assert_eq!(up.chain.len(), 2);
     let mut c = connect(&up).await; // verifies leaf <- intermediate <- root(ca_pem)
     assert_eq!(c.peer_certificates().len(), 2);
@@ -371,21 +270,15 @@ async fn with_intermediate_presents_two_certs_and_verifies_from_the_root() {
     assert_eq!(spki_pin_of(&up.chain[0]), up.leaf_key_pin);
     assert_eq!(Some(spki_pin_of(&up.chain[1])), up.intermediate_key_pin);
     assert_eq!(Some(spki_pin_of(&up.ca_der)), up.root_key_pin);
-    let pins = [
-        &up.leaf_key_pin,
-        up.intermediate_key_pin.as_ref().unwrap(),
-        up.root_key_pin.as_ref().unwrap(),
-    ];
+    let pins =
+        [&up.leaf_key_pin, up.intermediate_key_pin.as_ref().unwrap(), up.root_key_pin.as_ref().unwrap()];
     assert!(pins[0] != pins[1] && pins[1] != pins[2] && pins[0] != pins[2]);
 }
 
 #[tokio::test]
 async fn wrong_tls_name_is_rejected_by_a_ca_client() {
     let up = honest().await;
-    let err = DotClient::connect(up.addr, "other.test", &up.ca_pem)
-        .await
-        .err()
-        .unwrap();
+    let err = DotClient::connect(up.addr, "other.test", &up.ca_pem).await.err().unwrap();
     assert!(format!("{err:?}").contains("NotValidForName"), "{err:?}");
 }
 
@@ -396,10 +289,7 @@ async fn pins_match_webpki_and_openssl() {
     assert!(up.leaf_cert_pin.starts_with("cert-fp:SHA256:"));
     assert_eq!(spki_pin_of(&up.chain[0]), up.leaf_key_pin);
     assert_eq!(cert_pin_of(&up.chain[0]), up.leaf_cert_pin);
-    assert_eq!(
-        up.ca_der, up.chain[0],
-        "self-signed: the leaf is the anchor"
-    );
+    assert_eq!(up.ca_der, up.chain[0], "self-signed: the leaf is the anchor");
     assert_ne!(unrelated_key_pin(), up.leaf_key_pin);
 
     if std::process::Command::new("sh")
@@ -414,25 +304,13 @@ async fn pins_match_webpki_and_openssl() {
     let pem = common::pki::write_pem(dir.path(), "leaf.pem", &up.leaf_pem);
     let script = "openssl x509 -in \"$1\" -pubkey -noout | openssl pkey -pubin -outform der \
                   | openssl dgst -sha256 -binary | base64";
-    let out = std::process::Command::new("sh")
-        .args(["-c", script, "sh"])
-        .arg(&pem)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "openssl: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = std::process::Command::new("sh").args(["-c", script, "sh"]).arg(&pem).output().unwrap();
+    assert!(out.status.success(), "openssl: {}", String::from_utf8_lossy(&out.stderr));
     let b64 = String::from_utf8(out.stdout).unwrap().trim().to_string();
     assert_eq!(format!("key-fp:SHA256:{b64}"), up.leaf_key_pin);
 
     let script = "openssl x509 -in \"$1\" -outform der | openssl dgst -sha256 -binary | base64";
-    let out = std::process::Command::new("sh")
-        .args(["-c", script, "sh"])
-        .arg(&pem)
-        .output()
-        .unwrap();
+    let out = std::process::Command::new("sh").args(["-c", script, "sh"]).arg(&pem).output().unwrap();
     let b64 = String::from_utf8(out.stdout).unwrap().trim().to_string();
     assert_eq!(format!("cert-fp:SHA256:{b64}"), up.leaf_cert_pin);
 }
@@ -442,10 +320,7 @@ async fn stall_handshake_accepts_tcp_but_never_finishes_tls() {
     let up = TestUpstream::with_fault(Fault::StallHandshake).await;
     let cfg = client_config(&up.ca_pem);
     let fut = DotClient::connect_with(up.addr, &up.tls_name, cfg);
-    assert!(
-        tokio::time::timeout(SILENCE, fut).await.is_err(),
-        "handshake must stall"
-    );
+    assert!(tokio::time::timeout(SILENCE, fut).await.is_err(), "handshake must stall");
     assert_eq!(up.connections_accepted(), 1);
     assert_eq!(up.handshakes_completed(), 0);
 }
@@ -453,51 +328,27 @@ async fn stall_handshake_accepts_tcp_but_never_finishes_tls() {
 #[tokio::test]
 async fn reset_on_accept_fails_fast() {
     let up = TestUpstream::with_fault(Fault::ResetOnAccept).await;
-    let res = tokio::time::timeout(
-        ANSWER,
-        DotClient::connect(up.addr, &up.tls_name, &up.ca_pem),
-    )
-    .await;
-    let err = res
-        .expect("must fail fast, not hang")
-        .err()
-        .expect("must fail");
+    let res = tokio::time::timeout(ANSWER, DotClient::connect(up.addr, &up.tls_name, &up.ca_pem)).await;
+    let err = res.expect("must fail fast, not hang").err().expect("must fail");
     assert_ne!(err.kind(), std::io::ErrorKind::TimedOut);
     assert!(up.wait_for_connections(1, ANSWER).await);
 }
 
 #[tokio::test]
 async fn plain_tcp_and_udp_mode() {
-    let up = TestUpstream::start(UpstreamOptions {
-        tls: false,
-        udp: true,
-        ..Default::default()
-    })
-    .await;
-    let resp = parse(
-        &tcp_query(up.addr, &query(1, "a.test", RecordType::A))
-            .await
-            .unwrap(),
-    );
+    let up = TestUpstream::start(UpstreamOptions { tls: false, udp: true, ..Default::default() }).await;
+    let resp = parse(&tcp_query(up.addr, &query(1, "a.test", RecordType::A)).await.unwrap());
     assert_eq!(dns::answer_strings(&resp), ["192.0.2.1"]);
-    let resp = parse(
-        &udp_query(up.addr, &query(2, "txt.test", RecordType::TXT), ANSWER)
-            .await
-            .unwrap(),
-    );
+    let resp = parse(&udp_query(up.addr, &query(2, "txt.test", RecordType::TXT), ANSWER).await.unwrap());
     assert_eq!(dns::answer_strings(&resp), ["hello"]);
 
     // big.test over UDP: truncated to the advertised 1232 bytes (TC set, no records).
-    let wire = udp_query(up.addr, &query(3, "big.test", RecordType::TXT), ANSWER)
-        .await
-        .unwrap();
+    let wire = udp_query(up.addr, &query(3, "big.test", RecordType::TXT), ANSWER).await.unwrap();
     assert!(wire.len() <= 1232);
     let resp = parse(&wire);
     assert!(resp.metadata.truncation && resp.answers.is_empty());
     // Whole over TCP.
-    let wire = tcp_query(up.addr, &query(4, "big.test", RecordType::TXT))
-        .await
-        .unwrap();
+    let wire = tcp_query(up.addr, &query(4, "big.test", RecordType::TXT)).await.unwrap();
     assert!(wire.len() > 1232 && !parse(&wire).metadata.truncation);
     assert_eq!(up.handshakes_completed(), 0);
     assert_eq!(up.queries_received(), 4);
@@ -509,11 +360,8 @@ async fn ipv6_loopback() {
         eprintln!("no ::1 on this machine: skipping");
         return;
     }
-    let up = TestUpstream::start(UpstreamOptions {
-        bind: "[::1]:0".parse().unwrap(),
-        ..Default::default()
-    })
-    .await;
+    let up =
+        TestUpstream::start(UpstreamOptions { bind: "[::1]:0".parse().unwrap(), ..Default::default() }).await;
     assert!(up.addr.is_ipv6());
     let mut c = connect(&up).await;
     assert!(c.query(&query(1, "a.test", RecordType::A)).await.is_ok());
@@ -543,12 +391,7 @@ async fn pipelined_many_queries_on_one_connection() {
     }
     let mut ids = Vec::new();
     for _ in 0..50 {
-        ids.push(dns::wire_id(
-            &c.recv_timeout(Duration::from_secs(2))
-                .await
-                .unwrap()
-                .unwrap(),
-        ));
+        ids.push(dns::wire_id(&c.recv_timeout(Duration::from_secs(2)).await.unwrap().unwrap()));
     }
     ids.sort();
     assert_eq!(ids, (0..50).collect::<Vec<_>>());

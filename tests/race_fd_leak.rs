@@ -39,10 +39,7 @@ async fn a_thousand_races_with_losers_leak_no_descriptors() {
     let limits = ConnectionLimits {
         idle_timeout: Duration::from_secs(10),
         max_inflight: 16,
-        dead: stubborn::upstream::health::DeadPolicy {
-            unanswered: 3,
-            silence: Duration::from_secs(2),
-        },
+        dead: stubborn::upstream::health::DeadPolicy { unanswered: 3, silence: Duration::from_secs(2) },
     };
     let contexts: Arc<[AttemptContext]> = config
         .upstreams
@@ -66,19 +63,10 @@ async fn a_thousand_races_with_losers_leak_no_descriptors() {
         })
         .collect();
     let (tls, _) = order_candidates(&addrs, None);
-    let cfg = RaceConfig {
-        attempt_delay: Duration::from_millis(10),
-        ..RaceConfig::default()
-    };
+    let cfg = RaceConfig { attempt_delay: Duration::from_millis(10), ..RaceConfig::default() };
 
     let race_once = |first_id| {
-        let race = Race::new(
-            tls.clone(),
-            Vec::new(),
-            cfg,
-            first_id,
-            tokio::time::Instant::now(),
-        );
+        let race = Race::new(tls.clone(), Vec::new(), cfg, first_id, tokio::time::Instant::now());
         drive_race(race, contexts.clone())
     };
     // Warm up (lazy statics, the runtime's own descriptors), then count.
@@ -101,12 +89,6 @@ async fn a_thousand_races_with_losers_leak_no_descriptors() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         after = open_fds();
     }
-    assert!(
-        after <= before + 4,
-        "descriptors leaked: {before} before, {after} after 1000 races"
-    );
-    assert!(
-        stalled.connections_accepted() >= 1000,
-        "every race had a stalled loser"
-    );
+    assert!(after <= before + 4, "descriptors leaked: {before} before, {after} after 1000 races");
+    assert!(stalled.connections_accepted() >= 1000, "every race had a stalled loser");
 }

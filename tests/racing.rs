@@ -25,20 +25,13 @@ fn pinned_block(name: &str, addr: SocketAddr, pin: &str) -> String {
 
 /// A loopback TCP port with nothing listening: connecting gets an RST.
 fn closed_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
 }
 
 /// Asks for a fresh name the test zone answers with 192.0.2.1: never a cache hit.
 async fn ask_a(stub: &Stub) -> hickory_proto::op::Message {
     let name = common::dns::fresh_a_name();
-    parse(
-        &udp_query(stub.addr, &query(1, &name, RecordType::A), UDP_WAIT)
-            .await
-            .unwrap(),
-    )
+    parse(&udp_query(stub.addr, &query(1, &name, RecordType::A), UDP_WAIT).await.unwrap())
 }
 #[tokio::test]
 async fn a_stalled_first_upstream_loses_to_the_second() {
@@ -62,10 +55,7 @@ async fn a_refused_first_upstream_costs_nothing() {
     let blocks = pinned_block("refused", closed_port(), &good.leaf_key_pin)
         + &pinned_block("good", good.addr, &good.leaf_key_pin);
     let stub = Stub::start("", &blocks, tempfile::tempdir().unwrap()).await;
-    assert_eq!(
-        answer_strings(&ask_a(&stub).await),
-        vec!["192.0.2.1".to_string()]
-    );
+    assert_eq!(answer_strings(&ask_a(&stub).await), vec!["192.0.2.1".to_string()]);
 }
 
 #[tokio::test]
@@ -76,10 +66,7 @@ async fn a_pin_mismatch_is_a_lost_attempt_and_the_next_upstream_wins() {
     let blocks = pinned_block("impostor", impostor.addr, &good.leaf_key_pin)
         + &pinned_block("good", good.addr, &good.leaf_key_pin);
     let stub = Stub::start("", &blocks, tempfile::tempdir().unwrap()).await;
-    assert_eq!(
-        answer_strings(&ask_a(&stub).await),
-        vec!["192.0.2.1".to_string()]
-    );
+    assert_eq!(answer_strings(&ask_a(&stub).await), vec!["192.0.2.1".to_string()]);
     assert_eq!(impostor.queries_received(), 0);
 }
 
@@ -87,19 +74,10 @@ async fn a_pin_mismatch_is_a_lost_attempt_and_the_next_upstream_wins() {
 async fn a_dead_connection_is_replaced_before_the_next_query() {
     let up = TestUpstream::with_fault(Fault::CloseAfter(1)).await;
     let stub = Stub::pinned(&up).await;
-    assert_eq!(
-        answer_strings(&ask_a(&stub).await),
-        vec!["192.0.2.1".to_string()]
-    );
+    assert_eq!(answer_strings(&ask_a(&stub).await), vec!["192.0.2.1".to_string()]);
     // No query is sent: the new race starts because the connection died.
-    assert!(
-        up.wait_for_connections(2, Duration::from_secs(5)).await,
-        "replacement raced at once"
-    );
-    assert_eq!(
-        answer_strings(&ask_a(&stub).await),
-        vec!["192.0.2.1".to_string()]
-    );
+    assert!(up.wait_for_connections(2, Duration::from_secs(5)).await, "replacement raced at once");
+    assert_eq!(answer_strings(&ask_a(&stub).await), vec!["192.0.2.1".to_string()]);
 }
 
 #[tokio::test]
@@ -110,25 +88,14 @@ async fn after_an_idle_close_the_next_query_races_again() {
     let stub = Stub::start("[connection]\nidle_timeout_ms = 100\n", &block, dir).await;
     ask_a(&stub).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(
-        up.connections_accepted(),
-        1,
-        "an idle close is not replaced eagerly"
-    );
-    assert_eq!(
-        answer_strings(&ask_a(&stub).await),
-        vec!["192.0.2.1".to_string()]
-    );
+    assert_eq!(up.connections_accepted(), 1, "an idle close is not replaced eagerly");
+    assert_eq!(answer_strings(&ask_a(&stub).await), vec!["192.0.2.1".to_string()]);
     assert_eq!(up.connections_accepted(), 2);
 }
 
 /// One opportunistic or strict upstream whose TLS port refuses and whose plain port answers.
 async fn tls_refused_plain_open(mode: &str) -> (Stub, TestUpstream, SocketAddr) {
-    let plain = TestUpstream::start(UpstreamOptions {
-        tls: false,
-        ..Default::default()
-    })
-    .await;
+    let plain = TestUpstream::start(UpstreamOptions { tls: false, ..Default::default() }).await;
     let tls_addr = closed_port();
     let dir = tempfile::tempdir().unwrap();
     // Strict needs something to authenticate; opportunistic encrypts without it (RFC 8310 §5).
@@ -150,40 +117,20 @@ async fn tls_refused_plain_open(mode: &str) -> (Stub, TestUpstream, SocketAddr) 
 #[tokio::test]
 async fn strict_mode_never_sends_a_query_in_clear_text() {
     let (stub, plain, _) = tls_refused_plain_open("strict").await;
-    assert_eq!(
-        ask_a(&stub).await.metadata.response_code,
-        ResponseCode::ServFail
-    );
-    assert_eq!(
-        plain.connections_accepted(),
-        0,
-        "no connection to the plain port at all"
-    );
+    assert_eq!(ask_a(&stub).await.metadata.response_code, ResponseCode::ServFail);
+    assert_eq!(plain.connections_accepted(), 0, "no connection to the plain port at all");
 }
 
 #[tokio::test]
 async fn opportunistic_falls_back_to_plain_then_returns_to_tls() {
     let (stub, plain, tls_addr) = tls_refused_plain_open("opportunistic").await;
-    assert_eq!(
-        answer_strings(&ask_a(&stub).await),
-        vec!["192.0.2.1".to_string()]
-    );
+    assert_eq!(answer_strings(&ask_a(&stub).await), vec!["192.0.2.1".to_string()]);
     assert_eq!(plain.queries_received(), 1, "answered in clear text");
     // TLS comes back on the same address: the background TLS race replaces plain text.
-    let tls = TestUpstream::start(UpstreamOptions {
-        bind: tls_addr,
-        ..Default::default()
-    })
-    .await;
-    assert!(
-        tls.wait_for_connections(1, Duration::from_secs(10)).await,
-        "TLS re-raced in the background"
-    );
+    let tls = TestUpstream::start(UpstreamOptions { bind: tls_addr, ..Default::default() }).await;
+    assert!(tls.wait_for_connections(1, Duration::from_secs(10)).await, "TLS re-raced in the background");
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(
-        answer_strings(&ask_a(&stub).await),
-        vec!["192.0.2.1".to_string()]
-    );
+    assert_eq!(answer_strings(&ask_a(&stub).await), vec!["192.0.2.1".to_string()]);
     assert_eq!(tls.queries_received(), 1, "back on TLS");
     assert_eq!(plain.queries_received(), 1);
 }

@@ -34,25 +34,15 @@ fn pinned_block(name: &str, addr: SocketAddr, pin: &str) -> String {
 }
 
 async fn ask(stub: &Stub, id: u16, name: &str) -> Message {
-    parse(
-        &udp_query(stub.addr, &query(id, name, RecordType::A), UDP_WAIT)
-            .await
-            .unwrap(),
-    )
+    parse(&udp_query(stub.addr, &query(id, name, RecordType::A), UDP_WAIT).await.unwrap())
 }
 
 /// The EDE (RFC 8914) of an answer: info-code and extra text.
 fn ede(m: &Message) -> Option<(u16, String)> {
-    match m
-        .edns
-        .as_ref()?
-        .options()
-        .get(hickory_proto::rr::rdata::opt::EdnsCode::Unknown(15))?
-    {
-        EdnsOption::Unknown(15, data) => Some((
-            u16::from_be_bytes([data[0], data[1]]),
-            String::from_utf8_lossy(&data[2..]).into_owned(),
-        )),
+    match m.edns.as_ref()?.options().get(hickory_proto::rr::rdata::opt::EdnsCode::Unknown(15))? {
+        EdnsOption::Unknown(15, data) => {
+            Some((u16::from_be_bytes([data[0], data[1]]), String::from_utf8_lossy(&data[2..]).into_owned()))
+        }
         _ => None,
     }
 }
@@ -64,19 +54,9 @@ async fn a_query_the_primary_leaves_unanswered_is_answered_through_the_spare() {
     let blocks = pinned_block("first", silent.addr, &silent.leaf_key_pin)
         + &pinned_block("second", good.addr, &good.leaf_key_pin);
     let stub = Stub::start("", &blocks, tempfile::tempdir().unwrap()).await;
-    assert_eq!(
-        answer_strings(&ask(&stub, 1, "a.test").await),
-        vec!["192.0.2.1".to_string()]
-    );
-    assert_eq!(
-        silent.queries_received(),
-        1,
-        "the first upstream is the primary"
-    );
-    assert!(
-        good.wait_for_connections(1, Duration::from_secs(5)).await,
-        "the warm spare came up"
-    );
+    assert_eq!(answer_strings(&ask(&stub, 1, "a.test").await), vec!["192.0.2.1".to_string()]);
+    assert_eq!(silent.queries_received(), 1, "the first upstream is the primary");
+    assert!(good.wait_for_connections(1, Duration::from_secs(5)).await, "the warm spare came up");
     tokio::time::sleep(Duration::from_millis(50)).await;
 
     let started = std::time::Instant::now();
@@ -98,8 +78,7 @@ async fn a_query_the_primary_leaves_unanswered_is_answered_through_the_spare() {
 async fn a_healthy_primary_is_never_hedged() {
     let a = TestUpstream::start(UpstreamOptions::default()).await;
     let b = TestUpstream::start(UpstreamOptions::default()).await;
-    let blocks =
-        pinned_block("a", a.addr, &a.leaf_key_pin) + &pinned_block("b", b.addr, &b.leaf_key_pin);
+    let blocks = pinned_block("a", a.addr, &a.leaf_key_pin) + &pinned_block("b", b.addr, &b.leaf_key_pin);
     let stub = Stub::start("", &blocks, tempfile::tempdir().unwrap()).await;
     for i in 0..100u16 {
         ask(&stub, i, &format!("n{i}.test")).await;
@@ -129,16 +108,8 @@ async fn a_connection_that_goes_silent_is_declared_dead_and_replaced() {
         let addr = stub.addr;
         async move { udp_query(addr, &query(2, "aaaa.test", RecordType::AAAA), UDP_WAIT).await }
     });
-    assert!(
-        up.wait_for_connections(2, Duration::from_secs(2)).await,
-        "replaced before the client gave up"
-    );
-    assert_eq!(
-        parse(&pending.await.unwrap().unwrap())
-            .metadata
-            .response_code,
-        ResponseCode::ServFail
-    );
+    assert!(up.wait_for_connections(2, Duration::from_secs(2)).await, "replaced before the client gave up");
+    assert_eq!(parse(&pending.await.unwrap().unwrap()).metadata.response_code, ResponseCode::ServFail);
 }
 
 #[tokio::test]
@@ -151,11 +122,7 @@ async fn a_hundred_identical_queries_make_one_upstream_query() {
             // Same question, different IDs and letter case.
             let name = if i % 2 == 0 { "A.test" } else { "a.TEST" };
             tokio::spawn(async move {
-                let m = parse(
-                    &udp_query(addr, &query(i, name, RecordType::A), UDP_WAIT)
-                        .await
-                        .unwrap(),
-                );
+                let m = parse(&udp_query(addr, &query(i, name, RecordType::A), UDP_WAIT).await.unwrap());
                 assert_eq!(m.metadata.id, i);
                 assert_eq!(m.queries[0].name().to_ascii(), format!("{name}."));
                 assert_eq!(answer_strings(&m), vec!["192.0.2.1".to_string()]);
@@ -171,12 +138,9 @@ async fn a_hundred_identical_queries_make_one_upstream_query() {
 #[tokio::test]
 async fn connection_failures_answer_servfail_with_ede_23() {
     let up = TestUpstream::start(UpstreamOptions::default()).await;
-    let stub = Stub::start(
-        "",
-        &pinned_block("up", up.addr, &unrelated_key_pin()),
-        tempfile::tempdir().unwrap(),
-    )
-    .await;
+    let stub =
+        Stub::start("", &pinned_block("up", up.addr, &unrelated_key_pin()), tempfile::tempdir().unwrap())
+            .await;
     let m = ask(&stub, 1, "a.test").await;
     assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
     let (code, text) = ede(&m).expect("EDE for an EDNS client");
@@ -187,10 +151,7 @@ async fn connection_failures_answer_servfail_with_ede_23() {
         2,
         "a.test",
         RecordType::A,
-        &common::dns::QueryOptions {
-            edns: false,
-            ..Default::default()
-        },
+        &common::dns::QueryOptions { edns: false, ..Default::default() },
     );
     let m = parse(&udp_query(stub.addr, &plain, UDP_WAIT).await.unwrap());
     assert!(m.edns.is_none());
@@ -204,8 +165,7 @@ async fn an_unanswered_query_gets_servfail_with_ede_22_exactly_at_query_timeout(
         pinned_block("up", up.addr, &up.leaf_key_pin)
     );
     let config =
-        stubborn::config::Config::from_toml(&text, stubborn::config::ConfigOrigin::Embedded)
-            .unwrap();
+        stubborn::config::Config::from_toml(&text, stubborn::config::ConfigOrigin::Embedded).unwrap();
     let pipeline = stubborn::pipeline::Pipeline::new(
         stubborn::upstream::pool::Pool::new(&config).unwrap(),
         config.server.query_timeout,
@@ -217,18 +177,11 @@ async fn an_unanswered_query_gets_servfail_with_ede_22_exactly_at_query_timeout(
         recursion_desired: true,
         checking_disabled: false,
         authentic_data: false,
-        edns: Some(stubborn::message::ClientEdns {
-            dnssec_ok: false,
-            max_payload: 1232,
-        }),
+        edns: Some(stubborn::message::ClientEdns { dnssec_ok: false, max_payload: 1232 }),
     };
     let started = tokio::time::Instant::now();
     let m = parse(&pipeline.resolve(&q).await);
-    assert_eq!(
-        started.elapsed(),
-        Duration::from_millis(4000),
-        "the bound is query_timeout_ms, on the dot"
-    );
+    assert_eq!(started.elapsed(), Duration::from_millis(4000), "the bound is query_timeout_ms, on the dot");
     assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
     assert_eq!(ede(&m).unwrap().0, 22, "No Reachable Authority");
 }
@@ -241,11 +194,7 @@ async fn a_reconnect_resumes_the_tls_session() {
     assert!(up.wait_for_connections(2, Duration::from_secs(5)).await);
     ask(&stub, 2, &common::dns::fresh_a_name()).await;
     assert_eq!(up.handshakes_completed(), 2);
-    assert_eq!(
-        up.handshakes_resumed(),
-        1,
-        "the second handshake resumed the first session"
-    );
+    assert_eq!(up.handshakes_resumed(), 1, "the second handshake resumed the first session");
 }
 
 #[tokio::test]
@@ -257,24 +206,14 @@ async fn after_a_suspend_the_first_query_does_not_wait_on_an_old_connection() {
     stub.pool().set_sleep_clock(Arc::new(move || {
         let now = Duration::from_nanos(std::time::Instant::now().elapsed().as_nanos() as u64);
         let mono = Duration::from_secs(1000) + now;
-        (
-            mono,
-            mono + Duration::from_secs(clock.load(Ordering::SeqCst)),
-        )
+        (mono, mono + Duration::from_secs(clock.load(Ordering::SeqCst)))
     }));
     ask(&stub, 1, &common::dns::fresh_a_name()).await;
     ask(&stub, 2, &common::dns::fresh_a_name()).await;
     assert_eq!(up.connections_accepted(), 1);
     // An hour passes on the boot-time clock only: we were asleep.
     slept.store(3600, Ordering::SeqCst);
-    assert_eq!(
-        answer_strings(&ask(&stub, 3, "a.test").await),
-        vec!["192.0.2.1".to_string()]
-    );
-    assert_eq!(
-        up.connections_accepted(),
-        2,
-        "the old connection was replaced, not trusted"
-    );
+    assert_eq!(answer_strings(&ask(&stub, 3, "a.test").await), vec!["192.0.2.1".to_string()]);
+    assert_eq!(up.connections_accepted(), 2, "the old connection was replaced, not trusted");
     assert_eq!(stub.pool().stats().suspends.load(Ordering::Relaxed), 1);
 }

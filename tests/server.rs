@@ -21,12 +21,8 @@ async fn clients_outside_allow_get_refused() {
     let block = upstream_block("up", &up, Auth::Pin(&up.leaf_key_pin), &dir);
     let stub = Stub::start("allow = [\"192.0.2.0/24\"]", &block, dir).await;
     for answer in [
-        udp_query(stub.addr, &query(1, "a.test", RecordType::A), UDP_WAIT)
-            .await
-            .unwrap(),
-        tcp_query(stub.addr, &query(1, "a.test", RecordType::A))
-            .await
-            .unwrap(),
+        udp_query(stub.addr, &query(1, "a.test", RecordType::A), UDP_WAIT).await.unwrap(),
+        tcp_query(stub.addr, &query(1, "a.test", RecordType::A)).await.unwrap(),
     ] {
         assert_eq!(parse(&answer).metadata.response_code, ResponseCode::Refused);
     }
@@ -40,11 +36,7 @@ async fn qdcount_other_than_one_gets_formerr() {
     let mut two = parse(&query(11, "a.test", RecordType::A));
     let q = two.queries[0].clone();
     two.add_query(q);
-    let m = parse(
-        &udp_query(stub.addr, &two.to_vec().unwrap(), UDP_WAIT)
-            .await
-            .unwrap(),
-    );
+    let m = parse(&udp_query(stub.addr, &two.to_vec().unwrap(), UDP_WAIT).await.unwrap());
     assert_eq!(m.metadata.response_code, ResponseCode::FormErr);
     let mut none = query(12, "a.test", RecordType::A);
     none[4] = 0;
@@ -79,25 +71,17 @@ async fn random_and_truncated_packets_do_not_kill_the_daemon() {
         let len = (x % 600) as usize;
         let packet: Vec<u8> = (0..len).map(|j| (x >> (j % 56)) as u8 ^ j as u8).collect();
         sock.send_to(&packet, stub.addr).await.unwrap();
-        sock.send_to(&good[..i % good.len()], stub.addr)
-            .await
-            .unwrap();
+        sock.send_to(&good[..i % good.len()], stub.addr).await.unwrap();
     }
     // The same over TCP: garbage frames, then a hang-up mid-frame.
     for _ in 0..20 {
         let mut s = tokio::net::TcpStream::connect(stub.addr).await.unwrap();
-        let _ = s
-            .write_all(&[0, 40, 1, 2, 3, 0xff, 0xff, 0, 0, 0, 9, 9, 9, 9])
-            .await;
+        let _ = s.write_all(&[0, 40, 1, 2, 3, 0xff, 0xff, 0, 0, 0, 9, 9, 9, 9]).await;
         let _ = s.write_all(&[0xff, 0xff, 1]).await;
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let m = parse(&udp_query(stub.addr, &good, UDP_WAIT).await.unwrap());
-    assert_eq!(
-        answer_strings(&m),
-        vec!["192.0.2.1".to_string()],
-        "still answering"
-    );
+    assert_eq!(answer_strings(&m), vec!["192.0.2.1".to_string()], "still answering");
     let m = parse(&tcp_query(stub.addr, &good).await.unwrap());
     assert_eq!(answer_strings(&m), vec!["192.0.2.1".to_string()]);
 }
@@ -111,15 +95,10 @@ async fn shutdown_lets_an_in_flight_query_finish() {
     .await;
     let stub = Stub::pinned(&up).await;
     let addr = stub.addr;
-    let pending = tokio::spawn(async move {
-        udp_query(addr, &query(15, "a.test", RecordType::A), UDP_WAIT).await
-    });
+    let pending =
+        tokio::spawn(async move { udp_query(addr, &query(15, "a.test", RecordType::A), UDP_WAIT).await });
     tokio::time::sleep(Duration::from_millis(100)).await;
     stub.shutdown().await;
     let m = parse(&pending.await.unwrap().unwrap());
-    assert_eq!(
-        answer_strings(&m),
-        vec!["192.0.2.1".to_string()],
-        "answered during the drain"
-    );
+    assert_eq!(answer_strings(&m), vec!["192.0.2.1".to_string()], "answered during the drain");
 }

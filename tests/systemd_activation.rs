@@ -43,10 +43,7 @@ fn child_inherited_listeners() {
         Ok(None) => println!("CHILD: outside runtime: none"),
         other => println!("CHILD: outside runtime: {other:?}"),
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let listeners = match inherited_listeners() {
             Ok(Some(l)) => l,
@@ -66,10 +63,7 @@ fn child_inherited_listeners() {
             Err(ActivationError::AlreadyTaken) => println!("CHILD: again: already taken"),
             other => println!("CHILD: again: {other:?}"),
         }
-        println!(
-            "CHILD: env LISTEN_FDS={:?}",
-            std::env::var("LISTEN_FDS").ok()
-        );
+        println!("CHILD: env LISTEN_FDS={:?}", std::env::var("LISTEN_FDS").ok());
         if mode != "serve" {
             return;
         }
@@ -130,18 +124,12 @@ fn finish(child: std::process::Child) -> (Vec<String>, Output) {
 }
 
 fn ping_udp(addr: SocketAddr) -> Vec<u8> {
-    let local = if addr.is_ipv6() {
-        "[::1]:0"
-    } else {
-        "127.0.0.1:0"
-    };
+    let local = if addr.is_ipv6() { "[::1]:0" } else { "127.0.0.1:0" };
     let sock = UdpSocket::bind(local).unwrap();
     sock.set_read_timeout(Some(CHILD_WAIT)).unwrap();
     sock.send_to(b"ping", addr).unwrap();
     let mut buf = [0u8; 64];
-    let n = sock
-        .recv(&mut buf)
-        .expect("the child answers on the inherited UDP socket");
+    let n = sock.recv(&mut buf).expect("the child answers on the inherited UDP socket");
     buf[..n].to_vec()
 }
 
@@ -149,8 +137,7 @@ fn ping_tcp(addr: SocketAddr) -> Vec<u8> {
     let mut conn = TcpStream::connect(addr).unwrap();
     conn.set_read_timeout(Some(CHILD_WAIT)).unwrap();
     let mut reply = Vec::new();
-    conn.read_to_end(&mut reply)
-        .expect("the child answers on the inherited TCP socket");
+    conn.read_to_end(&mut reply).expect("the child answers on the inherited TCP socket");
     reply
 }
 
@@ -194,10 +181,7 @@ fn inherited_udp_and_tcp_sockets_are_taken_over_and_serve() {
         // The environment is read, never unset.
         format!("env LISTEN_FDS={:?}", Some(fds.len().to_string())),
     ]);
-    want.extend(std::iter::repeat_n(
-        "served: Ok(Ok(()))".to_owned(),
-        fds.len(),
-    ));
+    want.extend(std::iter::repeat_n("served: Ok(Ok(()))".to_owned(), fds.len()));
     assert_eq!(lines, want);
 }
 
@@ -221,8 +205,7 @@ fn descriptors_we_cannot_serve_on_are_refused_by_number() {
     let (pipe_read, _pipe_write) = std::io::pipe().unwrap();
     let (unix_a, _unix_b) = std::os::unix::net::UnixDatagram::pair().unwrap();
     let tcp = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    tcp.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
-        .unwrap();
+    tcp.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
     let (udp, _) = bound_pair();
     let cases: [(&str, RawFd, &str); 3] = [
         ("pipe", pipe_read.as_raw_fd(), "inherited fd 4:"),
@@ -280,13 +263,10 @@ async fn binary_serves_on_inherited_sockets_instead_of_binding() {
     drop((udp, tcp));
 
     let wire = query(1, "a.test", RecordType::A);
-    let answer = udp_query(addr, &wire, Duration::from_secs(10))
-        .await
-        .expect("answers on the inherited UDP socket");
+    let answer =
+        udp_query(addr, &wire, Duration::from_secs(10)).await.expect("answers on the inherited UDP socket");
     assert_eq!(answer_strings(&parse(&answer)), ["192.0.2.1"]);
-    let answer = tcp_query(addr, &wire)
-        .await
-        .expect("answers on the inherited TCP socket");
+    let answer = tcp_query(addr, &wire).await.expect("answers on the inherited TCP socket");
     assert_eq!(answer_strings(&parse(&answer)), ["192.0.2.1"]);
     assert!(
         UdpSocket::bind(configured).is_ok() && TcpListener::bind(configured).is_ok(),
@@ -295,14 +275,6 @@ async fn binary_serves_on_inherited_sockets_instead_of_binding() {
 
     let child = child.0.take().unwrap();
     kill(child.id(), "TERM");
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output()).await.unwrap().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
 }

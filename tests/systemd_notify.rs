@@ -40,15 +40,9 @@ fn notifier_for(sock: &NotifySocket, watchdog: Option<Duration>) -> Notifier {
 }
 
 fn monotonic_usec() -> i128 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: clock_gettime writes into the timespec we own.
-    assert_eq!(
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) },
-        0
-    );
+    assert_eq!(unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) }, 0);
     ts.tv_sec as i128 * 1_000_000 + ts.tv_nsec as i128 / 1000
 }
 
@@ -81,10 +75,7 @@ async fn every_message_reaches_the_manager_in_sd_notify_format() {
     n.stopping();
     let msg = sock.recv(wait).await.unwrap();
     assert_eq!(fields(&msg)[0], ("STOPPING", "1"), "{msg}");
-    assert!(
-        field(&msg, "STATUS").unwrap().starts_with("stopping"),
-        "{msg}"
-    );
+    assert!(field(&msg, "STATUS").unwrap().starts_with("stopping"), "{msg}");
 
     assert_eq!(sock.drain(), Vec::<String>::new());
 }
@@ -100,15 +91,7 @@ async fn status_is_sent_only_when_it_changes() {
     assert!(!n.status("b"));
     assert!(n.status("a"));
     assert!(n.status("multi\nline"));
-    assert_eq!(
-        sock.drain(),
-        [
-            "READY=1\nSTATUS=a\n",
-            "STATUS=b\n",
-            "STATUS=a\n",
-            "STATUS=multi line\n"
-        ]
-    );
+    assert_eq!(sock.drain(), ["READY=1\nSTATUS=a\n", "STATUS=b\n", "STATUS=a\n", "STATUS=multi line\n"]);
     // A reload and a stop set their own status, so the next update is sent again.
     n.reloading();
     assert!(n.status("a"));
@@ -126,10 +109,7 @@ async fn reloading_carries_the_current_monotonic_time() {
     let after = monotonic_usec();
     let msg = sock.recv(Duration::from_secs(2)).await.unwrap();
     let usec: i128 = field(&msg, "MONOTONIC_USEC").unwrap().parse().unwrap();
-    assert!(
-        before <= usec && usec <= after,
-        "{before} <= {usec} <= {after}"
-    );
+    assert!(before <= usec && usec <= after, "{before} <= {usec} <= {after}");
 }
 
 #[tokio::test]
@@ -138,9 +118,7 @@ async fn abstract_notify_sockets_work() {
     let name = format!("stubborn-test-{}", std::process::id());
     let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
     let server = std::os::unix::net::UnixDatagram::bind_addr(&addr).unwrap();
-    server
-        .set_read_timeout(Some(Duration::from_secs(2)))
-        .unwrap();
+    server.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     let n = Notifier::to_socket(OsStr::new(&format!("@{name}")), None);
     n.ready("ok");
     let mut buf = [0u8; 256];
@@ -212,14 +190,10 @@ async fn the_watchdog_pings_only_while_the_health_check_passes() {
 async fn the_probe_is_answered_through_a_real_daemon() {
     let up = TestUpstream::start(UpstreamOptions::default()).await;
     let stub = support::Stub::pinned(&up).await;
-    probe(stub.addr, Duration::from_secs(3))
-        .await
-        .expect("answered");
+    probe(stub.addr, Duration::from_secs(3)).await.expect("answered");
     // Bound to 127.0.0.1 here; an unspecified listen address is probed via loopback.
     let unspecified = SocketAddr::from(([0, 0, 0, 0], stub.addr.port()));
-    probe(unspecified, Duration::from_secs(3))
-        .await
-        .expect("answered via loopback");
+    probe(unspecified, Duration::from_secs(3)).await.expect("answered via loopback");
     stub.shutdown().await;
 }
 
@@ -229,9 +203,7 @@ async fn the_probe_passes_when_upstreams_are_down_but_the_daemon_answers() {
     // watchdog must not turn a network outage into a restart loop.
     let up = TestUpstream::with_fault(common::Fault::NeverAnswer).await;
     let stub = support::Stub::pinned(&up).await; // query_timeout_ms = 2000
-    probe(stub.addr, Duration::from_secs(4))
-        .await
-        .expect("SERVFAIL counts as an answer");
+    probe(stub.addr, Duration::from_secs(4)).await.expect("SERVFAIL counts as an answer");
     stub.shutdown().await;
 }
 
@@ -244,10 +216,7 @@ async fn the_probe_fails_on_a_silent_port() {
     // Nothing listening at all: ICMP port unreachable surfaces as an I/O error.
     drop(silent);
     let err = probe(addr, Duration::from_millis(500)).await.unwrap_err();
-    assert!(
-        matches!(err, ProbeError::Io { .. } | ProbeError::Timeout { .. }),
-        "{err}"
-    );
+    assert!(matches!(err, ProbeError::Io { .. } | ProbeError::Timeout { .. }), "{err}");
 }
 
 /// The child half of `from_env_*`: prints what `Notifier::from_env` saw and notifies.
@@ -271,11 +240,7 @@ async fn from_env_reads_the_environment_once() {
             .env("STUBBORN_TEST_CHILD", "1")
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         child_lines(&out.stdout)
     };
 
@@ -285,10 +250,7 @@ async fn from_env_reads_the_environment_once() {
         .env("NOTIFY_SOCKET", &sock.path)
         .env("WATCHDOG_USEC", "3000000"));
     assert_eq!(lines, ["enabled=true", "interval=Some(1.5s)"]);
-    assert_eq!(
-        sock.recv(Duration::from_secs(2)).await.unwrap(),
-        "READY=1\nSTATUS=from child\n"
-    );
+    assert_eq!(sock.recv(Duration::from_secs(2)).await.unwrap(), "READY=1\nSTATUS=from child\n");
 
     // WATCHDOG_PID naming another process (a parent that exported it): no watchdog.
     let lines = run(Command::new(this_test_binary())
@@ -299,9 +261,8 @@ async fn from_env_reads_the_environment_once() {
     sock.drain();
 
     // No NOTIFY_SOCKET: nothing at all, even with a watchdog configured.
-    let lines = run(Command::new(this_test_binary())
-        .env_remove("NOTIFY_SOCKET")
-        .env("WATCHDOG_USEC", "3000000"));
+    let lines =
+        run(Command::new(this_test_binary()).env_remove("NOTIFY_SOCKET").env("WATCHDOG_USEC", "3000000"));
     assert_eq!(lines, ["enabled=false", "interval=None"]);
     assert_eq!(sock.recv(Duration::from_millis(200)).await, None);
 }
@@ -318,10 +279,7 @@ struct Running {
 }
 
 fn write(path: &std::path::Path, text: &str) {
-    std::fs::File::create(path)
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
+    std::fs::File::create(path).unwrap().write_all(text.as_bytes()).unwrap();
 }
 
 /// Starts the binary on a free loopback port against `up`, with `NOTIFY_SOCKET` (and
@@ -330,10 +288,7 @@ fn spawn_daemon(up: &TestUpstream, sock: &NotifySocket, watchdog: Option<Duratio
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let config = dir.path().join("stubborn.toml");
-    write(
-        &config,
-        &daemon_config(&format!("127.0.0.1:{port}"), up.addr, &up.leaf_key_pin),
-    );
+    write(&config, &daemon_config(&format!("127.0.0.1:{port}"), up.addr, &up.leaf_key_pin));
     let mut cmd = Command::new(BIN);
     cmd.arg("--config")
         .arg(&config)
@@ -345,12 +300,7 @@ fn spawn_daemon(up: &TestUpstream, sock: &NotifySocket, watchdog: Option<Duratio
     if let Some(w) = watchdog {
         cmd.env("WATCHDOG_USEC", w.as_micros().to_string());
     }
-    Running {
-        child: Some(cmd.spawn().unwrap()),
-        addr: loopback(port),
-        _dir: dir,
-        config,
-    }
+    Running { child: Some(cmd.spawn().unwrap()), addr: loopback(port), _dir: dir, config }
 }
 
 impl Drop for Running {
@@ -370,14 +320,8 @@ impl Running {
     async fn stop(mut self) -> (Option<i32>, String) {
         let child = self.child.take().expect("running");
         kill(child.id(), "TERM");
-        let out = tokio::task::spawn_blocking(move || child.wait_with_output())
-            .await
-            .unwrap()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        let out = tokio::task::spawn_blocking(move || child.wait_with_output()).await.unwrap().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
     }
 
     async fn answers(&self) -> bool {
@@ -420,18 +364,11 @@ async fn binary_ready_only_once_the_port_answers_and_stopping_on_sigterm() {
     // At READY=1 every listener is bound: the very first query is answered, on both
     // transports, without retrying.
     assert!(d.answers().await, "READY=1 before the port answers");
-    let tcp = tcp_query(d.addr, &query(2, "a.test", RecordType::A))
-        .await
-        .expect("TCP answers at READY=1");
+    let tcp = tcp_query(d.addr, &query(2, "a.test", RecordType::A)).await.expect("TCP answers at READY=1");
     assert_eq!(answer_strings(&parse(&tcp)), ["192.0.2.1"]);
+    assert!(field(&ready, "STATUS").is_some(), "READY carries a status: {ready:?}");
     assert!(
-        field(&ready, "STATUS").is_some(),
-        "READY carries a status: {ready:?}"
-    );
-    assert!(
-        before
-            .iter()
-            .all(|m| field(m, "STATUS").is_some() && fields(m).len() == 1),
+        before.iter().all(|m| field(m, "STATUS").is_some() && fields(m).len() == 1),
         "only STATUS= may precede READY=1: {before:?}"
     );
 
@@ -452,9 +389,7 @@ async fn binary_keeps_the_watchdog_period() {
     let sock = NotifySocket::bind();
     let watchdog_sec = Duration::from_millis(600);
     let d = spawn_daemon(&up, &sock, Some(watchdog_sec));
-    sock.recv_until(START, |m| field(m, "READY") == Some("1"))
-        .await
-        .expect("READY=1");
+    sock.recv_until(START, |m| field(m, "READY") == Some("1")).await.expect("READY=1");
     // Over 3 s, pings come about every 300 ms and never further apart than WatchdogSec.
     let mut last = tokio::time::Instant::now();
     let mut pings = 0;
@@ -482,9 +417,7 @@ async fn binary_brackets_a_reload_with_reloading_and_ready() {
     let up = TestUpstream::start(UpstreamOptions::default()).await;
     let sock = NotifySocket::bind();
     let d = spawn_daemon(&up, &sock, None);
-    sock.recv_until(START, |m| field(m, "READY") == Some("1"))
-        .await
-        .expect("READY=1");
+    sock.recv_until(START, |m| field(m, "READY") == Some("1")).await.expect("READY=1");
 
     for config_ok in [true, false] {
         if !config_ok {
@@ -496,18 +429,13 @@ async fn binary_brackets_a_reload_with_reloading_and_ready() {
             .recv_until(START, |m| field(m, "RELOADING") == Some("1"))
             .await
             .unwrap_or_else(|seen| panic!("no RELOADING=1; got {seen:?}"));
-        let usec: u64 = field(&reloading, "MONOTONIC_USEC")
-            .expect("MONOTONIC_USEC with RELOADING=1")
-            .parse()
-            .unwrap();
+        let usec: u64 =
+            field(&reloading, "MONOTONIC_USEC").expect("MONOTONIC_USEC with RELOADING=1").parse().unwrap();
         assert!(usec > 0);
         sock.recv_until(START, |m| field(m, "READY") == Some("1"))
             .await
             .unwrap_or_else(|seen| panic!("no READY=1 after the reload; got {seen:?}"));
-        assert!(
-            d.answers().await,
-            "serves after reload (config ok: {config_ok})"
-        );
+        assert!(d.answers().await, "serves after reload (config ok: {config_ok})");
     }
     let (code, stderr) = d.stop().await;
     assert_eq!(code, Some(0), "{stderr}");
@@ -519,29 +447,18 @@ async fn binary_status_changes_when_the_upstream_fails() {
     let up = TestUpstream::start(UpstreamOptions::default()).await;
     let sock = NotifySocket::bind();
     let d = spawn_daemon(&up, &sock, None);
-    sock.recv_until(START, |m| field(m, "READY") == Some("1"))
-        .await
-        .expect("READY=1");
+    sock.recv_until(START, |m| field(m, "READY") == Some("1")).await.expect("READY=1");
     assert!(d.answers().await);
     let up_status = format!("1/1 upstreams up; via {} tls", up.addr);
-    sock.recv_until(START, |m| {
-        field(m, "STATUS").is_some_and(|s| s.starts_with(&up_status))
-    })
-    .await
-    .unwrap_or_else(|seen| panic!("no {up_status:?}; got {seen:?}"));
+    sock.recv_until(START, |m| field(m, "STATUS").is_some_and(|s| s.starts_with(&up_status)))
+        .await
+        .unwrap_or_else(|seen| panic!("no {up_status:?}; got {seen:?}"));
 
     up.shutdown_and_wait().await;
-    let _ = udp_query(
-        d.addr,
-        &query(3, "b.test", RecordType::A),
-        Duration::from_secs(3),
-    )
-    .await;
-    sock.recv_until(START, |m| {
-        field(m, "STATUS").is_some_and(|s| s.starts_with("0/1 upstreams up"))
-    })
-    .await
-    .unwrap_or_else(|seen| panic!("STATUS did not change; got {seen:?}"));
+    let _ = udp_query(d.addr, &query(3, "b.test", RecordType::A), Duration::from_secs(3)).await;
+    sock.recv_until(START, |m| field(m, "STATUS").is_some_and(|s| s.starts_with("0/1 upstreams up")))
+        .await
+        .unwrap_or_else(|seen| panic!("STATUS did not change; got {seen:?}"));
     let (code, stderr) = d.stop().await;
     assert_eq!(code, Some(0), "{stderr}");
 }

@@ -26,10 +26,9 @@ const GID: u32 = 4243;
 #[test]
 #[ignore = "child process of the tests in this file"]
 fn child_drop_privileges() {
-    let (Some(user), Some(passwd)) = (
-        std::env::var_os("STUBBORN_TEST_CHILD"),
-        std::env::var_os("STUBBORN_TEST_PASSWD"),
-    ) else {
+    let (Some(user), Some(passwd)) =
+        (std::env::var_os("STUBBORN_TEST_CHILD"), std::env::var_os("STUBBORN_TEST_PASSWD"))
+    else {
         return;
     };
     let user = user.into_string().unwrap();
@@ -42,8 +41,7 @@ fn child_drop_privileges() {
     let worker = std::thread::spawn(move || {
         asked.recv().unwrap();
         // SAFETY: getters without preconditions.
-        tell.send(unsafe { (libc::getuid(), libc::geteuid()) })
-            .unwrap();
+        tell.send(unsafe { (libc::getuid(), libc::geteuid()) }).unwrap();
     });
 
     match drop_privileges_using(passwd.as_ref(), &user) {
@@ -89,11 +87,7 @@ fn skip_unless_root() -> bool {
     if is_root() {
         return false;
     }
-    assert_ne!(
-        std::env::var("CI").as_deref(),
-        Ok("true"),
-        "CI=true: the privilege-drop tests need root"
-    );
+    assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "CI=true: the privilege-drop tests need root");
     eprintln!("not root: skipping the privilege-drop test");
     true
 }
@@ -156,10 +150,7 @@ fn dropping_to_root_or_to_an_unknown_user_is_refused() {
     assert!(lines[0].starts_with("target is root:"), "{lines:?}");
     assert!(lines[1].starts_with("ids 0 0 0 0"), "{lines:?}");
     let lines = run_child("nosuchuser", passwd.path(), None);
-    assert!(
-        lines[0].starts_with("unknown user:") && lines[0].contains("does not use NSS"),
-        "{lines:?}"
-    );
+    assert!(lines[0].starts_with("unknown user:") && lines[0].contains("does not use NSS"), "{lines:?}");
     assert!(lines[1].starts_with("ids 0 0 0 0"), "{lines:?}");
 }
 

@@ -154,12 +154,7 @@ impl Entry {
 
         out[0..2].copy_from_slice(&client.id.to_be_bytes());
         // RFC 1035 §4.1.1: RD is copied from the query.
-        out[2] = (out[2] & !FLAG3_RD)
-            | if client.recursion_desired {
-                FLAG3_RD
-            } else {
-                0
-            };
+        out[2] = (out[2] & !FLAG3_RD) | if client.recursion_desired { FLAG3_RD } else { 0 };
         // RFC 6840 §5.8: AD only for a client that asked with DO or AD.
         let dnssec_ok = client.edns.is_some_and(|e| e.dnssec_ok);
         if !dnssec_ok && !client.authentic_data {

@@ -111,7 +111,7 @@ impl Default for CacheConfig {
 
 impl CacheConfig {
     /// The settings as the cache applies them: every value within its RFC ceiling.
-    fn normalized(mut self) -> Self {
+    pub fn normalized(mut self) -> Self {
         self.max_ttl = self.max_ttl.min(TTL_CEILING);
         self.min_ttl = self.min_ttl.min(self.max_ttl);
         self.negative_max_ttl = self.negative_max_ttl.min(self.max_ttl);
@@ -332,11 +332,7 @@ impl Cache {
         let weighter = EntryWeighter { floor };
         // quick_cache admits nothing heavier than its hot share of a shard; a shard of
         // one entry (a cache of one) needs it all, and eviction order is moot there.
-        let hot_allocation = if shard_entries == 1 {
-            1.0
-        } else {
-            QUICK_CACHE_HOT_ALLOCATION
-        };
+        let hot_allocation = if shard_entries == 1 { 1.0 } else { QUICK_CACHE_HOT_ALLOCATION };
         let max_entry_weight =
             ((shard_bytes as f64 * hot_allocation) as u64).clamp(shard_bytes.min(1), shard_bytes);
         let map = (shard_entries > 0 && shard_bytes > 0).then(|| {
@@ -354,12 +350,21 @@ impl Cache {
                 DefaultLifecycle::default(),
             )
         });
-        Cache {
-            cfg,
-            map,
-            weighter,
-            max_entry_weight,
+        Cache { cfg, map, weighter, max_entry_weight }
+    }
+
+    /// A cache with new settings that keeps the answers of `self` (a config reload must
+    /// not drop the cache): entries are moved over until the new bounds are full.
+    pub fn resized(&self, cfg: CacheConfig) -> Self {
+        let next = Cache::new(cfg);
+        if let (Some(old), Some(new)) = (&self.map, &next.map) {
+            for (key, entry) in old.iter() {
+                if next.weighter.weight(&key, &entry) <= next.max_entry_weight {
+                    new.insert(key, entry);
+                }
+            }
         }
+        next
     }
 
     /// The settings in force (after clamping).
@@ -403,11 +408,7 @@ impl Cache {
             return Lookup::Miss;
         }
         // RFC 8914 §4.4 / §4.20: say the answer is stale.
-        let ede = if entry.kind == AnswerKind::NxDomain {
-            EDE_STALE_NXDOMAIN
-        } else {
-            EDE_STALE_ANSWER
-        };
+        let ede = if entry.kind == AnswerKind::NxDomain { EDE_STALE_NXDOMAIN } else { EDE_STALE_ANSWER };
         Lookup::Stale(entry.render(client, Ttls::Fixed(self.cfg.stale_ttl), Some(ede)))
     }
 
@@ -439,28 +440,17 @@ impl Cache {
             return StoreOutcome::NotCacheable(Not::Malformed);
         }
         if decision.kind == AnswerKind::ServFail
-            && map
-                .peek(&key)
-                .is_some_and(|old| old.kind != AnswerKind::ServFail && old.is_servable(now))
+            && map.peek(&key).is_some_and(|old| old.kind != AnswerKind::ServFail && old.is_servable(now))
         {
             return StoreOutcome::KeptExisting;
         }
         let stale_max = self.cfg.serve_stale.then_some(self.cfg.stale_max);
-        let entry = Arc::new(Entry::new(
-            upstream_answer,
-            &scanned,
-            &decision,
-            now,
-            stale_max,
-        ));
+        let entry = Arc::new(Entry::new(upstream_answer, &scanned, &decision, now, stale_max));
         if self.weighter.weight(&key, &entry) > self.max_entry_weight {
             return StoreOutcome::NotCacheable(Not::TooLarge);
         }
         map.insert(key, entry);
-        StoreOutcome::Stored {
-            kind: decision.kind,
-            ttl: decision.ttl,
-        }
+        StoreOutcome::Stored { kind: decision.kind, ttl: decision.ttl }
     }
 
     /// Entries held, stale ones included.

@@ -11,9 +11,7 @@
 
 use std::collections::HashMap;
 
-use super::wire::{
-    self, Scanned, Section, TYPE_ANY, TYPE_CNAME, TYPE_RRSIG, TYPE_SIG, TYPE_SOA, TYPE_TSIG,
-};
+use super::wire::{self, Scanned, Section, TYPE_ANY, TYPE_CNAME, TYPE_RRSIG, TYPE_SIG, TYPE_SOA, TYPE_TSIG};
 use super::{AnswerKind, CacheConfig, CacheKey, NotCacheable};
 
 const FLAG_QR: u16 = 0x8000;
@@ -74,28 +72,14 @@ pub(super) fn decide(
         RCODE_SERVFAIL if cfg.servfail_ttl > 0 => (AnswerKind::ServFail, cfg.servfail_ttl),
         rcode => return Err(NotCacheable::Rcode(rcode)),
     };
-    let floor = if kind == AnswerKind::Positive {
-        cfg.min_ttl
-    } else {
-        0
-    };
-    let record_ttls = rrset_ttls(wire, scanned, cfg.max_ttl)
-        .into_iter()
-        .map(|t| t.max(floor).min(ttl))
-        .collect();
-    Ok(Decision {
-        kind,
-        ttl,
-        record_ttls,
-    })
+    let floor = if kind == AnswerKind::Positive { cfg.min_ttl } else { 0 };
+    let record_ttls =
+        rrset_ttls(wire, scanned, cfg.max_ttl).into_iter().map(|t| t.max(floor).min(ttl)).collect();
+    Ok(Decision { kind, ttl, record_ttls })
 }
 
 /// A NOERROR answer: positive if the answer section holds data, else NODATA.
-fn noerror(
-    wire: &[u8],
-    scanned: &Scanned,
-    cfg: &CacheConfig,
-) -> Result<(AnswerKind, u32), NotCacheable> {
+fn noerror(wire: &[u8], scanned: &Scanned, cfg: &CacheConfig) -> Result<(AnswerKind, u32), NotCacheable> {
     let has_answers = scanned.records.iter().any(|r| r.section == Section::Answer);
     let has_soa = authority_soas(scanned).next().is_some();
     // RFC 2308 §2.2: NODATA is NOERROR with no record of the type at the end of the
@@ -139,32 +123,19 @@ fn negative_ttl(wire: &[u8], scanned: &Scanned, cfg: &CacheConfig) -> Result<u32
 }
 
 fn authority_soas(scanned: &Scanned) -> impl Iterator<Item = &wire::Rr> {
-    scanned
-        .records
-        .iter()
-        .filter(|r| r.section == Section::Authority && r.rtype == TYPE_SOA)
+    scanned.records.iter().filter(|r| r.section == Section::Authority && r.rtype == TYPE_SOA)
 }
 
 /// The lowest TTL in the answer section, `None` if it is empty. RFC 8767 §4: a TTL with
 /// the high bit set is a large positive number, then capped (by `max_ttl`).
 fn answer_min_ttl(scanned: &Scanned, max_ttl: u32) -> Option<u32> {
-    scanned
-        .records
-        .iter()
-        .filter(|r| r.section == Section::Answer)
-        .map(|r| r.ttl.min(max_ttl))
-        .min()
+    scanned.records.iter().filter(|r| r.section == Section::Answer).map(|r| r.ttl.min(max_ttl)).min()
 }
 
 /// Follows the CNAME chain from the question name through the answer section and says
 /// whether data of the question type sits at its end (RFC 1034 §4.3.2, RFC 2308 §1).
 fn answers_question(wire: &[u8], scanned: &Scanned) -> Result<bool, NotCacheable> {
-    let answers = || {
-        scanned
-            .records
-            .iter()
-            .filter(|r| r.section == Section::Answer)
-    };
+    let answers = || scanned.records.iter().filter(|r| r.section == Section::Answer);
     let qtype = scanned.qtype;
     let mut name = scanned.qname.clone();
     // Each hop uses a distinct CNAME record, so a loop ends after as many hops.
@@ -190,25 +161,13 @@ fn answers_question(wire: &[u8], scanned: &Scanned) -> Result<bool, NotCacheable
 /// sections; RRSIGs group by the type they cover, whose TTL they share (RFC 4034 §3).
 fn rrset_ttls(wire: &[u8], scanned: &Scanned, max_ttl: u32) -> Vec<u32> {
     fn group<'a>(wire: &[u8], r: &'a wire::Rr) -> (&'a [u8], u16, u16, u16) {
-        let covered = if r.rtype == TYPE_RRSIG {
-            wire::rrsig_covered(wire, r)
-        } else {
-            0
-        };
+        let covered = if r.rtype == TYPE_RRSIG { wire::rrsig_covered(wire, r) } else { 0 };
         (r.owner.as_slice(), r.rtype, r.class, covered)
     }
-    let mut lowest: HashMap<(&[u8], u16, u16, u16), u32> =
-        HashMap::with_capacity(scanned.records.len());
+    let mut lowest: HashMap<(&[u8], u16, u16, u16), u32> = HashMap::with_capacity(scanned.records.len());
     for r in &scanned.records {
         let ttl = r.ttl.min(max_ttl);
-        lowest
-            .entry(group(wire, r))
-            .and_modify(|t| *t = (*t).min(ttl))
-            .or_insert(ttl);
+        lowest.entry(group(wire, r)).and_modify(|t| *t = (*t).min(ttl)).or_insert(ttl);
     }
-    scanned
-        .records
-        .iter()
-        .map(|r| lowest[&group(wire, r)])
-        .collect()
+    scanned.records.iter().map(|r| lowest[&group(wire, r)]).collect()
 }

@@ -186,34 +186,16 @@ pub(super) fn scan(wire: &[u8]) -> Result<Scanned, Malformed> {
                 if section != Section::Additional || opt.is_some() || owner != [0] {
                     return Err(Malformed);
                 }
-                opt = Some(Opt {
-                    span: (start, at),
-                    ext_rcode: (ttl >> 24) as u8,
-                });
+                opt = Some(Opt { span: (start, at), ext_rcode: (ttl >> 24) as u8 });
                 continue;
             }
-            records.push(Rr {
-                section,
-                owner,
-                rtype,
-                class,
-                ttl,
-                ttl_offset: after + 4,
-                rdata,
-            });
+            records.push(Rr { section, owner, rtype, class, ttl, ttl_offset: after + 4, rdata });
         }
     }
     if at != wire.len() {
         return Err(Malformed);
     }
-    Ok(Scanned {
-        flags,
-        qname,
-        qtype,
-        qclass,
-        records,
-        opt,
-    })
+    Ok(Scanned { flags, qname, qtype, qclass, records, opt })
 }
 
 /// The target of a CNAME record, lowercased; it must lie inside the RDATA.
@@ -237,9 +219,5 @@ pub(super) fn soa_minimum(wire: &[u8], rr: &Rr) -> Result<u32, Malformed> {
 
 /// The type an RRSIG covers (RFC 4034 §3.1), so signatures group with their RRset.
 pub(super) fn rrsig_covered(wire: &[u8], rr: &Rr) -> u16 {
-    if rr.rdata.len() >= 2 {
-        u16_at(wire, rr.rdata.start).unwrap_or(0)
-    } else {
-        0
-    }
+    if rr.rdata.len() >= 2 { u16_at(wire, rr.rdata.start).unwrap_or(0) } else { 0 }
 }

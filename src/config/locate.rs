@@ -36,9 +36,7 @@ pub(crate) fn toml_error(file: &str, text: &str, err: &toml::de::Error) -> Confi
             ConfigError::new(file, key, reason)
         }
         Ok(doc) => {
-            let key = span
-                .map(|span| path_at(doc.get_ref(), span))
-                .unwrap_or_default();
+            let key = span.map(|span| path_at(doc.get_ref(), span)).unwrap_or_default();
             let mut reason = explain(message);
             if key == "upstream" && message.contains("invalid type: map") {
                 reason.push_str("; write each upstream as an [[upstream]] table");
@@ -70,10 +68,8 @@ fn floor_char_boundary(text: &str, mut at: usize) -> usize {
 fn explain(message: &str) -> String {
     if let Some(rest) = message.strip_prefix("unknown field `") {
         // "unknown field `x`, expected one of `a`, `b`" / ", expected `a`"
-        let expected = rest
-            .split_once('`')
-            .map(|(_, tail)| tail.trim_start_matches(',').trim())
-            .unwrap_or("");
+        let expected =
+            rest.split_once('`').map(|(_, tail)| tail.trim_start_matches(',').trim()).unwrap_or("");
         return if expected.is_empty() || expected.starts_with("there are no") {
             "unknown key".to_owned()
         } else {
@@ -102,11 +98,7 @@ fn explain(message: &str) -> String {
 
 /// The key path of the narrowest key or value whose span holds `span.start`.
 fn path_at(doc: &DeTable<'_>, span: Range<usize>) -> String {
-    let mut search = Search {
-        at: span.start,
-        path: Vec::new(),
-        best: None,
-    };
+    let mut search = Search { at: span.start, path: Vec::new(), best: None };
     search.table(doc);
     search.best.map(|(_, path)| path).unwrap_or_default()
 }
@@ -183,10 +175,7 @@ impl<'a> Search<'a> {
 }
 
 fn is_bare_key(key: &str) -> bool {
-    !key.is_empty()
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// Best-effort section for a syntax error: the last `[table]` or
@@ -241,18 +230,9 @@ mod tests {
             explain("unknown field `listn`, expected one of `listen`, `allow`"),
             "unknown key (expected one of listen, allow)"
         );
-        assert_eq!(
-            explain("unknown field `x`, expected `server`"),
-            "unknown key (expected server)"
-        );
-        assert_eq!(
-            explain("unknown field `x`, there are no fields"),
-            "unknown key"
-        );
-        assert_eq!(
-            explain("missing field `name`"),
-            "missing required key \"name\""
-        );
+        assert_eq!(explain("unknown field `x`, expected `server`"), "unknown key (expected server)");
+        assert_eq!(explain("unknown field `x`, there are no fields"), "unknown key");
+        assert_eq!(explain("missing field `name`"), "missing required key \"name\"");
         assert_eq!(explain("something else"), "something else");
         assert_eq!(
             explain("invalid type: map, expected a sequence"),

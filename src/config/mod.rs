@@ -281,24 +281,12 @@ pub struct ConfigError {
 }
 
 fn key_prefix(key: &str) -> String {
-    if key.is_empty() {
-        String::new()
-    } else {
-        format!("{key}: ")
-    }
+    if key.is_empty() { String::new() } else { format!("{key}: ") }
 }
 
 impl ConfigError {
-    pub(crate) fn new(
-        file: impl Into<String>,
-        key: impl Into<String>,
-        reason: impl Into<String>,
-    ) -> Self {
-        ConfigError {
-            file: file.into(),
-            key: key.into(),
-            reason: reason.into(),
-        }
+    pub(crate) fn new(file: impl Into<String>, key: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigError { file: file.into(), key: key.into(), reason: reason.into() }
     }
 }
 
@@ -349,11 +337,7 @@ impl Config {
             "listen: {} (UDP and TCP)",
             join(s.listen.iter().map(ToString::to_string).collect())
         );
-        let _ = writeln!(
-            out,
-            "allow: {}",
-            join(s.allow.iter().map(ToString::to_string).collect())
-        );
+        let _ = writeln!(out, "allow: {}", join(s.allow.iter().map(ToString::to_string).collect()));
         let _ = writeln!(
             out,
             "server: query_timeout {}, tcp_idle_timeout {}, max_inflight {}",
@@ -375,11 +359,7 @@ impl Config {
                 k.negative_max_ttl,
                 k.servfail_ttl,
                 if k.serve_stale {
-                    format!(
-                        "on (after {}, up to {} s)",
-                        ms(k.stale_answer_after),
-                        k.stale_max.as_secs()
-                    )
+                    format!("on (after {}, up to {} s)", ms(k.stale_answer_after), k.stale_max.as_secs())
                 } else {
                     "off".into()
                 },
@@ -403,11 +383,7 @@ impl Config {
                 if h.spare { "on" } else { "off" }
             );
         } else {
-            let _ = writeln!(
-                out,
-                "hedging: off, warm spare {}",
-                if h.spare { "on" } else { "off" }
-            );
+            let _ = writeln!(out, "hedging: off, warm spare {}", if h.spare { "on" } else { "off" });
         }
         let _ = writeln!(
             out,
@@ -434,11 +410,7 @@ impl Config {
                     let _ = writeln!(out, "  addresses: {addresses}");
                 }
                 AddressSource::ResolvConf(path) => {
-                    let addresses = if addresses.is_empty() {
-                        "none yet".to_owned()
-                    } else {
-                        addresses
-                    };
+                    let addresses = if addresses.is_empty() { "none yet".to_owned() } else { addresses };
                     let _ = writeln!(
                         out,
                         "  addresses: {addresses} (nameservers from {}, re-read when it changes)",
@@ -533,22 +505,10 @@ mod tests {
     #[test]
     fn summary_names_every_upstream_and_its_auth() {
         let summary = Config::embedded_default().summary();
-        assert!(
-            summary.starts_with("config: <embedded default>\n"),
-            "{summary}"
-        );
-        assert!(
-            summary.contains("listen: 127.0.0.1:53, [::1]:53"),
-            "{summary}"
-        );
+        assert!(summary.starts_with("config: <embedded default>\n"), "{summary}");
+        assert!(summary.contains("listen: 127.0.0.1:53, [::1]:53"), "{summary}");
         assert!(summary.contains("upstream \"uncensoreddns\":"), "{summary}");
-        assert!(
-            summary.contains("auth: CA (webpki) + name unicast.uncensoreddns.org"),
-            "{summary}"
-        );
-        assert!(
-            summary.contains("auth: CA (webpki) + name dns.quad9.net"),
-            "{summary}"
-        );
+        assert!(summary.contains("auth: CA (webpki) + name unicast.uncensoreddns.org"), "{summary}");
+        assert!(summary.contains("auth: CA (webpki) + name dns.quad9.net"), "{summary}");
     }
 }

@@ -90,18 +90,10 @@ impl FromStr for Pin {
         if !hash.eq_ignore_ascii_case("sha256") {
             return Err(PinParseError::UnsupportedHash(hash.to_owned()));
         }
-        let engine = if b64.ends_with('=') {
-            &BASE64
-        } else {
-            &BASE64_NOPAD
-        };
-        let bytes = engine
-            .decode(b64.as_bytes())
-            .map_err(|_| PinParseError::InvalidBase64)?;
-        let digest: [u8; 32] = bytes
-            .as_slice()
-            .try_into()
-            .map_err(|_| PinParseError::WrongLength(bytes.len()))?;
+        let engine = if b64.ends_with('=') { &BASE64 } else { &BASE64_NOPAD };
+        let bytes = engine.decode(b64.as_bytes()).map_err(|_| PinParseError::InvalidBase64)?;
+        let digest: [u8; 32] =
+            bytes.as_slice().try_into().map_err(|_| PinParseError::WrongLength(bytes.len()))?;
         Ok(make(digest))
     }
 }
@@ -191,11 +183,7 @@ mod tests {
             // Wrong padding.
             "key-fp:SHA256:INSZEZpDoWKiavosV2/xVT8O83vk/RRwS+LTiL+IpHs==",
         ] {
-            assert_eq!(
-                bad.parse::<Pin>().unwrap_err(),
-                PinParseError::InvalidBase64,
-                "{bad}"
-            );
+            assert_eq!(bad.parse::<Pin>().unwrap_err(), PinParseError::InvalidBase64, "{bad}");
         }
     }
 

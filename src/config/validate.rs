@@ -22,8 +22,8 @@ use super::schema::{
     RawCache, RawConfig, RawConnection, RawHealth, RawHedging, RawRacing, RawServer, RawUpstream,
 };
 use super::{
-    AddressSource, CaSource, CacheConfig, Config, ConfigError, ConfigOrigin, ConnectionConfig,
-    HealthConfig, HedgingConfig, Mode, Pin, RacingConfig, ServerConfig, UpstreamConfig,
+    AddressSource, CaSource, CacheConfig, Config, ConfigError, ConfigOrigin, ConnectionConfig, HealthConfig,
+    HedgingConfig, Mode, Pin, RacingConfig, ServerConfig, UpstreamConfig,
 };
 use crate::upstream::resolv_conf::{self, Skip};
 
@@ -74,17 +74,7 @@ pub(crate) fn validate(raw: RawConfig, origin: ConfigOrigin) -> Result<Config, C
     let hedging = v.hedging(raw.hedging)?;
     let health = v.health(raw.health)?;
     let upstreams = v.upstreams(raw.upstream, &server.listen)?;
-    Ok(Config {
-        origin,
-        server,
-        cache,
-        connection,
-        racing,
-        hedging,
-        health,
-        upstreams,
-        warnings: v.warnings,
-    })
+    Ok(Config { origin, server, cache, connection, racing, hedging, health, upstreams, warnings: v.warnings })
 }
 
 struct Validator {
@@ -104,43 +94,23 @@ impl Validator {
         if range.contains(&value) {
             Ok(value)
         } else {
-            Err(self.error(
-                key,
-                format!(
-                    "must be between {} and {}, got {value}",
-                    range.start(),
-                    range.end()
-                ),
-            ))
+            Err(self
+                .error(key, format!("must be between {} and {}, got {value}", range.start(), range.end())))
         }
     }
 
-    fn count(
-        &self,
-        key: &str,
-        value: i64,
-        range: RangeInclusive<i64>,
-    ) -> Result<usize, ConfigError> {
+    fn count(&self, key: &str, value: i64, range: RangeInclusive<i64>) -> Result<usize, ConfigError> {
         // In range means non-negative and small, so the cast is lossless.
         self.int(key, value, range).map(|n| n as usize)
     }
 
-    fn millis(
-        &self,
-        key: &str,
-        value: i64,
-        range: RangeInclusive<i64>,
-    ) -> Result<Duration, ConfigError> {
-        self.int(key, value, range)
-            .map(|ms| Duration::from_millis(ms as u64))
+    fn millis(&self, key: &str, value: i64, range: RangeInclusive<i64>) -> Result<Duration, ConfigError> {
+        self.int(key, value, range).map(|ms| Duration::from_millis(ms as u64))
     }
 
     fn server(&mut self, raw: RawServer) -> Result<ServerConfig, ConfigError> {
         if raw.listen.is_empty() {
-            return Err(self.error(
-                "server.listen",
-                "empty: at least one address to listen on is required",
-            ));
+            return Err(self.error("server.listen", "empty: at least one address to listen on is required"));
         }
         let mut listen: Vec<SocketAddr> = Vec::with_capacity(raw.listen.len());
         for (i, text) in raw.listen.iter().enumerate() {
@@ -156,10 +126,9 @@ impl Validator {
                 )
             })?;
             if let Some(first) = listen.iter().position(|a| *a == addr && addr.port() != 0) {
-                return Err(self.error(
-                    key,
-                    format!("duplicate address {addr} (also server.listen[{first}])"),
-                ));
+                return Err(
+                    self.error(key, format!("duplicate address {addr} (also server.listen[{first}])"))
+                );
             }
             listen.push(addr);
         }
@@ -180,9 +149,7 @@ impl Validator {
                 .map_err(|_| {
                     self.error(
                         format!("server.allow[{i}]"),
-                        format!(
-                            "{text:?} is not a CIDR network (expected e.g. 127.0.0.0/8 or ::1/128)"
-                        ),
+                        format!("{text:?} is not a CIDR network (expected e.g. 127.0.0.0/8 or ::1/128)"),
                     )
                 })?;
             allow.push(net.trunc());
@@ -201,11 +168,7 @@ impl Validator {
                 raw.tcp_idle_timeout_ms,
                 limits::TCP_IDLE_TIMEOUT_MS,
             )?,
-            max_inflight: self.count(
-                "server.max_inflight",
-                raw.max_inflight,
-                limits::SERVER_MAX_INFLIGHT,
-            )?,
+            max_inflight: self.count("server.max_inflight", raw.max_inflight, limits::SERVER_MAX_INFLIGHT)?,
             max_tcp_clients: self.count(
                 "server.max_tcp_clients",
                 raw.max_tcp_clients,
@@ -215,28 +178,19 @@ impl Validator {
     }
 
     fn cache(&mut self, raw: RawCache) -> Result<CacheConfig, ConfigError> {
-        let ttl =
-            |v: &Self, key: &str, value: i64| v.int(key, value, limits::TTL).map(|t| t as u32);
+        let ttl = |v: &Self, key: &str, value: i64| v.int(key, value, limits::TTL).map(|t| t as u32);
         let min_ttl = ttl(self, "cache.min_ttl", raw.min_ttl)?;
         let max_ttl = ttl(self, "cache.max_ttl", raw.max_ttl)?;
         if min_ttl > max_ttl {
-            return Err(self.error(
-                "cache.min_ttl",
-                format!("must not exceed cache.max_ttl ({max_ttl})"),
-            ));
+            return Err(self.error("cache.min_ttl", format!("must not exceed cache.max_ttl ({max_ttl})")));
         }
         Ok(CacheConfig {
-            max_entries: self.count(
-                "cache.max_entries",
-                raw.max_entries,
-                limits::CACHE_MAX_ENTRIES,
-            )?,
+            max_entries: self.count("cache.max_entries", raw.max_entries, limits::CACHE_MAX_ENTRIES)?,
             max_bytes: self.count("cache.max_bytes", raw.max_bytes, limits::CACHE_MAX_BYTES)?,
             min_ttl,
             max_ttl,
             negative_max_ttl: ttl(self, "cache.negative_max_ttl", raw.negative_max_ttl)?,
-            servfail_ttl: self.int("cache.servfail_ttl", raw.servfail_ttl, limits::SERVFAIL_TTL)?
-                as u32,
+            servfail_ttl: self.int("cache.servfail_ttl", raw.servfail_ttl, limits::SERVFAIL_TTL)? as u32,
             serve_stale: raw.serve_stale,
             stale_max: Duration::from_secs(self.int(
                 "cache.stale_max_s",
@@ -312,12 +266,7 @@ impl Validator {
                 format!("must not be below hedging.floor_ms ({} ms)", raw.floor_ms),
             ));
         }
-        Ok(HedgingConfig {
-            enabled: raw.enabled,
-            floor,
-            cap,
-            spare: raw.spare,
-        })
+        Ok(HedgingConfig { enabled: raw.enabled, floor, cap, spare: raw.spare })
     }
 
     fn health(&mut self, raw: RawHealth) -> Result<HealthConfig, ConfigError> {
@@ -355,15 +304,8 @@ impl Validator {
                     ""
                 };
                 return Err(self.error(
-                    if name_defaulted {
-                        format!("upstream[{i}]")
-                    } else {
-                        format!("upstream[{i}].name")
-                    },
-                    format!(
-                        "duplicate name {:?} (also upstream[{first}]){hint}",
-                        validated.name
-                    ),
+                    if name_defaulted { format!("upstream[{i}]") } else { format!("upstream[{i}].name") },
+                    format!("duplicate name {:?} (also upstream[{first}]){hint}", validated.name),
                 ));
             }
             out.push(validated);
@@ -386,10 +328,7 @@ impl Validator {
                 return Err(self.error(format!("{at}.name"), "empty: a name is required"));
             }
             Some(name) if name.chars().any(char::is_control) => {
-                return Err(self.error(
-                    format!("{at}.name"),
-                    format!("{name:?} contains control characters"),
-                ));
+                return Err(self.error(format!("{at}.name"), format!("{name:?} contains control characters")));
             }
             Some(name) => name,
         };
@@ -432,18 +371,13 @@ impl Validator {
             (None, None) => unreachable!("rejected above"),
         };
 
-        let tls_name = raw
-            .tls_name
-            .as_deref()
-            .map(|text| self.tls_name(&format!("{at}.tls_name"), text))
-            .transpose()?;
+        let tls_name =
+            raw.tls_name.as_deref().map(|text| self.tls_name(&format!("{at}.tls_name"), text)).transpose()?;
 
         let mut pins: Vec<Pin> = Vec::with_capacity(raw.pins.len());
         for (j, text) in raw.pins.iter().enumerate() {
             let key = format!("{at}.pins[{j}]");
-            let pin: Pin = text
-                .parse()
-                .map_err(|e: super::PinParseError| self.error(&key, e.to_string()))?;
+            let pin: Pin = text.parse().map_err(|e: super::PinParseError| self.error(&key, e.to_string()))?;
             if let Some(first) = pins.iter().position(|p| *p == pin) {
                 return Err(self.error(key, format!("duplicate pin (also {at}.pins[{first}])")));
             }
@@ -513,35 +447,21 @@ impl Validator {
             ));
         }
 
-        Ok(UpstreamConfig {
-            name,
-            addresses,
-            source,
-            tls_name,
-            pins,
-            ca,
-            tls_port,
-            plain_port,
-            mode,
-        })
+        Ok(UpstreamConfig { name, addresses, source, tls_name, pins, ca, tls_port, plain_port, mode })
     }
 
     fn static_addresses(&self, at: &str, raw: &[String]) -> Result<Vec<IpAddr>, ConfigError> {
         if raw.is_empty() {
-            return Err(self.error(
-                format!("{at}.addresses"),
-                "empty: at least one IP address is required",
-            ));
+            return Err(self.error(format!("{at}.addresses"), "empty: at least one IP address is required"));
         }
         let mut addresses: Vec<IpAddr> = Vec::with_capacity(raw.len());
         for (j, text) in raw.iter().enumerate() {
             let key = format!("{at}.addresses[{j}]");
             let addr = self.upstream_address(&key, text)?;
             if let Some(first) = addresses.iter().position(|a| *a == addr) {
-                return Err(self.error(
-                    key,
-                    format!("duplicate address {addr} (also {at}.addresses[{first}])"),
-                ));
+                return Err(
+                    self.error(key, format!("duplicate address {addr} (also {at}.addresses[{first}])"))
+                );
             }
             addresses.push(addr);
         }
@@ -578,10 +498,8 @@ impl Validator {
             let found = if skipped.is_empty() {
                 format!("{shown} lists no nameserver")
             } else {
-                let reasons: Vec<String> = skipped
-                    .iter()
-                    .map(|(ip, why)| format!("{ip} skipped: {why}"))
-                    .collect();
+                let reasons: Vec<String> =
+                    skipped.iter().map(|(ip, why)| format!("{ip} skipped: {why}")).collect();
                 format!("no usable nameserver in {shown} ({})", reasons.join("; "))
             };
             let hint = if skipped.iter().any(|(_, why)| *why == Skip::ResolvedStub) {
@@ -660,10 +578,7 @@ impl Validator {
             webpki::anchor_from_trusted_cert(&der).map_err(|e| {
                 self.error(
                     key,
-                    format!(
-                        "{shown}: certificate #{} is not a usable CA certificate: {e}",
-                        count + 1
-                    ),
+                    format!("{shown}: certificate #{} is not a usable CA certificate: {e}", count + 1),
                 )
             })?;
             count += 1;

@@ -47,8 +47,7 @@ impl RecvBatch {
     /// then takes up to [`BATCH`] of them. Returns how many.
     pub fn recv(&mut self, socket: &impl AsRawFd) -> io::Result<usize> {
         let fd: RawFd = socket.as_raw_fd();
-        let mut names: [SockAddrStorage; BATCH] =
-            std::array::from_fn(|_| SockAddrStorage::zeroed());
+        let mut names: [SockAddrStorage; BATCH] = std::array::from_fn(|_| SockAddrStorage::zeroed());
         // SAFETY: all-zero is a valid value for these plain C structs.
         let mut iovs: [libc::iovec; BATCH] = unsafe { zeroed() };
         let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { zeroed() };
@@ -66,13 +65,7 @@ impl RecvBatch {
         // SAFETY: every pointer in `hdrs` points into `names`, `iovs` and `self.bufs`, which
         // outlive the call; the kernel writes at most the lengths given.
         let n = unsafe {
-            libc::recvmmsg(
-                fd,
-                hdrs.as_mut_ptr(),
-                BATCH as u32,
-                libc::MSG_WAITFORONE,
-                std::ptr::null_mut(),
-            )
+            libc::recvmmsg(fd, hdrs.as_mut_ptr(), BATCH as u32, libc::MSG_WAITFORONE, std::ptr::null_mut())
         };
         if n < 0 {
             self.count = 0;
@@ -138,21 +131,13 @@ mod tests {
     #[test]
     fn a_batch_round_trip_over_loopback() {
         let server = UdpSocket::bind("127.0.0.1:0").unwrap();
-        server
-            .set_read_timeout(Some(Duration::from_secs(2)))
-            .unwrap();
+        server.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
         let client = UdpSocket::bind("127.0.0.1:0").unwrap();
-        client
-            .set_read_timeout(Some(Duration::from_secs(2)))
-            .unwrap();
+        client.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
         for i in 0..5u8 {
-            client
-                .send_to(&[i; 10], server.local_addr().unwrap())
-                .unwrap();
+            client.send_to(&[i; 10], server.local_addr().unwrap()).unwrap();
         }
-        client
-            .send_to(&vec![9; DATAGRAM_MAX + 10], server.local_addr().unwrap())
-            .unwrap();
+        client.send_to(&vec![9; DATAGRAM_MAX + 10], server.local_addr().unwrap()).unwrap();
         let mut batch = RecvBatch::default();
         let mut got = Vec::new();
         let mut cut = 0;
@@ -170,10 +155,8 @@ mod tests {
         }
         assert_eq!(got.len(), 5);
         assert_eq!(cut, 1, "an oversized datagram is reported cut, not served");
-        let replies: Vec<(Vec<u8>, SocketAddr)> = got
-            .iter()
-            .map(|d| (d.clone(), client.local_addr().unwrap()))
-            .collect();
+        let replies: Vec<(Vec<u8>, SocketAddr)> =
+            got.iter().map(|d| (d.clone(), client.local_addr().unwrap())).collect();
         send(&server, &replies);
         let mut buf = [0u8; 64];
         for i in 0..5u8 {

@@ -100,8 +100,6 @@ fn tcp_listener(addr: SocketAddr) -> io::Result<TcpListener> {
 
 fn ipv6_unavailable(err: &io::Error) -> bool {
     // EAFNOSUPPORT (no IPv6 in the kernel) or EADDRNOTAVAIL (::1 not configured).
-    matches!(
-        err.kind(),
-        io::ErrorKind::AddrNotAvailable | io::ErrorKind::Unsupported
-    ) || err.raw_os_error() == Some(libc::EAFNOSUPPORT)
+    matches!(err.kind(), io::ErrorKind::AddrNotAvailable | io::ErrorKind::Unsupported)
+        || err.raw_os_error() == Some(libc::EAFNOSUPPORT)
 }

@@ -112,18 +112,12 @@ impl Frontend {
         let udp_stop = Arc::new(AtomicBool::new(false));
         let mut udp_threads = Vec::new();
         for (i, socket) in listeners.udp.into_iter().enumerate() {
-            let (ctx, stop, runtime) = (
-                ctx.clone(),
-                udp_stop.clone(),
-                tokio::runtime::Handle::current(),
-            );
-            let thread = std::thread::Builder::new()
-                .name(format!("udp-{i}"))
-                .spawn(move || {
-                    if let Err(err) = udp::serve(socket, ctx, stop, runtime) {
-                        warn!(%err, "udp listener failed");
-                    }
-                })?;
+            let (ctx, stop, runtime) = (ctx.clone(), udp_stop.clone(), tokio::runtime::Handle::current());
+            let thread = std::thread::Builder::new().name(format!("udp-{i}")).spawn(move || {
+                if let Err(err) = udp::serve(socket, ctx, stop, runtime) {
+                    warn!(%err, "udp listener failed");
+                }
+            })?;
             udp_threads.push(thread);
         }
         for listener in listeners.tcp {
@@ -133,14 +127,7 @@ impl Frontend {
         for addr in &listeners.addrs {
             info!(%addr, "listening on udp and tcp");
         }
-        Ok(Self {
-            stop,
-            tasks,
-            udp_stop,
-            udp_threads,
-            ctx,
-            local_addrs: listeners.addrs,
-        })
+        Ok(Self { stop, tasks, udp_stop, udp_threads, ctx, local_addrs: listeners.addrs })
     }
 
     /// Client queries being resolved upstream right now.
@@ -164,8 +151,6 @@ impl Frontend {
         self.tasks.shutdown().await;
         // Each UDP thread notices the stop within its receive timeout.
         let threads = std::mem::take(&mut self.udp_threads);
-        let _ =
-            tokio::task::spawn_blocking(move || threads.into_iter().for_each(|t| drop(t.join())))
-                .await;
+        let _ = tokio::task::spawn_blocking(move || threads.into_iter().for_each(|t| drop(t.join()))).await;
     }
 }

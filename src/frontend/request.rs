@@ -55,11 +55,7 @@ pub fn classify(packet: &[u8], src: IpAddr, acl: &Acl) -> Verdict {
     }
     let parsed = Message::from_vec(packet);
     if !acl.allows(src) {
-        return Verdict::Reply(error_reply(
-            &header,
-            parsed.as_ref().ok(),
-            ResponseCode::Refused,
-        ));
+        return Verdict::Reply(error_reply(&header, parsed.as_ref().ok(), ResponseCode::Refused));
     }
     let msg = match parsed {
         Ok(msg) => msg,
@@ -76,10 +72,7 @@ pub fn classify(packet: &[u8], src: IpAddr, acl: &Acl) -> Verdict {
         Some(e) if e.version() > 0 => {
             return Verdict::Reply(error_reply(&header, Some(&msg), ResponseCode::BADVERS));
         }
-        Some(e) => Some(ClientEdns {
-            dnssec_ok: e.flags().dnssec_ok,
-            max_payload: e.max_payload(),
-        }),
+        Some(e) => Some(ClientEdns { dnssec_ok: e.flags().dnssec_ok, max_payload: e.max_payload() }),
         None => None,
     };
     let mut msg = msg;
@@ -142,10 +135,7 @@ mod tests {
     fn query_wire(edit: impl FnOnce(&mut Message)) -> Vec<u8> {
         let mut m = Message::new(0x4242, MessageType::Query, OpCode::Query);
         m.metadata.recursion_desired = true;
-        m.add_query(hickory_proto::op::Query::query(
-            Name::from_ascii("Ex.Test.").unwrap(),
-            RecordType::A,
-        ));
+        m.add_query(hickory_proto::op::Query::query(Name::from_ascii("Ex.Test.").unwrap(), RecordType::A));
         edit(&mut m);
         m.to_vec().unwrap()
     }
@@ -165,40 +155,23 @@ mod tests {
             e.set_dnssec_ok(true);
             m.set_edns(e);
         });
-        let Verdict::Query(q) = classify(&wire, LOCAL, &acl()) else {
-            panic!()
-        };
+        let Verdict::Query(q) = classify(&wire, LOCAL, &acl()) else { panic!() };
         assert_eq!(q.id, 0x4242);
         assert_eq!(q.query.name().to_ascii(), "Ex.Test.");
-        assert_eq!(
-            q.edns,
-            Some(ClientEdns {
-                dnssec_ok: true,
-                max_payload: 4096
-            })
-        );
+        assert_eq!(q.edns, Some(ClientEdns { dnssec_ok: true, max_payload: 4096 }));
     }
 
     #[test]
     fn errors_get_their_rcodes() {
         let outside: IpAddr = "192.0.2.9".parse().unwrap();
-        assert_eq!(
-            rcode_of(classify(&query_wire(|_| {}), outside, &acl())),
-            ResponseCode::Refused
-        );
+        assert_eq!(rcode_of(classify(&query_wire(|_| {}), outside, &acl())), ResponseCode::Refused);
         let two = query_wire(|m| {
             let q = m.queries[0].clone();
             m.add_query(q);
         });
-        assert_eq!(
-            rcode_of(classify(&two, LOCAL, &acl())),
-            ResponseCode::FormErr
-        );
+        assert_eq!(rcode_of(classify(&two, LOCAL, &acl())), ResponseCode::FormErr);
         let notify = query_wire(|m| m.metadata.op_code = OpCode::Notify);
-        assert_eq!(
-            rcode_of(classify(&notify, LOCAL, &acl())),
-            ResponseCode::NotImp
-        );
+        assert_eq!(rcode_of(classify(&notify, LOCAL, &acl())), ResponseCode::NotImp);
         let v1 = query_wire(|m| {
             let mut e = Edns::new();
             e.set_version(1);
@@ -209,10 +182,7 @@ mod tests {
         assert_eq!(u16::from(rcode_of(classify(&v1, LOCAL, &acl()))), 16);
         let mut cut = query_wire(|_| {});
         cut.truncate(cut.len() - 3);
-        assert_eq!(
-            rcode_of(classify(&cut, LOCAL, &acl())),
-            ResponseCode::FormErr
-        );
+        assert_eq!(rcode_of(classify(&cut, LOCAL, &acl())), ResponseCode::FormErr);
     }
 
     #[test]

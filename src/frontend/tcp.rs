@@ -16,11 +16,7 @@ use super::{
     request::{Verdict, classify},
 };
 
-pub(super) async fn serve(
-    listener: TcpListener,
-    ctx: Arc<Context>,
-    mut stop: watch::Receiver<bool>,
-) {
+pub(super) async fn serve(listener: TcpListener, ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
     let mut refused = 0u64;
     loop {
         let (stream, src) = tokio::select! {

@@ -24,15 +24,9 @@ static TAKEN: AtomicBool = AtomicBool::new(false);
 #[derive(Debug)]
 pub enum Inherited {
     /// A `ListenDatagram=` socket.
-    Udp {
-        socket: tokio::net::UdpSocket,
-        local: SocketAddr,
-    },
+    Udp { socket: tokio::net::UdpSocket, local: SocketAddr },
     /// A `ListenStream=` socket, already listening.
-    Tcp {
-        listener: tokio::net::TcpListener,
-        local: SocketAddr,
-    },
+    Tcp { listener: tokio::net::TcpListener, local: SocketAddr },
 }
 
 impl Inherited {
@@ -106,11 +100,7 @@ pub fn inherited_listeners() -> Result<Option<Vec<Inherited>>, ActivationError> 
             (fd, Socket::from(owned))
         })
         .collect();
-    owned
-        .into_iter()
-        .map(|(fd, socket)| classify(fd, socket))
-        .collect::<Result<Vec<_>, _>>()
-        .map(Some)
+    owned.into_iter().map(|(fd, socket)| classify(fd, socket)).collect::<Result<Vec<_>, _>>().map(Some)
 }
 
 /// Turns one inherited socket into a tokio socket, checking that it is one we can serve
@@ -121,19 +111,13 @@ fn classify(fd: RawFd, socket: Socket) -> Result<Inherited, ActivationError> {
     let kind = socket.r#type().map_err(io_err)?;
     let domain = socket.domain().map_err(io_err)?;
     if domain != Domain::IPV4 && domain != Domain::IPV6 {
-        return Err(ActivationError::Unsupported {
-            fd,
-            what: format!("address family {domain:?}"),
-        });
+        return Err(ActivationError::Unsupported { fd, what: format!("address family {domain:?}") });
     }
     let local = socket
         .local_addr()
         .map_err(io_err)?
         .as_socket()
-        .ok_or_else(|| ActivationError::Unsupported {
-            fd,
-            what: "not an inet address".to_owned(),
-        })?;
+        .ok_or_else(|| ActivationError::Unsupported { fd, what: "not an inet address".to_owned() })?;
     socket.set_nonblocking(true).map_err(io_err)?;
     if kind == Type::DGRAM {
         let socket = tokio::net::UdpSocket::from_std(socket.into()).map_err(io_err)?;
@@ -148,9 +132,6 @@ fn classify(fd: RawFd, socket: Socket) -> Result<Inherited, ActivationError> {
         let listener = tokio::net::TcpListener::from_std(socket.into()).map_err(io_err)?;
         Ok(Inherited::Tcp { listener, local })
     } else {
-        Err(ActivationError::Unsupported {
-            fd,
-            what: format!("socket type {kind:?}"),
-        })
+        Err(ActivationError::Unsupported { fd, what: format!("socket type {kind:?}") })
     }
 }

@@ -61,11 +61,7 @@ impl Notifier {
 
     /// A notifier that never sends anything.
     pub fn disabled() -> Notifier {
-        Notifier {
-            target: None,
-            watchdog: None,
-            last_status: Mutex::new(None),
-        }
+        Notifier { target: None, watchdog: None, last_status: Mutex::new(None) }
     }
 
     /// A notifier sending to `socket` (a path, or `@name` for an abstract socket) with
@@ -80,11 +76,7 @@ impl Notifier {
             }
         };
         let watchdog = target.as_ref().and(watchdog.filter(|d| !d.is_zero()));
-        Notifier {
-            target,
-            watchdog,
-            last_status: Mutex::new(None),
-        }
+        Notifier { target, watchdog, last_status: Mutex::new(None) }
     }
 
     /// Whether a service manager is listening (`NOTIFY_SOCKET` was set and usable).
@@ -127,9 +119,7 @@ impl Notifier {
         }
         const STATUS: &str = "reloading configuration";
         let sent = match NotifyState::monotonic_usec_now() {
-            Ok(now) => {
-                self.send_logged(&[NotifyState::Reloading, now, NotifyState::Status(STATUS)])
-            }
+            Ok(now) => self.send_logged(&[NotifyState::Reloading, now, NotifyState::Status(STATUS)]),
             Err(err) => {
                 warn!(%err, "cannot read CLOCK_MONOTONIC; sending RELOADING=1 without MONOTONIC_USEC");
                 self.send_logged(&[NotifyState::Reloading, NotifyState::Status(STATUS)])
@@ -170,10 +160,7 @@ impl Notifier {
         if sent == msg.len() {
             Ok(())
         } else {
-            Err(io::Error::new(
-                io::ErrorKind::WriteZero,
-                "notification truncated",
-            ))
+            Err(io::Error::new(io::ErrorKind::WriteZero, "notification truncated"))
         }
     }
 
@@ -194,17 +181,11 @@ impl Notifier {
     }
 
     fn last_status(&self) -> Option<String> {
-        self.last_status
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+        self.last_status.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
     }
 
     fn remember(&self, status: String) {
-        *self
-            .last_status
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(status);
+        *self.last_status.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(status);
     }
 }
 
@@ -223,11 +204,7 @@ impl Target {
         };
         let socket_fd = UnixDatagram::unbound()?;
         socket_fd.set_write_timeout(Some(SEND_TIMEOUT))?;
-        Ok(Target {
-            addr,
-            display: socket.to_owned(),
-            socket: socket_fd,
-        })
+        Ok(Target { addr, display: socket.to_owned(), socket: socket_fd })
     }
 }
 
@@ -242,10 +219,7 @@ fn abstract_addr(name: &[u8]) -> io::Result<UnixAddr> {
 
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 fn abstract_addr(_: &[u8]) -> io::Result<UnixAddr> {
-    Err(io::Error::new(
-        io::ErrorKind::Unsupported,
-        "abstract sockets exist only on Linux",
-    ))
+    Err(io::Error::new(io::ErrorKind::Unsupported, "abstract sockets exist only on Linux"))
 }
 
 /// The datagram for `states`: one `KEY=value` per line (sd_notify(3)).

@@ -49,18 +49,11 @@ pub enum PrivError {
     #[error("user {user:?} is not in {} (stubborn does not use NSS; add a local user)", .path.display())]
     UnknownUser { user: String, path: PathBuf },
     #[error("{}:{line}: malformed entry for user {user:?}", .path.display())]
-    MalformedEntry {
-        user: String,
-        path: PathBuf,
-        line: usize,
-    },
+    MalformedEntry { user: String, path: PathBuf, line: usize },
     #[error("user {user:?} has uid 0; refusing to \"drop\" to root")]
     TargetIsRoot { user: String },
     #[error("{call} failed: {source}")]
-    Syscall {
-        call: &'static str,
-        source: io::Error,
-    },
+    Syscall { call: &'static str, source: io::Error },
     #[error("still privileged after switching to uid {uid}: {detail}")]
     StillPrivileged { uid: u32, detail: String },
 }
@@ -80,25 +73,16 @@ pub fn drop_privileges_using(passwd: &Path, user: &str) -> Result<PrivDrop, Priv
     if euid != 0 {
         return Ok(PrivDrop::NotRoot { euid });
     }
-    let text = std::fs::read_to_string(passwd).map_err(|source| PrivError::ReadPasswd {
-        path: passwd.to_owned(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(passwd)
+        .map_err(|source| PrivError::ReadPasswd { path: passwd.to_owned(), source })?;
     let account = lookup_user(&text, user).map_err(|e| match e {
-        Lookup::NotFound => PrivError::UnknownUser {
-            user: user.to_owned(),
-            path: passwd.to_owned(),
-        },
-        Lookup::Malformed { line } => PrivError::MalformedEntry {
-            user: user.to_owned(),
-            path: passwd.to_owned(),
-            line,
-        },
+        Lookup::NotFound => PrivError::UnknownUser { user: user.to_owned(), path: passwd.to_owned() },
+        Lookup::Malformed { line } => {
+            PrivError::MalformedEntry { user: user.to_owned(), path: passwd.to_owned(), line }
+        }
     })?;
     if account.uid == 0 {
-        return Err(PrivError::TargetIsRoot {
-            user: user.to_owned(),
-        });
+        return Err(PrivError::TargetIsRoot { user: user.to_owned() });
     }
     switch_to(&account)?;
     Ok(PrivDrop::Dropped(account))
@@ -106,14 +90,7 @@ pub fn drop_privileges_using(passwd: &Path, user: &str) -> Result<PrivDrop, Priv
 
 fn switch_to(account: &Account) -> Result<(), PrivError> {
     let check = |call: &'static str, rc: libc::c_int| {
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(PrivError::Syscall {
-                call,
-                source: io::Error::last_os_error(),
-            })
-        }
+        if rc == 0 { Ok(()) } else { Err(PrivError::Syscall { call, source: io::Error::last_os_error() }) }
     };
     // SAFETY: plain syscalls on integers; setgroups(0, NULL) clears the list and never
     // reads the pointer.
@@ -124,28 +101,14 @@ fn switch_to(account: &Account) -> Result<(), PrivError> {
     }
     // SAFETY: getters without preconditions; setuid(0) is the documented probe for a
     // leftover saved uid or CAP_SETUID, and fails with EPERM when the drop worked.
-    let (ruid, euid, rgid, egid, regained) = unsafe {
-        (
-            libc::getuid(),
-            libc::geteuid(),
-            libc::getgid(),
-            libc::getegid(),
-            libc::setuid(0) == 0,
-        )
-    };
-    let still = |detail: String| {
-        Err(PrivError::StillPrivileged {
-            uid: account.uid,
-            detail,
-        })
-    };
+    let (ruid, euid, rgid, egid, regained) =
+        unsafe { (libc::getuid(), libc::geteuid(), libc::getgid(), libc::getegid(), libc::setuid(0) == 0) };
+    let still = |detail: String| Err(PrivError::StillPrivileged { uid: account.uid, detail });
     if regained {
         return still("setuid(0) succeeded".to_owned());
     }
     if (ruid, euid) != (account.uid, account.uid) || (rgid, egid) != (account.gid, account.gid) {
-        return still(format!(
-            "uid {ruid}/{euid}, gid {rgid}/{egid} (real/effective)"
-        ));
+        return still(format!("uid {ruid}/{euid}, gid {rgid}/{egid} (real/effective)"));
     }
     Ok(())
 }
@@ -179,11 +142,7 @@ pub fn lookup_user(passwd: &str, user: &str) -> Result<Account, Lookup> {
         let uid = fields.next().and_then(|f| f.parse::<u32>().ok());
         let gid = fields.next().and_then(|f| f.parse::<u32>().ok());
         return match (uid, gid) {
-            (Some(uid), Some(gid)) => Ok(Account {
-                name: user.to_owned(),
-                uid,
-                gid,
-            }),
+            (Some(uid), Some(gid)) => Ok(Account { name: user.to_owned(), uid, gid }),
             _ => Err(Lookup::Malformed { line: index + 1 }),
         };
     }
@@ -209,11 +168,7 @@ stubborn:x:1:1::/:/bin/false
     fn finds_users_by_exact_name() {
         assert_eq!(
             lookup_user(PASSWD, "stubborn"),
-            Ok(Account {
-                name: "stubborn".into(),
-                uid: 998,
-                gid: 997
-            })
+            Ok(Account { name: "stubborn".into(), uid: 998, gid: 997 })
         );
         assert_eq!(lookup_user(PASSWD, "nobody").unwrap().uid, 65534);
         assert_eq!(lookup_user(PASSWD, "root").unwrap().uid, 0);
@@ -229,9 +184,6 @@ stubborn:x:1:1::/:/bin/false
 
     #[test]
     fn a_non_numeric_uid_is_reported_with_its_line() {
-        assert_eq!(
-            lookup_user(PASSWD, "broken"),
-            Err(Lookup::Malformed { line: 7 })
-        );
+        assert_eq!(lookup_user(PASSWD, "broken"), Err(Lookup::Malformed { line: 7 }));
     }
 }

@@ -10,12 +10,7 @@ use std::{fmt::Write, net::SocketAddr};
 /// when one of these does, so the caller can recompute it often and let
 /// [`Notifier::status`](super::Notifier::status) drop repeats. Do not feed it values that
 /// change on every query (a query counter): every change is a message to PID 1.
-pub fn status_line(
-    up: usize,
-    total: usize,
-    via: Option<(SocketAddr, &str)>,
-    cache_entries: usize,
-) -> String {
+pub fn status_line(up: usize, total: usize, via: Option<(SocketAddr, &str)>, cache_entries: usize) -> String {
     let mut line = format!("{up}/{total} upstreams up; ");
     match via {
         Some((addr, transport)) => {
@@ -23,11 +18,7 @@ pub fn status_line(
         }
         None => line.push_str("no upstream connected; "),
     }
-    let noun = if cache_entries == 1 {
-        "entry"
-    } else {
-        "entries"
-    };
+    let noun = if cache_entries == 1 { "entry" } else { "entries" };
     let _ = write!(line, "cache {cache_entries} {noun}");
     line
 }
@@ -47,21 +38,13 @@ mod tests {
     #[test]
     fn ipv6_plain_and_singular() {
         assert_eq!(
-            status_line(
-                1,
-                3,
-                Some(("[2620:fe::fe]:53".parse().unwrap(), "plain")),
-                1
-            ),
+            status_line(1, 3, Some(("[2620:fe::fe]:53".parse().unwrap(), "plain")), 1),
             "1/3 upstreams up; via [2620:fe::fe]:53 plain; cache 1 entry"
         );
     }
 
     #[test]
     fn nothing_up() {
-        assert_eq!(
-            status_line(0, 2, None, 0),
-            "0/2 upstreams up; no upstream connected; cache 0 entries"
-        );
+        assert_eq!(status_line(0, 2, None, 0), "0/2 upstreams up; no upstream connected; cache 0 entries");
     }
 }

@@ -60,9 +60,7 @@ where
     let mut failing = false;
     loop {
         let tick = ticks.tick().await;
-        let passed = timeout_at(tick + every / 2, healthy())
-            .await
-            .unwrap_or(false);
+        let passed = timeout_at(tick + every / 2, healthy()).await.unwrap_or(false);
         if passed {
             notifier.watchdog_ping();
             if failing {
@@ -85,22 +83,12 @@ where
 pub async fn probe(addr: SocketAddr, within: Duration) -> Result<(), ProbeError> {
     let deadline = Instant::now() + within;
     let target = match addr.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => {
-            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port())
-        }
-        IpAddr::V6(ip) if ip.is_unspecified() => {
-            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port())
-        }
+        IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port()),
+        IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port()),
         _ => addr,
     };
-    let io_err = |source| ProbeError::Io {
-        addr: target,
-        source,
-    };
-    let timed_out = || ProbeError::Timeout {
-        addr: target,
-        within,
-    };
+    let io_err = |source| ProbeError::Io { addr: target, source };
+    let timed_out = || ProbeError::Timeout { addr: target, within };
     let local: SocketAddr = match target {
         SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
         SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
@@ -111,10 +99,8 @@ pub async fn probe(addr: SocketAddr, within: Duration) -> Result<(), ProbeError>
     socket.send(&probe_query(id)).await.map_err(io_err)?;
     let mut buf = [0u8; 512];
     loop {
-        let len = timeout_at(deadline, socket.recv(&mut buf))
-            .await
-            .map_err(|_| timed_out())?
-            .map_err(io_err)?;
+        let len =
+            timeout_at(deadline, socket.recv(&mut buf)).await.map_err(|_| timed_out())?.map_err(io_err)?;
         if is_reply_to(&buf[..len], id) {
             return Ok(());
         }
@@ -149,9 +135,7 @@ mod tests {
         let q = probe_query(0xbeef);
         let msg = hickory_proto::op::Message::from_vec(&q).expect("parses");
         assert_eq!(msg.metadata.id, 0xbeef);
-        let [question] = msg.queries.as_slice() else {
-            panic!("one question")
-        };
+        let [question] = msg.queries.as_slice() else { panic!("one question") };
         assert_eq!(question.name().to_ascii(), PROBE_NAME);
         assert_eq!(question.query_type(), hickory_proto::rr::RecordType::SOA);
         assert!(msg.metadata.recursion_desired);

@@ -41,12 +41,8 @@ pub struct AttemptFailure {
 
 /// Connects TCP to `addr` with Nagle off, so each length-prefixed query leaves at once.
 pub async fn tcp_connect(addr: SocketAddr) -> Result<TcpStream, AttemptFailure> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()
-    } else {
-        TcpSocket::new_v6()
-    }
-    .map_err(io_failure)?;
+    let socket =
+        if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }.map_err(io_failure)?;
     socket.set_nodelay(true).map_err(io_failure)?;
     // A peer that vanished (suspend, NAT state lost, blackhole) must not keep a socket
     // alive for the kernel's default 15-minute retransmission budget: bound unacknowledged
@@ -66,16 +62,11 @@ pub async fn tcp_connect(addr: SocketAddr) -> Result<TcpStream, AttemptFailure> 
 fn io_failure(err: io::Error) -> AttemptFailure {
     let reason = match err.kind() {
         io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset => FailReason::Refused,
-        io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable => {
-            FailReason::Unreachable
-        }
+        io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable => FailReason::Unreachable,
         io::ErrorKind::TimedOut => FailReason::Timeout,
         _ => FailReason::Io,
     };
-    AttemptFailure {
-        reason,
-        detail: err.to_string(),
-    }
+    AttemptFailure { reason, detail: err.to_string() }
 }
 
 /// Completes an attempt on a connected socket: the TLS handshake (for TLS candidates) and
@@ -113,10 +104,7 @@ pub async fn secure(
                     detail: format!("server presented {presented}"),
                 })
             }
-            Err(TlsConnectError::Tls(detail)) => Err(AttemptFailure {
-                reason: FailReason::TlsAlert,
-                detail,
-            }),
+            Err(TlsConnectError::Tls(detail)) => Err(AttemptFailure { reason: FailReason::TlsAlert, detail }),
             Err(TlsConnectError::Io(err)) => Err(io_failure(err)),
         },
     }
@@ -183,12 +171,7 @@ impl AttemptReporter {
 }
 
 /// The real attempt: TCP connect, then the handshake for TLS candidates.
-async fn attempt(
-    id: AttemptId,
-    candidate: Candidate,
-    ctx: AttemptContext,
-    report: AttemptReporter,
-) {
+async fn attempt(id: AttemptId, candidate: Candidate, ctx: AttemptContext, report: AttemptReporter) {
     match tcp_connect(candidate.addr).await {
         Err(failure) => report.failed(failure),
         Ok(tcp) => {
@@ -232,14 +215,7 @@ where
     let mut outcome = None;
     let mut attempts = 0u32;
     let log = |id: AttemptId, r: &Running, outcome: &str, detail: Option<&str>| {
-        log_attempt(
-            id.0,
-            r.candidate,
-            &names[r.candidate.upstream],
-            outcome,
-            r.started,
-            detail,
-        );
+        log_attempt(id.0, r.candidate, &names[r.candidate.upstream], outcome, r.started, detail);
     };
     loop {
         let now = Instant::now();
@@ -249,22 +225,11 @@ where
                     attempts += 1;
                     let report = AttemptReporter { id, tx: tx.clone() };
                     let task = tokio::spawn(start(id, candidate, report));
-                    running.insert(
-                        id,
-                        Running {
-                            task: task.abort_handle(),
-                            candidate,
-                            started: now,
-                        },
-                    );
+                    running.insert(id, Running { task: task.abort_handle(), candidate, started: now });
                 }
                 Action::Cancel { id } => {
                     // Before a winner, a cancel is the attempt's own deadline passing.
-                    let outcome_name = if outcome.is_some() {
-                        "cancelled"
-                    } else {
-                        "timeout"
-                    };
+                    let outcome_name = if outcome.is_some() { "cancelled" } else { "timeout" };
                     if let Some(r) = running.remove(&id) {
                         r.task.abort();
                         log(id, &r, outcome_name, None);
@@ -291,12 +256,7 @@ where
                     let summary: Vec<String> = reasons
                         .iter()
                         .map(|(id, c, r)| {
-                            format!(
-                                "#{id} {}:{} {} {r}",
-                                c.addr.ip(),
-                                c.addr.port(),
-                                c.transport
-                            )
+                            format!("#{id} {}:{} {} {r}", c.addr.ip(), c.addr.port(), c.transport)
                         })
                         .collect();
                     info!(
@@ -312,9 +272,7 @@ where
         if race.is_finished() {
             break;
         }
-        let wake = race
-            .poll_timeout()
-            .unwrap_or_else(|| now + Duration::from_secs(3600));
+        let wake = race.poll_timeout().unwrap_or_else(|| now + Duration::from_secs(3600));
         tokio::select! {
             Some((id, event)) = rx.recv() => {
                 let now = Instant::now();

@@ -41,18 +41,9 @@ impl Drop for DropGuard {
 }
 
 fn candidate(i: u16, v6: bool) -> Candidate {
-    let addr: SocketAddr = if v6 {
-        format!("[2001:db8::{i}]:853")
-    } else {
-        format!("192.0.2.{i}:853")
-    }
-    .parse()
-    .unwrap();
-    Candidate {
-        upstream: 0,
-        addr,
-        transport: Transport::Tls,
-    }
+    let addr: SocketAddr =
+        if v6 { format!("[2001:db8::{i}]:853") } else { format!("192.0.2.{i}:853") }.parse().unwrap();
+    Candidate { upstream: 0, addr, transport: Transport::Tls }
 }
 
 fn fake_connection(c: Candidate, id: AttemptId) -> Connection {
@@ -72,10 +63,7 @@ fn fake_connection(c: Candidate, id: AttemptId) -> Connection {
         ConnectionLimits {
             idle_timeout: Duration::from_secs(60),
             max_inflight: 8,
-            dead: crate::upstream::health::DeadPolicy {
-                unanswered: 3,
-                silence: Duration::from_secs(2),
-            },
+            dead: crate::upstream::health::DeadPolicy { unanswered: 3, silence: Duration::from_secs(2) },
         },
     )
 }
@@ -94,10 +82,9 @@ async fn run(scripts: Vec<(Candidate, Script)>) -> (RaceResult, Duration, usize)
             let mut guard = DropGuard(counter, false);
             match script {
                 Script::Silent => std::future::pending::<()>().await,
-                Script::Rst => report.failed(AttemptFailure {
-                    reason: FailReason::Refused,
-                    detail: "rst".into(),
-                }),
+                Script::Rst => {
+                    report.failed(AttemptFailure { reason: FailReason::Refused, detail: "rst".into() })
+                }
                 Script::Stall => {
                     report.tcp_up();
                     std::future::pending::<()>().await
@@ -127,11 +114,7 @@ async fn a_silent_first_attempt_costs_one_attempt_delay_not_a_timeout() {
     let (a, b) = (candidate(1, false), candidate(2, false));
     let (result, took, aborted) = run(vec![(a, Script::Silent), (b, Script::Ready(1, 2))]).await;
     assert_eq!(winner(&result), b.addr);
-    assert_eq!(
-        took,
-        Duration::from_millis(253),
-        "250 ms stagger + 3 ms to connect"
-    );
+    assert_eq!(took, Duration::from_millis(253), "250 ms stagger + 3 ms to connect");
     assert_eq!(aborted, 1, "the silent attempt was cancelled");
 }
 
@@ -160,30 +143,15 @@ async fn broken_ipv6_loses_to_ipv4_after_one_delay() {
         None,
     )
     .0;
-    assert!(
-        order[0].addr.is_ipv6() && order[1].addr.is_ipv4(),
-        "interleaved, IPv6 first"
-    );
+    assert!(order[0].addr.is_ipv6() && order[1].addr.is_ipv4(), "interleaved, IPv6 first");
     let scripts = order
         .iter()
-        .map(|c| {
-            (
-                *c,
-                if c.addr.is_ipv6() {
-                    Script::Silent
-                } else {
-                    Script::Ready(1, 1)
-                },
-            )
-        })
+        .map(|c| (*c, if c.addr.is_ipv6() { Script::Silent } else { Script::Ready(1, 1) }))
         .collect();
     let (result, took, aborted) = run(scripts).await;
     assert!(winner(&result).is_ipv4());
     assert_eq!(took, Duration::from_millis(252));
-    assert_eq!(
-        aborted, 1,
-        "the one IPv6 attempt started is cancelled; the second never started"
-    );
+    assert_eq!(aborted, 1, "the one IPv6 attempt started is cancelled; the second never started");
 }
 
 #[tokio::test(start_paused = true)]
@@ -198,26 +166,11 @@ async fn a_stalled_handshake_does_not_hold_the_next_attempt() {
 #[tokio::test(start_paused = true)]
 async fn everything_failing_gives_up_with_every_reason() {
     let (a, b, c) = (candidate(1, false), candidate(2, true), candidate(3, false));
-    let (result, took, _) = run(vec![
-        (a, Script::Rst),
-        (b, Script::Silent),
-        (c, Script::Rst),
-    ])
-    .await;
-    let Err(reasons) = result.outcome else {
-        panic!("expected the race to give up")
-    };
+    let (result, took, _) = run(vec![(a, Script::Rst), (b, Script::Silent), (c, Script::Rst)]).await;
+    let Err(reasons) = result.outcome else { panic!("expected the race to give up") };
     assert_eq!(reasons.len(), 3);
-    assert!(
-        reasons
-            .iter()
-            .any(|(_, cand, r)| *cand == b && *r == FailReason::Timeout)
-    );
-    assert_eq!(
-        took,
-        RaceConfig::default().attempt_timeout,
-        "the silent one ends at its own timeout"
-    );
+    assert!(reasons.iter().any(|(_, cand, r)| *cand == b && *r == FailReason::Timeout));
+    assert_eq!(took, RaceConfig::default().attempt_timeout, "the silent one ends at its own timeout");
 }
 
 #[tokio::test(start_paused = true)]

@@ -159,10 +159,7 @@ pub struct SuspendDetector {
 
 impl SuspendDetector {
     pub fn new(threshold: Duration) -> Self {
-        Self {
-            last: None,
-            threshold,
-        }
+        Self { last: None, threshold }
     }
 
     /// Feeds one reading of (monotonic, boot-time); true when a suspend happened since the
@@ -187,36 +184,22 @@ mod tests {
     #[test]
     fn rtt_follows_rfc_6298() {
         let mut e = RttEstimate::default();
-        assert_eq!(
-            e.hedge_delay(50 * MS, 1000 * MS),
-            1000 * MS,
-            "no sample: the cap"
-        );
+        assert_eq!(e.hedge_delay(50 * MS, 1000 * MS), 1000 * MS, "no sample: the cap");
         e.observe(100 * MS);
         assert_eq!(e.srtt(), Some(100 * MS));
         assert_eq!(e.hedge_delay(50 * MS, 1000 * MS), 300 * MS, "100 + 4·50");
         e.observe(100 * MS);
         // rttvar = 3/4·50 + 1/4·0 = 37.5; srtt stays 100.
-        assert_eq!(
-            e.hedge_delay(50 * MS, 1000 * MS),
-            Duration::from_micros(250_000)
-        );
+        assert_eq!(e.hedge_delay(50 * MS, 1000 * MS), Duration::from_micros(250_000));
         for _ in 0..50 {
             e.observe(2 * MS);
         }
-        assert_eq!(
-            e.hedge_delay(50 * MS, 1000 * MS),
-            50 * MS,
-            "the floor holds"
-        );
+        assert_eq!(e.hedge_delay(50 * MS, 1000 * MS), 50 * MS, "the floor holds");
     }
 
     #[test]
     fn a_streak_of_abandoned_queries_kills_a_connection_and_an_answer_resets_it() {
-        let policy = DeadPolicy {
-            unanswered: 3,
-            silence: Duration::from_secs(2),
-        };
+        let policy = DeadPolicy { unanswered: 3, silence: Duration::from_secs(2) };
         let t0 = Instant::now();
         let mut h = ConnectionHealth::default();
         h.on_sent(t0, 1);
@@ -232,24 +215,14 @@ mod tests {
 
     #[test]
     fn silence_with_queries_waiting_kills_a_connection_silence_without_does_not() {
-        let policy = DeadPolicy {
-            unanswered: 3,
-            silence: Duration::from_secs(2),
-        };
+        let policy = DeadPolicy { unanswered: 3, silence: Duration::from_secs(2) };
         let t0 = Instant::now();
         let mut h = ConnectionHealth::default();
-        assert_eq!(
-            h.dead(policy, t0 + Duration::from_secs(60)),
-            None,
-            "idle is not dead"
-        );
+        assert_eq!(h.dead(policy, t0 + Duration::from_secs(60)), None, "idle is not dead");
         h.on_sent(t0, 1);
         assert_eq!(h.next_check(policy), Some(t0 + Duration::from_secs(2)));
         assert_eq!(h.dead(policy, t0 + 1999 * MS), None);
-        assert!(matches!(
-            h.dead(policy, t0 + Duration::from_secs(2)),
-            Some(DeadReason::Silent(_))
-        ));
+        assert!(matches!(h.dead(policy, t0 + Duration::from_secs(2)), Some(DeadReason::Silent(_))));
         // An answer restarts the clock for what is still waiting.
         h.on_answer(10 * MS, t0 + 1900 * MS, 1);
         assert_eq!(h.dead(policy, t0 + 3 * Duration::from_secs(1)), None);
@@ -280,10 +253,7 @@ mod tests {
         let mut d = SuspendDetector::new(s(2));
         assert!(!d.observe(s(100), s(100)));
         assert!(!d.observe(s(110), s(110)), "awake: both advance together");
-        assert!(
-            !d.observe(s(111), s(112)),
-            "1 s of drift is below the threshold"
-        );
+        assert!(!d.observe(s(111), s(112)), "1 s of drift is below the threshold");
         assert!(d.observe(s(112), s(3712)), "an hour asleep");
         assert!(!d.observe(s(113), s(3713)));
     }

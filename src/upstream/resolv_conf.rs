@@ -24,8 +24,7 @@ use std::path::{Path, PathBuf};
 /// systemd-resolved's stub listeners (resolved.conf(5): 127.0.0.53 for
 /// clients, 127.0.0.54 the "proxy" stub). Queries sent there go through
 /// resolved, whose upstream is typically stubborn: a loop.
-pub const RESOLVED_STUBS: [Ipv4Addr; 2] =
-    [Ipv4Addr::new(127, 0, 0, 53), Ipv4Addr::new(127, 0, 0, 54)];
+pub const RESOLVED_STUBS: [Ipv4Addr; 2] = [Ipv4Addr::new(127, 0, 0, 53), Ipv4Addr::new(127, 0, 0, 54)];
 
 /// A resolv.conf is a few hundred bytes; anything this large is the wrong file
 /// (and `/dev/zero` must not be read forever).
@@ -127,10 +126,7 @@ pub fn skip_reason(ip: IpAddr, own_listen: &[SocketAddr]) -> Option<Skip> {
 /// `servers` without those stubborn must never query (see [`skip_reason`]),
 /// order kept.
 pub fn usable(servers: Vec<IpAddr>, own_listen: &[SocketAddr]) -> Vec<IpAddr> {
-    servers
-        .into_iter()
-        .filter(|ip| skip_reason(*ip, own_listen).is_none())
-        .collect()
+    servers.into_iter().filter(|ip| skip_reason(*ip, own_listen).is_none()).collect()
 }
 
 /// Reads `path` and returns every listed nameserver ([`parse_nameservers`],
@@ -144,10 +140,7 @@ pub fn read_nameservers(path: &Path) -> io::Result<Vec<IpAddr>> {
 fn open(path: &Path) -> io::Result<File> {
     let file = File::open(path)?;
     if !file.metadata()?.is_file() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "not a regular file",
-        ));
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
     }
     Ok(file)
 }
@@ -194,16 +187,10 @@ impl FileStamp {
 #[derive(Debug)]
 enum Seen {
     /// Read; `servers` is the usable list last reported.
-    Read {
-        stamp: FileStamp,
-        servers: Vec<IpAddr>,
-    },
+    Read { stamp: FileStamp, servers: Vec<IpAddr> },
     /// Reported as an error. `stamp` when the file could be opened and
     /// stat'ed but not read.
-    Failed {
-        kind: io::ErrorKind,
-        stamp: Option<FileStamp>,
-    },
+    Failed { kind: io::ErrorKind, stamp: Option<FileStamp> },
 }
 
 /// Notices changes to one resolv.conf, by polling: call [`poll`](Self::poll)
@@ -223,11 +210,7 @@ impl ResolvConfWatch {
     /// Nothing is read yet: the first [`poll`](Self::poll) reports the
     /// current list.
     pub fn new(path: impl Into<PathBuf>, own_listen: &[SocketAddr]) -> ResolvConfWatch {
-        ResolvConfWatch {
-            path: path.into(),
-            own_listen: own_listen.to_vec(),
-            last: None,
-        }
+        ResolvConfWatch { path: path.into(), own_listen: own_listen.to_vec(), last: None }
     }
 
     /// The watched file, for log lines.
@@ -253,10 +236,7 @@ impl ResolvConfWatch {
                     self.last,
                     Some(Seen::Failed { kind, stamp: seen }) if kind == e.kind() && seen == stamp
                 );
-                self.last = Some(Seen::Failed {
-                    kind: e.kind(),
-                    stamp,
-                });
+                self.last = Some(Seen::Failed { kind: e.kind(), stamp });
                 if repeated { None } else { Some(Err(e)) }
             }
         }
@@ -268,17 +248,12 @@ impl ResolvConfWatch {
         match &self.last {
             Some(Seen::Read { stamp: seen, .. }) if *seen == stamp => return Ok(None),
             // Same unreadable version as last time: already reported.
-            Some(Seen::Failed {
-                stamp: Some(seen), ..
-            }) if *seen == stamp => return Ok(None),
+            Some(Seen::Failed { stamp: Some(seen), .. }) if *seen == stamp => return Ok(None),
             _ => {}
         }
         let servers = read_open(&mut file).map_err(|e| (e, Some(stamp)))?;
         let servers = usable(servers, &self.own_listen);
-        match self.last.replace(Seen::Read {
-            stamp,
-            servers: servers.clone(),
-        }) {
+        match self.last.replace(Seen::Read { stamp, servers: servers.clone() }) {
             Some(Seen::Read { servers: seen, .. }) if seen == servers => Ok(None),
             _ => Ok(Some(servers)),
         }
@@ -302,10 +277,7 @@ mod tests {
     #[test]
     fn parses_nameserver_lines_in_order() {
         let text = "nameserver 192.0.2.1\nnameserver 2001:db8::53\nnameserver\t198.51.100.7\n";
-        assert_eq!(
-            parse_nameservers(text),
-            ips(&["192.0.2.1", "2001:db8::53", "198.51.100.7"])
-        );
+        assert_eq!(parse_nameservers(text), ips(&["192.0.2.1", "2001:db8::53", "198.51.100.7"]));
     }
 
     #[test]
@@ -324,10 +296,7 @@ nameserver 192.0.2.2;second
 
 nameserver 192.0.2.3   \r
 ";
-        assert_eq!(
-            parse_nameservers(text),
-            ips(&["192.0.2.1", "192.0.2.2", "192.0.2.3"])
-        );
+        assert_eq!(parse_nameservers(text), ips(&["192.0.2.1", "192.0.2.2", "192.0.2.3"]));
     }
 
     #[test]
@@ -352,10 +321,7 @@ nameserver 192.0.2.3   \r
     fn duplicates_are_dropped_keeping_the_first() {
         let text = "nameserver 192.0.2.1\nnameserver 2620:fe::fe\nnameserver 192.0.2.1\n\
                     nameserver 2620:00fe::00fe\nnameserver 192.0.2.2\n";
-        assert_eq!(
-            parse_nameservers(text),
-            ips(&["192.0.2.1", "2620:fe::fe", "192.0.2.2"])
-        );
+        assert_eq!(parse_nameservers(text), ips(&["192.0.2.1", "2620:fe::fe", "192.0.2.2"]));
     }
 
     #[test]
@@ -374,10 +340,7 @@ nameserver 192.0.2.3   \r
         let own = listen(&["127.0.0.1:53", "[::1]:5353"]);
         let servers = ips(&["127.0.0.1", "192.0.2.1", "::1", "::ffff:127.0.0.1"]);
         assert_eq!(usable(servers, &own), ips(&["192.0.2.1"]));
-        assert_eq!(
-            skip_reason("::1".parse().unwrap(), &own),
-            Some(Skip::OwnListen)
-        );
+        assert_eq!(skip_reason("::1".parse().unwrap(), &own), Some(Skip::OwnListen));
     }
 
     #[test]
@@ -411,10 +374,7 @@ nameserver 192.0.2.3   \r
         assert_eq!(usable(servers.clone(), &own), servers);
         // A wildcard listen is not "every address": only exact IPs are ours.
         let own = listen(&["0.0.0.0:53", "[::]:53"]);
-        assert_eq!(
-            usable(ips(&["127.0.0.1", "10.0.0.1"]), &own),
-            ips(&["127.0.0.1", "10.0.0.1"])
-        );
+        assert_eq!(usable(ips(&["127.0.0.1", "10.0.0.1"]), &own), ips(&["127.0.0.1", "10.0.0.1"]));
     }
 
     // ------------------------------------------------------------ the watch
@@ -439,14 +399,8 @@ nameserver 192.0.2.3   \r
         assert!(watch.poll().is_none());
         assert!(watch.poll().is_none());
 
-        replace(
-            &path,
-            "nameserver 198.51.100.1\nnameserver 127.0.0.1\nnameserver 2001:db8::1\n",
-        );
-        assert_eq!(
-            watch.poll().unwrap().unwrap(),
-            ips(&["198.51.100.1", "2001:db8::1"])
-        );
+        replace(&path, "nameserver 198.51.100.1\nnameserver 127.0.0.1\nnameserver 2001:db8::1\n");
+        assert_eq!(watch.poll().unwrap().unwrap(), ips(&["198.51.100.1", "2001:db8::1"]));
         assert!(watch.poll().is_none());
 
         std::fs::remove_file(&path).unwrap();
@@ -457,10 +411,7 @@ nameserver 192.0.2.3   \r
 
         // Back: reported, even with the list it had before.
         replace(&path, "nameserver 198.51.100.1\nnameserver 2001:db8::1\n");
-        assert_eq!(
-            watch.poll().unwrap().unwrap(),
-            ips(&["198.51.100.1", "2001:db8::1"])
-        );
+        assert_eq!(watch.poll().unwrap().unwrap(), ips(&["198.51.100.1", "2001:db8::1"]));
     }
 
     #[test]
@@ -486,10 +437,7 @@ nameserver 192.0.2.3   \r
         assert!(watch.poll().unwrap().is_ok());
         // Same inode, different length.
         std::fs::write(&path, "nameserver 192.0.2.10\nnameserver 192.0.2.11\n").unwrap();
-        assert_eq!(
-            watch.poll().unwrap().unwrap(),
-            ips(&["192.0.2.10", "192.0.2.11"])
-        );
+        assert_eq!(watch.poll().unwrap().unwrap(), ips(&["192.0.2.10", "192.0.2.11"]));
         // Offline: no nameserver is an empty list, not an error.
         std::fs::write(&path, "").unwrap();
         assert_eq!(watch.poll().unwrap().unwrap(), Vec::<IpAddr>::new());

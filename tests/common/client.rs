@@ -29,15 +29,10 @@ pub fn client_config(ca_pem: &str) -> Arc<ClientConfig> {
 
 /// Like [`client_config`], restricted to the given TLS versions
 /// (e.g. `&[&rustls::version::TLS12]`).
-pub fn client_config_with(
-    ca_pem: &str,
-    versions: &[&'static SupportedProtocolVersion],
-) -> Arc<ClientConfig> {
+pub fn client_config_with(ca_pem: &str, versions: &[&'static SupportedProtocolVersion]) -> Arc<ClientConfig> {
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots
-            .add(cert.expect("PEM certificate"))
-            .expect("add trust anchor");
+        roots.add(cert.expect("PEM certificate")).expect("add trust anchor");
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = ClientConfig::builder_with_provider(provider)
@@ -78,9 +73,8 @@ impl DotClient {
             tcp.set_nodelay(true)?;
             TlsConnector::from(config).connect(name, tcp).await
         };
-        let stream = tokio::time::timeout(DEFAULT_TIMEOUT, fut)
-            .await
-            .map_err(|_| timed_out("DoT connect"))??;
+        let stream =
+            tokio::time::timeout(DEFAULT_TIMEOUT, fut).await.map_err(|_| timed_out("DoT connect"))??;
         Ok(Self { stream })
     }
 
@@ -97,9 +91,7 @@ impl DotClient {
 
     /// Receives one response within `within`; `Err(TimedOut)` if none came.
     pub async fn recv_timeout(&mut self, within: Duration) -> io::Result<Option<Vec<u8>>> {
-        tokio::time::timeout(within, self.recv())
-            .await
-            .map_err(|_| timed_out("DoT recv"))?
+        tokio::time::timeout(within, self.recv()).await.map_err(|_| timed_out("DoT recv"))?
     }
 
     /// Sends one query and waits (bounded by [`DEFAULT_TIMEOUT`]) for the next response.
@@ -132,16 +124,8 @@ impl DotClient {
 }
 
 /// One query over a fresh DoT connection.
-pub async fn dot_query(
-    addr: SocketAddr,
-    tls_name: &str,
-    ca_pem: &str,
-    wire: &[u8],
-) -> io::Result<Vec<u8>> {
-    DotClient::connect(addr, tls_name, ca_pem)
-        .await?
-        .query(wire)
-        .await
+pub async fn dot_query(addr: SocketAddr, tls_name: &str, ca_pem: &str, wire: &[u8]) -> io::Result<Vec<u8>> {
+    DotClient::connect(addr, tls_name, ca_pem).await?.query(wire).await
 }
 
 /// One query over a fresh plain-TCP connection (RFC 7766 framing), bounded by [`DEFAULT_TIMEOUT`].
@@ -153,27 +137,17 @@ pub async fn tcp_query(addr: SocketAddr, wire: &[u8]) -> io::Result<Vec<u8>> {
             .await?
             .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed"))
     };
-    tokio::time::timeout(DEFAULT_TIMEOUT, fut)
-        .await
-        .map_err(|_| timed_out("TCP query"))?
+    tokio::time::timeout(DEFAULT_TIMEOUT, fut).await.map_err(|_| timed_out("TCP query"))?
 }
 
 /// One query over UDP from an ephemeral loopback port; waits `within` for the reply.
 pub async fn udp_query(addr: SocketAddr, wire: &[u8], within: Duration) -> io::Result<Vec<u8>> {
-    let local: SocketAddr = if addr.is_ipv6() {
-        "[::1]:0"
-    } else {
-        "127.0.0.1:0"
-    }
-    .parse()
-    .unwrap();
+    let local: SocketAddr = if addr.is_ipv6() { "[::1]:0" } else { "127.0.0.1:0" }.parse().unwrap();
     let sock = UdpSocket::bind(local).await?;
     sock.connect(addr).await?;
     sock.send(wire).await?;
     let mut buf = vec![0u8; 65535];
-    let n = tokio::time::timeout(within, sock.recv(&mut buf))
-        .await
-        .map_err(|_| timed_out("UDP query"))??;
+    let n = tokio::time::timeout(within, sock.recv(&mut buf)).await.map_err(|_| timed_out("UDP query"))??;
     buf.truncate(n);
     Ok(buf)
 }

@@ -57,46 +57,26 @@ pub struct Entry {
 pub fn lookup(lower_fqdn: &str) -> Option<Entry> {
     let e = |rtype, ttl, rdata| Some(Entry { rtype, ttl, rdata });
     match lower_fqdn {
-        "a.test." => e(
-            RecordType::A,
-            POSITIVE_TTL,
-            vec![RData::A(A(Ipv4Addr::new(192, 0, 2, 1)))],
-        ),
+        "a.test." => e(RecordType::A, POSITIVE_TTL, vec![RData::A(A(Ipv4Addr::new(192, 0, 2, 1)))]),
         "aaaa.test." => e(
             RecordType::AAAA,
             POSITIVE_TTL,
-            vec![RData::AAAA(AAAA(Ipv6Addr::new(
-                0x2001, 0xdb8, 0, 0, 0, 0, 0, 1,
-            )))],
+            vec![RData::AAAA(AAAA(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)))],
         ),
-        "txt.test." => e(
-            RecordType::TXT,
-            POSITIVE_TTL,
-            vec![RData::TXT(TXT::new(vec!["hello".to_string()]))],
-        ),
+        "txt.test." => {
+            e(RecordType::TXT, POSITIVE_TTL, vec![RData::TXT(TXT::new(vec!["hello".to_string()]))])
+        }
         "big.test." => e(RecordType::TXT, POSITIVE_TTL, big_txt()),
         "multi.test." => e(
             RecordType::A,
             POSITIVE_TTL,
-            (10..13)
-                .map(|i| RData::A(A(Ipv4Addr::new(192, 0, 2, i))))
-                .collect(),
+            (10..13).map(|i| RData::A(A(Ipv4Addr::new(192, 0, 2, i)))).collect(),
         ),
-        "ttl1.test." => e(
-            RecordType::A,
-            1,
-            vec![RData::A(A(Ipv4Addr::new(192, 0, 2, 3)))],
-        ),
-        "ttl0.test." => e(
-            RecordType::A,
-            0,
-            vec![RData::A(A(Ipv4Addr::new(192, 0, 2, 4)))],
-        ),
-        name if name.ends_with(".a.test.") => e(
-            RecordType::A,
-            POSITIVE_TTL,
-            vec![RData::A(A(Ipv4Addr::new(192, 0, 2, 1)))],
-        ),
+        "ttl1.test." => e(RecordType::A, 1, vec![RData::A(A(Ipv4Addr::new(192, 0, 2, 3)))]),
+        "ttl0.test." => e(RecordType::A, 0, vec![RData::A(A(Ipv4Addr::new(192, 0, 2, 4)))]),
+        name if name.ends_with(".a.test.") => {
+            e(RecordType::A, POSITIVE_TTL, vec![RData::A(A(Ipv4Addr::new(192, 0, 2, 1)))])
+        }
         _ => None,
     }
 }
@@ -160,11 +140,7 @@ pub fn respond(query_wire: &[u8]) -> Option<Vec<u8>> {
         return Some(encode(&r));
     }
     let lower = question.name().to_lowercase().to_ascii();
-    let lower = if lower.ends_with('.') {
-        lower
-    } else {
-        format!("{lower}.")
-    };
+    let lower = if lower.ends_with('.') { lower } else { format!("{lower}.") };
     if lower == "servfail.test." {
         r.metadata.response_code = ResponseCode::ServFail;
         return Some(encode(&r));
@@ -172,8 +148,7 @@ pub fn respond(query_wire: &[u8]) -> Option<Vec<u8>> {
     match lookup(&lower) {
         Some(entry) if entry.rtype == question.query_type() => {
             for rd in entry.rdata {
-                r.answers
-                    .push(Record::from_rdata(question.name().clone(), entry.ttl, rd));
+                r.answers.push(Record::from_rdata(question.name().clone(), entry.ttl, rd));
             }
         }
         Some(_) => r.authorities.push(zone_soa()),
@@ -197,8 +172,7 @@ fn error_reply(q: &Message, rcode: ResponseCode) -> Message {
         let mut e = Edns::new();
         e.set_max_payload(UPSTREAM_EDNS_PAYLOAD);
         e.set_dnssec_ok(qe.flags().dnssec_ok);
-        e.options_mut()
-            .insert(EdnsOption::Unknown(EDNS_PADDING, Vec::new()));
+        e.options_mut().insert(EdnsOption::Unknown(EDNS_PADDING, Vec::new()));
         r.edns = Some(e);
     }
     r
@@ -208,15 +182,13 @@ fn error_reply(q: &Message, rcode: ResponseCode) -> Message {
 fn encode(r: &Message) -> Vec<u8> {
     let wire = r.to_vec().expect("encode response");
     let Some(edns) = &r.edns else { return wire };
-    let extra =
-        (RESPONSE_PADDING_BLOCK - wire.len() % RESPONSE_PADDING_BLOCK) % RESPONSE_PADDING_BLOCK;
+    let extra = (RESPONSE_PADDING_BLOCK - wire.len() % RESPONSE_PADDING_BLOCK) % RESPONSE_PADDING_BLOCK;
     if extra == 0 {
         return wire;
     }
     let mut e = edns.clone();
     e.options_mut().remove(EdnsCode::Padding);
-    e.options_mut()
-        .insert(EdnsOption::Unknown(EDNS_PADDING, vec![0; extra]));
+    e.options_mut().insert(EdnsOption::Unknown(EDNS_PADDING, vec![0; extra]));
     let mut padded = r.clone();
     padded.edns = Some(e);
     padded.to_vec().expect("encode padded response")
@@ -276,11 +248,7 @@ pub struct QueryOptions {
 
 impl Default for QueryOptions {
     fn default() -> Self {
-        Self {
-            edns: true,
-            dnssec_ok: false,
-            recursion_desired: true,
-        }
+        Self { edns: true, dnssec_ok: false, recursion_desired: true }
     }
 }
 
@@ -288,15 +256,8 @@ impl Default for QueryOptions {
 pub fn build_query(id: u16, name: &str, rtype: RecordType, opts: &QueryOptions) -> Vec<u8> {
     let mut m = Message::new(id, MessageType::Query, OpCode::Query);
     m.metadata.recursion_desired = opts.recursion_desired;
-    let fqdn = if name.ends_with('.') {
-        name.to_string()
-    } else {
-        format!("{name}.")
-    };
-    m.add_query(Query::query(
-        Name::from_ascii(&fqdn).expect("query name"),
-        rtype,
-    ));
+    let fqdn = if name.ends_with('.') { name.to_string() } else { format!("{name}.") };
+    m.add_query(Query::query(Name::from_ascii(&fqdn).expect("query name"), rtype));
     if opts.edns || opts.dnssec_ok {
         let mut e = Edns::new();
         e.set_max_payload(1232);

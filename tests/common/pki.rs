@@ -106,9 +106,7 @@ pub fn generate(chain: ChainKind, tls_name: &str) -> TestPki {
 
     match chain {
         ChainKind::SelfSigned => {
-            let leaf = leaf_params(tls_name)
-                .self_signed(&leaf_key)
-                .expect("self-signed leaf");
+            let leaf = leaf_params(tls_name).self_signed(&leaf_key).expect("self-signed leaf");
             let leaf_der = leaf.der().clone();
             TestPki {
                 leaf_cert_pin: cert_pin_of(&leaf_der),
@@ -129,14 +127,12 @@ pub fn generate(chain: ChainKind, tls_name: &str) -> TestPki {
             let root_key_pin = key_pin_of_spki(&root_key.subject_public_key_info());
             let inter_key_pin = key_pin_of_spki(&inter_key.subject_public_key_info());
 
-            let root = CertifiedIssuer::self_signed(ca_params("stubborn test root CA"), root_key)
-                .expect("root");
+            let root =
+                CertifiedIssuer::self_signed(ca_params("stubborn test root CA"), root_key).expect("root");
             let mut ip = ca_params("stubborn test intermediate CA");
             ip.use_authority_key_identifier_extension = true;
             let inter = CertifiedIssuer::signed_by(ip, inter_key, &root).expect("intermediate");
-            let leaf = leaf_params(tls_name)
-                .signed_by(&leaf_key, &inter)
-                .expect("leaf");
+            let leaf = leaf_params(tls_name).signed_by(&leaf_key, &inter).expect("leaf");
             let leaf_der = leaf.der().clone();
             TestPki {
                 leaf_cert_pin: cert_pin_of(&leaf_der),

@@ -168,9 +168,7 @@ impl Shared {
     /// For `StopAnsweringAfter(n)`: claims one of the n answers, false once all are used.
     fn claim_answer_slot(&self, n: usize) -> bool {
         self.answer_slots_used
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
-                (used < n).then_some(used + 1)
-            })
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| (used < n).then_some(used + 1))
             .is_ok()
     }
 }
@@ -203,9 +201,7 @@ fn server_config(p: &TestPki, shared: Arc<Shared>, versions: TlsVersions) -> Arc
     let load = |pkcs8: &[u8]| {
         provider
             .key_provider
-            .load_private_key(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
-                pkcs8.to_vec(),
-            )))
+            .load_private_key(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pkcs8.to_vec())))
             .expect("load test key")
     };
     // CertifiedKey::new does not check that key and certificate match; that is the point
@@ -219,14 +215,11 @@ fn server_config(p: &TestPki, shared: Arc<Shared>, versions: TlsVersions) -> Arc
         TlsVersions::Tls13Only => builder.with_protocol_versions(&[&rustls::version::TLS13]),
     }
     .expect("protocol versions");
-    let mut cfg =
-        builder
-            .with_no_client_auth()
-            .with_cert_resolver(Arc::new(FaultAwareCertResolver {
-                honest,
-                wrong_key,
-                shared,
-            }));
+    let mut cfg = builder.with_no_client_auth().with_cert_resolver(Arc::new(FaultAwareCertResolver {
+        honest,
+        wrong_key,
+        shared,
+    }));
     // RFC 7858 §3.2 / IANA: "dot". A client that offers no ALPN is still served.
     cfg.alpn_protocols = vec![b"dot".to_vec()];
     Arc::new(cfg)
@@ -235,15 +228,8 @@ fn server_config(p: &TestPki, shared: Arc<Shared>, versions: TlsVersions) -> Arc
 impl TestUpstream {
     /// Generates certificates, binds, and starts serving. Panics on any setup failure.
     pub async fn start(opts: UpstreamOptions) -> TestUpstream {
-        assert!(
-            opts.bind.ip().is_loopback(),
-            "test upstream must bind loopback, got {}",
-            opts.bind
-        );
-        assert!(
-            !(opts.udp && opts.tls),
-            "udp: true needs tls: false (plain DNS)"
-        );
+        assert!(opts.bind.ip().is_loopback(), "test upstream must bind loopback, got {}", opts.bind);
+        assert!(!(opts.udp && opts.tls), "udp: true needs tls: false (plain DNS)");
         let p = pki::generate(opts.chain, &opts.tls_name);
         let shared = Arc::new(Shared {
             fault: Mutex::new(opts.fault.clone()),
@@ -259,17 +245,12 @@ impl TestUpstream {
             changed: Notify::new(),
             conn_tasks: Mutex::new(Vec::new()),
         });
-        let acceptor = opts
-            .tls
-            .then(|| TlsAcceptor::from(server_config(&p, shared.clone(), opts.tls_versions)));
+        let acceptor =
+            opts.tls.then(|| TlsAcceptor::from(server_config(&p, shared.clone(), opts.tls_versions)));
 
         let (listener, udp) = bind(opts.bind, opts.udp).await;
         let addr = listener.local_addr().expect("local_addr");
-        let mut tasks = vec![tokio::spawn(accept_loop(
-            listener,
-            acceptor,
-            shared.clone(),
-        ))];
+        let mut tasks = vec![tokio::spawn(accept_loop(listener, acceptor, shared.clone()))];
         if let Some(sock) = udp {
             tasks.push(tokio::spawn(udp_loop(sock, shared.clone())));
         }
@@ -291,11 +272,7 @@ impl TestUpstream {
 
     /// A default (well-behaved, self-signed, TLS) upstream with this fault.
     pub async fn with_fault(fault: Fault) -> TestUpstream {
-        Self::start(UpstreamOptions {
-            fault,
-            ..Default::default()
-        })
-        .await
+        Self::start(UpstreamOptions { fault, ..Default::default() }).await
     }
 
     /// Total DNS messages read, on all connections (and UDP), whatever the fault.
@@ -369,8 +346,7 @@ impl TestUpstream {
     }
     /// Waits until at least `n` connections were accepted, at most `within`.
     pub async fn wait_for_connections(&self, n: usize, within: Duration) -> bool {
-        self.wait_until(within, |u| u.connections_accepted() >= n)
-            .await
+        self.wait_until(within, |u| u.connections_accepted() >= n).await
     }
 
     /// Stops accepting and closes every connection (aborts all tasks; sockets close as
@@ -415,9 +391,7 @@ impl Drop for TestUpstream {
 /// if the ephemeral TCP port is taken for UDP.
 async fn bind(addr: SocketAddr, udp: bool) -> (TcpListener, Option<UdpSocket>) {
     for _ in 0..20 {
-        let listener = TcpListener::bind(addr)
-            .await
-            .expect("bind test upstream (TCP)");
+        let listener = TcpListener::bind(addr).await.expect("bind test upstream (TCP)");
         if !udp {
             return (listener, None);
         }
@@ -463,9 +437,7 @@ async fn serve_connection(tcp: TcpStream, acceptor: Option<TlsAcceptor>, shared:
             // socket (and its descriptor) goes away with the client's.
             let mut tcp = tcp;
             let mut sink = [0u8; 1024];
-            while matches!(tokio::io::AsyncReadExt::read(&mut tcp, &mut sink).await, Ok(n) if n > 0)
-            {
-            }
+            while matches!(tokio::io::AsyncReadExt::read(&mut tcp, &mut sink).await, Ok(n) if n > 0) {}
             return;
         }
         _ => {}

@@ -26,10 +26,7 @@ pub fn upstream_block(name: &str, up: &TestUpstream, auth: Auth<'_>, dir: &TempD
         Auth::Ca { tls_name } => {
             let path: PathBuf = dir.path().join(format!("{name}-ca.pem"));
             std::fs::write(&path, &up.ca_pem).unwrap();
-            format!(
-                "tls_name = \"{tls_name}\"\nca_file = \"{}\"\n",
-                path.display()
-            )
+            format!("tls_name = \"{tls_name}\"\nca_file = \"{}\"\n", path.display())
         }
     };
     format!(
@@ -55,11 +52,7 @@ impl Stub {
         let config = Config::from_toml(&text, ConfigOrigin::Embedded)
             .unwrap_or_else(|e| panic!("test config invalid: {e}\n{text}"));
         let daemon = Daemon::start(&config).await.expect("daemon starts");
-        Stub {
-            addr: daemon.local_addrs[0],
-            daemon: Some(daemon),
-            dir,
-        }
+        Stub { addr: daemon.local_addrs[0], daemon: Some(daemon), dir }
     }
 
     /// A daemon with one upstream authenticated by its leaf key pin.

@@ -36,21 +36,13 @@ impl NotifySocket {
         let raw = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
         raw.set_nonblocking(true).unwrap();
         let socket = tokio::net::UnixDatagram::from_std(raw.try_clone().unwrap()).unwrap();
-        NotifySocket {
-            dir,
-            path,
-            socket,
-            raw,
-        }
+        NotifySocket { dir, path, socket, raw }
     }
 
     /// The next datagram, if one arrives within `within`.
     pub async fn recv(&self, within: Duration) -> Option<String> {
         let mut buf = vec![0u8; 4096];
-        let n = tokio::time::timeout(within, self.socket.recv(&mut buf))
-            .await
-            .ok()?
-            .unwrap();
+        let n = tokio::time::timeout(within, self.socket.recv(&mut buf)).await.ok()?.unwrap();
         Some(String::from_utf8(buf[..n].to_vec()).expect("notifications are UTF-8"))
     }
 
@@ -97,18 +89,12 @@ impl NotifySocket {
 
 /// The `KEY=value` lines of one notification.
 pub fn fields(msg: &str) -> Vec<(&str, &str)> {
-    msg.lines()
-        .filter(|l| !l.is_empty())
-        .map(|l| l.split_once('=').expect("KEY=value"))
-        .collect()
+    msg.lines().filter(|l| !l.is_empty()).map(|l| l.split_once('=').expect("KEY=value")).collect()
 }
 
 /// The value of `key` in one notification.
 pub fn field<'a>(msg: &'a str, key: &str) -> Option<&'a str> {
-    fields(msg)
-        .into_iter()
-        .find(|(k, _)| *k == key)
-        .map(|(_, v)| v)
+    fields(msg).into_iter().find(|(k, _)| *k == key).map(|(_, v)| v)
 }
 
 /// Arranges for `fds` to become descriptors 3, 4, … in the child (without
@@ -151,22 +137,13 @@ pub fn pass_fds(cmd: &mut Command, fds: &[RawFd]) {
 pub fn with_own_pid_in(var: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
     assert!(var.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'));
     let mut cmd = Command::new("/bin/sh");
-    cmd.arg("-c")
-        .arg(format!(r#"export {var}=$$; exec "$0" "$@""#))
-        .arg(program);
+    cmd.arg("-c").arg(format!(r#"export {var}=$$; exec "$0" "$@""#)).arg(program);
     cmd
 }
 
 /// The arguments that make this test binary run only the `#[ignore]`d test `name`.
 pub fn child_test_args(name: &str) -> [&str; 6] {
-    [
-        name,
-        "--exact",
-        "--ignored",
-        "--nocapture",
-        "--test-threads=1",
-        "--quiet",
-    ]
+    [name, "--exact", "--ignored", "--nocapture", "--test-threads=1", "--quiet"]
 }
 
 /// The path of the running test binary.
@@ -204,10 +181,7 @@ pub fn loopback(port: u16) -> SocketAddr {
 
 /// Sends `signal` (e.g. "HUP") to `pid` with kill(1).
 pub fn kill(pid: u32, signal: &str) {
-    let status = Command::new("kill")
-        .args([&format!("-{signal}"), &pid.to_string()])
-        .status()
-        .unwrap();
+    let status = Command::new("kill").args([&format!("-{signal}"), &pid.to_string()]).status().unwrap();
     assert!(status.success(), "kill -{signal} {pid}");
 }
 

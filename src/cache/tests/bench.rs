@@ -29,10 +29,7 @@ fn per_op(iterations: u32, f: impl Fn(u32)) -> f64 {
 #[test]
 #[ignore = "benchmark: run in release mode with --ignored --nocapture"]
 fn bench_lookup_hit() {
-    let c = cache(CacheConfig {
-        max_entries: 100_000,
-        ..CacheConfig::default()
-    });
+    let c = cache(CacheConfig { max_entries: 100_000, ..CacheConfig::default() });
     let now = t0();
     let (k, wire) = typical();
     c.store(k.clone(), &wire, now);
@@ -90,9 +87,7 @@ fn bench_lookup_hit() {
     });
     let parallel = start.elapsed().as_nanos() as f64 / f64::from(total);
     // The same with a different name per thread (no shared entry to contend on).
-    let names: Vec<Name> = (0..threads)
-        .map(|i| name(&format!("n{i}.example.com.")))
-        .collect();
+    let names: Vec<Name> = (0..threads).map(|i| name(&format!("n{i}.example.com."))).collect();
     let shared = &c;
     let start = Wall::now();
     std::thread::scope(|s| {
@@ -128,11 +123,7 @@ fn bench_lookup_hit() {
 
 fn rss_bytes() -> usize {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: usize = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
+    let pages: usize = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
     pages * 4096
 }
 
@@ -141,16 +132,9 @@ fn rss_bytes() -> usize {
 fn bench_memory_of_an_empty_cache() {
     for max_entries in [10_000, 100_000, 1_000_000] {
         let before = rss_bytes();
-        let c = cache(CacheConfig {
-            max_entries,
-            max_bytes: 64 << 20,
-            ..CacheConfig::default()
-        });
+        let c = cache(CacheConfig { max_entries, max_bytes: 64 << 20, ..CacheConfig::default() });
         let grown = rss_bytes().saturating_sub(before);
-        println!(
-            "empty cache for {max_entries} entries: RSS grew {} KiB",
-            grown / 1024
-        );
+        println!("empty cache for {max_entries} entries: RSS grew {} KiB", grown / 1024);
         drop(black_box(c));
     }
 }
@@ -162,18 +146,12 @@ fn bench_memory_per_entry() {
     let before = rss_bytes();
     // A floor (max_bytes / max_entries) below every entry's estimate, so that the
     // charged weight is the estimate itself.
-    let c = cache(CacheConfig {
-        max_entries: 10 * n,
-        max_bytes: 256 << 20,
-        ..CacheConfig::default()
-    });
+    let c = cache(CacheConfig { max_entries: 10 * n, max_bytes: 256 << 20, ..CacheConfig::default() });
     let now = t0();
     let mut octets = 0;
     for i in 0..n {
         let qn = format!("host-{i}.bench.example.");
-        let up = Answer::new(&qn, RecordType::A)
-            .answer(a(&qn, 3600, 1))
-            .answer(a(&qn, 3600, 2));
+        let up = Answer::new(&qn, RecordType::A).answer(a(&qn, 3600, 1)).answer(a(&qn, 3600, 2));
         let wire = up.wire();
         octets += wire.len();
         c.store(key(&qn, RecordType::A), &wire, now);

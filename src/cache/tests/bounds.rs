@@ -12,27 +12,17 @@ fn unique(i: usize, payload: usize) -> (CacheKey, Vec<u8>) {
 
 #[test]
 fn the_entry_bound_holds_under_a_unique_name_flood() {
-    let cfg = CacheConfig {
-        max_entries: 1000,
-        ..CacheConfig::default()
-    };
+    let cfg = CacheConfig { max_entries: 1000, ..CacheConfig::default() };
     let c = cache(cfg.clone());
     let now = t0();
     for i in 0..10 * cfg.max_entries {
         let (k, wire) = unique(i, 20);
-        assert!(matches!(
-            c.store(k, &wire, now),
-            StoreOutcome::Stored { .. }
-        ));
+        assert!(matches!(c.store(k, &wire, now), StoreOutcome::Stored { .. }));
         assert!(c.len() <= cfg.max_entries);
     }
     assert!(c.len() <= cfg.max_entries);
     assert!(c.weight_bytes() <= cfg.max_bytes);
-    assert!(
-        c.len() >= cfg.max_entries / 2,
-        "the cache still holds a lot: {}",
-        c.len()
-    );
+    assert!(c.len() >= cfg.max_entries / 2, "the cache still holds a lot: {}", c.len());
     // The most recent names are there.
     let (k, _) = unique(10 * cfg.max_entries - 1, 20);
     let qn = name(&format!("n{}.flood.example.", 10 * cfg.max_entries - 1));
@@ -41,11 +31,7 @@ fn the_entry_bound_holds_under_a_unique_name_flood() {
 
 #[test]
 fn the_byte_bound_holds_under_a_unique_name_flood() {
-    let cfg = CacheConfig {
-        max_entries: 100_000,
-        max_bytes: 512 << 10,
-        ..CacheConfig::default()
-    };
+    let cfg = CacheConfig { max_entries: 100_000, max_bytes: 512 << 10, ..CacheConfig::default() };
     let c = cache(cfg.clone());
     let now = t0();
     let (_, sample) = unique(0, 1000);
@@ -62,19 +48,11 @@ fn the_byte_bound_holds_under_a_unique_name_flood() {
 #[test]
 fn both_bounds_hold_for_small_and_odd_sizes() {
     for (max_entries, max_bytes) in [(1, 4096), (7, 100_000), (33, 50_000), (1000, 64 << 10)] {
-        let c = cache(CacheConfig {
-            max_entries,
-            max_bytes,
-            ..CacheConfig::default()
-        });
+        let c = cache(CacheConfig { max_entries, max_bytes, ..CacheConfig::default() });
         for i in 0..10 * max_entries + 50 {
             let (k, wire) = unique(i, 10 + i % 300);
             c.store(k, &wire, t0());
-            assert!(
-                c.len() <= max_entries,
-                "{max_entries}/{max_bytes}: {}",
-                c.len()
-            );
+            assert!(c.len() <= max_entries, "{max_entries}/{max_bytes}: {}", c.len());
             assert!(c.weight_bytes() <= max_bytes, "{max_entries}/{max_bytes}");
         }
     }
@@ -82,41 +60,22 @@ fn both_bounds_hold_for_small_and_odd_sizes() {
 
 #[test]
 fn an_answer_too_large_for_a_shard_is_refused() {
-    let c = cache(CacheConfig {
-        max_entries: 100,
-        max_bytes: 16 << 10,
-        ..CacheConfig::default()
-    });
+    let c = cache(CacheConfig { max_entries: 100, max_bytes: 16 << 10, ..CacheConfig::default() });
     let (k, wire) = unique(1, 10_000);
-    assert_eq!(
-        c.store(k, &wire, t0()),
-        StoreOutcome::NotCacheable(NotCacheable::TooLarge)
-    );
+    assert_eq!(c.store(k, &wire, t0()), StoreOutcome::NotCacheable(NotCacheable::TooLarge));
     let (k, wire) = unique(2, 1_000);
-    assert!(matches!(
-        c.store(k, &wire, t0()),
-        StoreOutcome::Stored { .. }
-    ));
+    assert!(matches!(c.store(k, &wire, t0()), StoreOutcome::Stored { .. }));
 }
 
 #[test]
 fn max_entries_zero_disables_the_cache() {
     for cfg in [
-        CacheConfig {
-            max_entries: 0,
-            ..CacheConfig::default()
-        },
-        CacheConfig {
-            max_bytes: 0,
-            ..CacheConfig::default()
-        },
+        CacheConfig { max_entries: 0, ..CacheConfig::default() },
+        CacheConfig { max_bytes: 0, ..CacheConfig::default() },
     ] {
         let c = cache(cfg);
         let (k, wire) = unique(1, 10);
-        assert_eq!(
-            c.store(k.clone(), &wire, t0()),
-            StoreOutcome::NotCacheable(NotCacheable::Disabled)
-        );
+        assert_eq!(c.store(k.clone(), &wire, t0()), StoreOutcome::NotCacheable(NotCacheable::Disabled));
         let qn = name("n1.flood.example.");
         assert_eq!(c.lookup(&k, &view(&qn), t0()), Lookup::Miss);
         assert_eq!(c.lookup_stale(&k, &view(&qn), t0()), Lookup::Miss);

@@ -38,21 +38,14 @@ fn id_rd_and_ad_are_patched_for_the_client() {
     c.store(k.clone(), &up.wire(), now);
     let qn = name("www.example.");
 
-    let v = ClientView {
-        id: 0xbeef,
-        recursion_desired: false,
-        ..view(&qn)
-    };
+    let v = ClientView { id: 0xbeef, recursion_desired: false, ..view(&qn) };
     let m = hit(c.lookup(&k, &v, now));
     assert_eq!(m.metadata.id, 0xbeef);
     assert!(!m.metadata.recursion_desired);
     // RFC 6840 §5.8: no AD for a client that set neither DO nor AD.
     assert!(!m.metadata.authentic_data);
 
-    let with_ad = ClientView {
-        authentic_data: true,
-        ..view(&qn)
-    };
+    let with_ad = ClientView { authentic_data: true, ..view(&qn) };
     let m = hit(c.lookup(&k, &with_ad, now));
     assert_eq!(m.metadata.id, 0x1234);
     assert!(m.metadata.recursion_desired);
@@ -71,20 +64,11 @@ fn served_answer_equals_the_upstream_answer_except_ttls_and_opt() {
     let orig = &up.msg;
     assert_eq!(m.metadata.message_type, MessageType::Response);
     assert_eq!(m.metadata.response_code, orig.metadata.response_code);
-    assert_eq!(
-        m.metadata.recursion_available,
-        orig.metadata.recursion_available
-    );
+    assert_eq!(m.metadata.recursion_available, orig.metadata.recursion_available);
     assert_eq!(m.queries, orig.queries);
     assert_eq!(without_ttls(&m.answers), without_ttls(&orig.answers));
-    assert_eq!(
-        without_ttls(&m.authorities),
-        without_ttls(&orig.authorities)
-    );
-    assert_eq!(
-        without_ttls(&m.additionals),
-        without_ttls(&orig.additionals)
-    );
+    assert_eq!(without_ttls(&m.authorities), without_ttls(&orig.authorities));
+    assert_eq!(without_ttls(&m.additionals), without_ttls(&orig.additionals));
     assert!(m.edns.is_none(), "the upstream OPT is never served");
     assert_eq!(ttls(&m), vec![293; 6]);
 }
@@ -100,46 +84,24 @@ fn the_clients_opt_replaces_the_upstreams() {
         panic!("hit expected");
     };
     let m = parse(&wire);
-    let edns = m
-        .edns
-        .expect("an EDNS client gets an OPT (RFC 6891 §6.1.1)");
+    let edns = m.edns.expect("an EDNS client gets an OPT (RFC 6891 §6.1.1)");
     assert_eq!(edns.max_payload(), 1400);
     assert!(edns.flags().dnssec_ok);
     assert!(edns.option(EdnsCode::Padding).is_none());
-    assert!(
-        edns.option(EdnsCode::Unknown(15)).is_none(),
-        "no EDE on a fresh hit"
-    );
+    assert!(edns.option(EdnsCode::Unknown(15)).is_none(), "no EDE on a fresh hit");
     assert_eq!(m.additionals.len(), 1);
-    assert_eq!(
-        u16::from_be_bytes([wire[10], wire[11]]),
-        2,
-        "ARCOUNT = A + OPT"
-    );
+    assert_eq!(u16::from_be_bytes([wire[10], wire[11]]), 2, "ARCOUNT = A + OPT");
 
     // RFC 6891 §6.2.3: a payload below 512 is answered as 512.
-    let tiny = ClientView {
-        edns: Some(ClientEdns {
-            dnssec_ok: false,
-            max_payload: 100,
-        }),
-        ..view(&qn)
-    };
+    let tiny = ClientView { edns: Some(ClientEdns { dnssec_ok: false, max_payload: 100 }), ..view(&qn) };
     let m = hit(c.lookup(&k, &tiny, now));
     assert_eq!(m.edns.unwrap().max_payload(), 512);
 }
 
 #[test]
 fn append_opt_builds_an_opt_with_ede_3_that_hickory_reads() {
-    let mut wire = Answer::new("x.example.", RecordType::A)
-        .answer(a("x.example.", 30, 1))
-        .wire();
-    append_opt(
-        &mut wire,
-        1232,
-        true,
-        Some((EDE_STALE_ANSWER, "stale by 5s")),
-    );
+    let mut wire = Answer::new("x.example.", RecordType::A).answer(a("x.example.", 30, 1)).wire();
+    append_opt(&mut wire, 1232, true, Some((EDE_STALE_ANSWER, "stale by 5s")));
     let m = parse(&wire);
     let edns = m.edns.expect("OPT present");
     assert_eq!(edns.max_payload(), 1232);
@@ -170,10 +132,7 @@ fn append_opt_builds_an_opt_with_ede_3_that_hickory_reads() {
 #[test]
 fn an_opt_that_is_not_the_last_record_is_not_cached() {
     let c = cache(CacheConfig::default());
-    let mut wire = Answer::new("o.example.", RecordType::A)
-        .answer(a("o.example.", 300, 1))
-        .with_opt()
-        .wire();
+    let mut wire = Answer::new("o.example.", RecordType::A).answer(a("o.example.", 300, 1)).with_opt().wire();
     // One more A after the OPT, its owner a pointer to the question name.
     wire.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 1, 44, 0, 4, 192, 0, 2, 9]);
     let ar = u16::from_be_bytes([wire[10], wire[11]]) + 1;
@@ -191,20 +150,11 @@ fn client_views_and_keys_come_from_a_client_query() {
         recursion_desired: true,
         checking_disabled: true,
         authentic_data: false,
-        edns: Some(ClientEdns {
-            dnssec_ok: true,
-            max_payload: 1232,
-        }),
+        edns: Some(ClientEdns { dnssec_ok: true, max_payload: 1232 }),
     };
-    assert_eq!(
-        CacheKey::from(&q),
-        key_with("mixed.EXAMPLE.", RecordType::A, true, true)
-    );
+    assert_eq!(CacheKey::from(&q), key_with("mixed.EXAMPLE.", RecordType::A, true, true));
     let v = ClientView::from(&q);
-    assert_eq!(
-        (v.id, v.qname.to_ascii()),
-        (7, "MiXed.example.".to_string())
-    );
+    assert_eq!((v.id, v.qname.to_ascii()), (7, "MiXed.example.".to_string()));
 }
 
 #[test]

@@ -34,11 +34,7 @@ pub(super) fn t0() -> Instant {
 }
 
 pub(super) fn a(owner: &str, ttl: u32, last: u8) -> Record {
-    Record::from_rdata(
-        name(owner),
-        ttl,
-        RData::A(A(Ipv4Addr::new(192, 0, 2, last))),
-    )
+    Record::from_rdata(name(owner), ttl, RData::A(A(Ipv4Addr::new(192, 0, 2, last))))
 }
 
 pub(super) fn cname(owner: &str, ttl: u32, target: &str) -> Record {
@@ -51,9 +47,7 @@ pub(super) fn ns(owner: &str, ttl: u32, host: &str) -> Record {
 
 /// A TXT record of about `len` octets (character-strings of up to 250).
 pub(super) fn txt(owner: &str, ttl: u32, len: usize) -> Record {
-    let strings = (0..len.div_ceil(250))
-        .map(|i| "x".repeat((len - i * 250).min(250)))
-        .collect();
+    let strings = (0..len.div_ceil(250)).map(|i| "x".repeat((len - i * 250).min(250))).collect();
     Record::from_rdata(name(owner), ttl, RData::TXT(TXT::new(strings)))
 }
 
@@ -103,11 +97,7 @@ impl Answer {
     pub fn with_opt(mut self) -> Self {
         let mut edns = Edns::new();
         edns.set_max_payload(1232);
-        edns.options_mut()
-            .insert(hickory_proto::rr::rdata::opt::EdnsOption::Unknown(
-                12,
-                vec![0; 40],
-            ));
+        edns.options_mut().insert(hickory_proto::rr::rdata::opt::EdnsOption::Unknown(12, vec![0; 40]));
         self.msg.set_edns(edns);
         self
     }
@@ -126,24 +116,12 @@ pub(super) fn key_with(qname: &str, qtype: RecordType, dnssec_ok: bool, cd: bool
 
 /// A plain client (no EDNS) asking `qname` with ID 0x1234 and RD.
 pub(super) fn view(qname: &Name) -> ClientView<'_> {
-    ClientView {
-        id: 0x1234,
-        qname,
-        recursion_desired: true,
-        authentic_data: false,
-        edns: None,
-    }
+    ClientView { id: 0x1234, qname, recursion_desired: true, authentic_data: false, edns: None }
 }
 
 /// An EDNS client.
 pub(super) fn edns_view(qname: &Name, dnssec_ok: bool) -> ClientView<'_> {
-    ClientView {
-        edns: Some(ClientEdns {
-            dnssec_ok,
-            max_payload: 1400,
-        }),
-        ..view(qname)
-    }
+    ClientView { edns: Some(ClientEdns { dnssec_ok, max_payload: 1400 }), ..view(qname) }
 }
 
 pub(super) fn cache(cfg: CacheConfig) -> Cache {
@@ -151,10 +129,7 @@ pub(super) fn cache(cfg: CacheConfig) -> Cache {
 }
 
 pub(super) fn stale_cfg() -> CacheConfig {
-    CacheConfig {
-        serve_stale: true,
-        ..CacheConfig::default()
-    }
+    CacheConfig { serve_stale: true, ..CacheConfig::default() }
 }
 
 pub(super) fn parse(wire: &[u8]) -> Message {
@@ -171,17 +146,9 @@ pub(super) fn hit(l: Lookup) -> Message {
 
 /// Every TTL in every section, in order.
 pub(super) fn ttls(m: &Message) -> Vec<u32> {
-    m.answers
-        .iter()
-        .chain(&m.authorities)
-        .chain(&m.additionals)
-        .map(|r| r.ttl)
-        .collect()
+    m.answers.iter().chain(&m.authorities).chain(&m.additionals).map(|r| r.ttl).collect()
 }
 
 pub(super) fn stored(ttl: u32) -> StoreOutcome {
-    StoreOutcome::Stored {
-        kind: AnswerKind::Positive,
-        ttl,
-    }
+    StoreOutcome::Stored { kind: AnswerKind::Positive, ttl }
 }

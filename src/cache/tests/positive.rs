@@ -44,19 +44,13 @@ fn entry_lives_for_the_lowest_answer_ttl_and_rrsets_are_made_consistent() {
 
 #[test]
 fn min_ttl_raises_positive_ttls() {
-    let c = cache(CacheConfig {
-        min_ttl: 60,
-        ..CacheConfig::default()
-    });
+    let c = cache(CacheConfig { min_ttl: 60, ..CacheConfig::default() });
     let now = t0();
     let up = Answer::new("short.example.", RecordType::A).answer(a("short.example.", 10, 1));
     let k = key("short.example.", RecordType::A);
     assert_eq!(c.store(k.clone(), &up.wire(), now), stored(60));
     let qn = name("short.example.");
-    assert_eq!(
-        ttls(&hit(c.lookup(&k, &view(&qn), now + secs(30)))),
-        vec![30]
-    );
+    assert_eq!(ttls(&hit(c.lookup(&k, &view(&qn), now + secs(30)))), vec![30]);
     assert_eq!(c.lookup(&k, &view(&qn), now + secs(60)), Lookup::Miss);
 }
 
@@ -68,10 +62,7 @@ fn max_ttl_lowers_ttls() {
     let k = key("long.example.", RecordType::A);
     assert_eq!(c.store(k.clone(), &up.wire(), now), stored(86_400));
 
-    let c = cache(CacheConfig {
-        max_ttl: 300,
-        ..CacheConfig::default()
-    });
+    let c = cache(CacheConfig { max_ttl: 300, ..CacheConfig::default() });
     assert_eq!(c.store(k.clone(), &up.wire(), now), stored(300));
     let qn = name("long.example.");
     assert_eq!(ttls(&hit(c.lookup(&k, &view(&qn), now))), vec![300]);
@@ -89,19 +80,15 @@ fn high_bit_ttl_is_positive_then_capped() {
 #[test]
 fn ttl_zero_is_never_cached() {
     // RFC 8767 §7: not even to serve stale, and not raised by min_ttl.
-    let c = cache(CacheConfig {
-        min_ttl: 60,
-        ..stale_cfg()
-    });
+    let c = cache(CacheConfig { min_ttl: 60, ..stale_cfg() });
     let now = t0();
-    let up = Answer::new("zero.example.", RecordType::A)
-        .answer(a("zero.example.", 0, 1))
-        .answer(a("zero.example.", 300, 2));
+    let up = Answer::new("zero.example.", RecordType::A).answer(a("zero.example.", 0, 1)).answer(a(
+        "zero.example.",
+        300,
+        2,
+    ));
     let k = key("zero.example.", RecordType::A);
-    assert_eq!(
-        c.store(k.clone(), &up.wire(), now),
-        StoreOutcome::NotCacheable(NotCacheable::ZeroTtl)
-    );
+    assert_eq!(c.store(k.clone(), &up.wire(), now), StoreOutcome::NotCacheable(NotCacheable::ZeroTtl));
     let qn = name("zero.example.");
     assert_eq!(c.lookup(&k, &view(&qn), now), Lookup::Miss);
     assert_eq!(c.lookup_stale(&k, &view(&qn), now), Lookup::Miss);
@@ -117,9 +104,7 @@ fn cname_chain_to_data_is_positive() {
         .answer(Record::from_rdata(
             name("c.example."),
             120,
-            RData::AAAA(hickory_proto::rr::rdata::AAAA(
-                "2001:db8::1".parse().unwrap(),
-            )),
+            RData::AAAA(hickory_proto::rr::rdata::AAAA("2001:db8::1".parse().unwrap())),
         ));
     let out = c.store(key("a.example.", RecordType::AAAA), &up.wire(), t0());
     assert_eq!(out, stored(120));
@@ -128,11 +113,8 @@ fn cname_chain_to_data_is_positive() {
 #[test]
 fn noerror_with_only_a_cname_is_positive() {
     let c = cache(CacheConfig::default());
-    let up = Answer::new("alias.example.", RecordType::A).answer(cname(
-        "alias.example.",
-        300,
-        "elsewhere.test.",
-    ));
+    let up =
+        Answer::new("alias.example.", RecordType::A).answer(cname("alias.example.", 300, "elsewhere.test."));
     let out = c.store(key("alias.example.", RecordType::A), &up.wire(), t0());
     assert_eq!(out, stored(300));
 }
@@ -168,11 +150,7 @@ fn dnssec_ok_and_checking_disabled_are_kept_apart() {
     assert!(matches!(c.lookup(&do1, &v, now), Lookup::Hit(_)));
     for (dnssec_ok, cd) in [(false, false), (true, true), (false, true)] {
         let other = key_with("sec.example.", RecordType::A, dnssec_ok, cd);
-        assert_eq!(
-            c.lookup(&other, &v, now),
-            Lookup::Miss,
-            "DO={dnssec_ok} CD={cd}"
-        );
+        assert_eq!(c.lookup(&other, &v, now), Lookup::Miss, "DO={dnssec_ok} CD={cd}");
     }
     let do0 = key_with("sec.example.", RecordType::A, false, false);
     let up2 = Answer::new("sec.example.", RecordType::A).answer(a("sec.example.", 300, 2));
@@ -189,10 +167,7 @@ fn type_and_class_are_part_of_the_key() {
     let up = Answer::new("t.example.", RecordType::A).answer(a("t.example.", 300, 1));
     c.store(key("t.example.", RecordType::A), &up.wire(), now);
     let qn = name("t.example.");
-    assert_eq!(
-        c.lookup(&key("t.example.", RecordType::AAAA), &view(&qn), now),
-        Lookup::Miss
-    );
+    assert_eq!(c.lookup(&key("t.example.", RecordType::AAAA), &view(&qn), now), Lookup::Miss);
     let mut chaos = Query::query(name("t.example."), RecordType::A);
     chaos.set_query_class(DNSClass::CH);
     let ch = CacheKey::new(&chaos, false, false);

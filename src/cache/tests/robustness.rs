@@ -20,10 +20,9 @@ fn sample() -> Vec<u8> {
 fn store_and_serve(c: &Cache, wire: &[u8]) {
     let now = t0();
     let (k, qname) = match Message::from_vec(wire) {
-        Ok(m) if m.queries.len() == 1 => (
-            CacheKey::new(&m.queries[0], false, false),
-            m.queries[0].name().clone(),
-        ),
+        Ok(m) if m.queries.len() == 1 => {
+            (CacheKey::new(&m.queries[0], false, false), m.queries[0].name().clone())
+        }
         _ => (key("www.example.", RecordType::A), name("www.example.")),
     };
     if let StoreOutcome::Stored { ttl, .. } = c.store(k.clone(), wire, now) {
@@ -45,15 +44,9 @@ fn every_truncation_of_an_answer_is_refused_without_panic() {
     let wire = sample();
     for len in 0..wire.len() {
         let out = c.store(key("www.example.", RecordType::A), &wire[..len], t0());
-        assert!(
-            !matches!(out, StoreOutcome::Stored { .. }),
-            "prefix of {len} stored"
-        );
+        assert!(!matches!(out, StoreOutcome::Stored { .. }), "prefix of {len} stored");
     }
-    assert!(matches!(
-        c.store(key("www.example.", RecordType::A), &wire, t0()),
-        StoreOutcome::Stored { .. }
-    ));
+    assert!(matches!(c.store(key("www.example.", RecordType::A), &wire, t0()), StoreOutcome::Stored { .. }));
 }
 
 #[test]

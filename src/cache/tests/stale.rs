@@ -24,9 +24,11 @@ fn stale(l: Lookup) -> Message {
 fn expired_entries_are_served_stale_with_ttl_30_and_ede_3_within_stale_max() {
     let c = cache(stale_cfg());
     let now = t0();
-    let up = Answer::new("old.example.", RecordType::A)
-        .answer(a("old.example.", 60, 1))
-        .authority(ns("example.", 3600, "ns1.example."));
+    let up = Answer::new("old.example.", RecordType::A).answer(a("old.example.", 60, 1)).authority(ns(
+        "example.",
+        3600,
+        "ns1.example.",
+    ));
     let k = key("old.example.", RecordType::A);
     assert_eq!(c.store(k.clone(), &up.wire(), now), stored(60));
     let qn = name("old.example.");
@@ -44,14 +46,8 @@ fn expired_entries_are_served_stale_with_ttl_30_and_ede_3_within_stale_max() {
 
     // Still there at the very end of the window, gone after it.
     let last = now + secs(60 + 86_400) - Duration::from_millis(1);
-    assert!(matches!(
-        c.lookup_stale(&k, &view(&qn), last),
-        Lookup::Stale(_)
-    ));
-    assert_eq!(
-        c.lookup_stale(&k, &view(&qn), now + secs(60 + 86_400)),
-        Lookup::Miss
-    );
+    assert!(matches!(c.lookup_stale(&k, &view(&qn), last), Lookup::Stale(_)));
+    assert_eq!(c.lookup_stale(&k, &view(&qn), now + secs(60 + 86_400)), Lookup::Miss);
     assert!(c.is_empty(), "an entry past its stale window is dropped");
 }
 
@@ -66,10 +62,7 @@ fn lookup_stale_of_a_fresh_entry_is_a_plain_hit() {
     let m = hit(c.lookup_stale(&k, &view(&qn), now + secs(58)));
     assert_eq!(ttls(&m), vec![2]);
     // The prefetch claim was not used up by lookup_stale.
-    assert!(matches!(
-        c.lookup(&k, &view(&qn), now + secs(58)),
-        Lookup::HitPrefetch(_)
-    ));
+    assert!(matches!(c.lookup(&k, &view(&qn), now + secs(58)), Lookup::HitPrefetch(_)));
 }
 
 #[test]
@@ -110,10 +103,7 @@ fn a_fresh_store_replaces_a_stale_entry() {
     let old = Answer::new("re.example.", RecordType::A).answer(a("re.example.", 60, 1));
     c.store(k.clone(), &old.wire(), now);
     let later = now + secs(600);
-    assert!(matches!(
-        c.lookup_stale(&k, &view(&qn), later),
-        Lookup::Stale(_)
-    ));
+    assert!(matches!(c.lookup_stale(&k, &view(&qn), later), Lookup::Stale(_)));
     let new = Answer::new("re.example.", RecordType::A).answer(a("re.example.", 60, 2));
     assert_eq!(c.store(k.clone(), &new.wire(), later), stored(60));
     let m = hit(c.lookup(&k, &view(&qn), later + secs(10)));
@@ -132,24 +122,12 @@ fn a_servfail_does_not_replace_servable_data() {
     let good = Answer::new("keep.example.", RecordType::A).answer(a("keep.example.", 60, 1));
     let fail = Answer::new("keep.example.", RecordType::A).rcode(ResponseCode::ServFail);
     c.store(k.clone(), &good.wire(), now);
-    assert_eq!(
-        c.store(k.clone(), &fail.wire(), now + secs(30)),
-        StoreOutcome::KeptExisting
-    );
-    assert_eq!(
-        c.store(k.clone(), &fail.wire(), now + secs(90)),
-        StoreOutcome::KeptExisting
-    );
-    assert!(matches!(
-        c.lookup_stale(&k, &view(&qn), now + secs(90)),
-        Lookup::Stale(_)
-    ));
+    assert_eq!(c.store(k.clone(), &fail.wire(), now + secs(30)), StoreOutcome::KeptExisting);
+    assert_eq!(c.store(k.clone(), &fail.wire(), now + secs(90)), StoreOutcome::KeptExisting);
+    assert!(matches!(c.lookup_stale(&k, &view(&qn), now + secs(90)), Lookup::Stale(_)));
     // Past the stale window the SERVFAIL is cached as usual.
     let gone = now + secs(60 + 86_400);
-    assert!(matches!(
-        c.store(k, &fail.wire(), gone),
-        StoreOutcome::Stored { .. }
-    ));
+    assert!(matches!(c.store(k, &fail.wire(), gone), StoreOutcome::Stored { .. }));
 }
 
 #[test]
@@ -164,24 +142,15 @@ fn prefetch_fires_once_per_stored_entry() {
     assert!(matches!(c.lookup(&k, &v, now + secs(50)), Lookup::Hit(_)));
     assert!(matches!(c.lookup(&k, &v, now + secs(89)), Lookup::Hit(_)));
     // Last 10 % of 100 s: from +90 s on.
-    assert!(matches!(
-        c.lookup(&k, &v, now + secs(90)),
-        Lookup::HitPrefetch(_)
-    ));
+    assert!(matches!(c.lookup(&k, &v, now + secs(90)), Lookup::HitPrefetch(_)));
     assert!(matches!(c.lookup(&k, &v, now + secs(91)), Lookup::Hit(_)));
     assert!(matches!(c.lookup(&k, &v, now + secs(99)), Lookup::Hit(_)));
     // The refreshed entry is a new generation with its own claim.
     let later = now + secs(95);
     c.store(k.clone(), &up.wire(), later);
     assert!(matches!(c.lookup(&k, &v, later + secs(5)), Lookup::Hit(_)));
-    assert!(matches!(
-        c.lookup(&k, &v, later + secs(95)),
-        Lookup::HitPrefetch(_)
-    ));
-    let off = cache(CacheConfig {
-        prefetch_percent: 0,
-        ..CacheConfig::default()
-    });
+    assert!(matches!(c.lookup(&k, &v, later + secs(95)), Lookup::HitPrefetch(_)));
+    let off = cache(CacheConfig { prefetch_percent: 0, ..CacheConfig::default() });
     off.store(k.clone(), &up.wire(), now);
     assert!(matches!(off.lookup(&k, &v, now + secs(99)), Lookup::Hit(_)));
 }

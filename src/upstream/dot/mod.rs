@@ -128,9 +128,7 @@ pub struct Connection {
 
 impl fmt::Debug for Connection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Connection")
-            .field("info", &self.info)
-            .finish()
+        f.debug_struct("Connection").field("info", &self.info).finish()
     }
 }
 
@@ -161,11 +159,7 @@ impl Connection {
             changed: Notify::new(),
         });
         tokio::spawn(task::run(stream, rx, info.clone(), limits, shared.clone()));
-        Self {
-            submit,
-            info,
-            shared,
-        }
+        Self { submit, info, shared }
     }
 
     pub fn info(&self) -> &ConnectionInfo {
@@ -181,11 +175,7 @@ impl Connection {
     /// Resolves when the connection task has ended, with the reason.
     pub async fn closed(&self) -> CloseReason {
         self.submit.closed().await;
-        self.shared
-            .close_reason
-            .get()
-            .copied()
-            .unwrap_or(CloseReason::Failed("ended"))
+        self.shared.close_reason.get().copied().unwrap_or(CloseReason::Failed("ended"))
     }
 
     /// Queries in flight on this connection now.
@@ -232,14 +222,7 @@ impl Connection {
     pub async fn query(&self, wire: Vec<u8>) -> Result<Vec<u8>, QueryError> {
         let question = question_of(&wire).ok_or(QueryError::Malformed)?;
         let (reply, answer) = oneshot::channel();
-        self.submit
-            .send(Submission {
-                wire,
-                question,
-                reply,
-            })
-            .await
-            .map_err(|_| QueryError::Closed)?;
+        self.submit.send(Submission { wire, question, reply }).await.map_err(|_| QueryError::Closed)?;
         answer.await.unwrap_or(Err(QueryError::Closed))
     }
 }

@@ -90,8 +90,7 @@ pub(super) async fn run<S>(
         // RFC 7828 §3.2.2: TIMEOUT 0 means no new queries; close once answers are in. A
         // server TIMEOUT otherwise shortens our idle timeout, closing a little before it.
         let draining = keepalive == Some(Duration::ZERO);
-        let idle_timeout =
-            keepalive.map_or(limits.idle_timeout, |k| limits.idle_timeout.min(k * 9 / 10));
+        let idle_timeout = keepalive.map_or(limits.idle_timeout, |k| limits.idle_timeout.min(k * 9 / 10));
         let idle_deadline = last_activity.max(touched) + idle_timeout;
         if pending.is_empty() && (draining || now >= idle_deadline) {
             break CloseReason::Idle;
@@ -182,20 +181,14 @@ fn deliver(
     now: Instant,
 ) -> bool {
     let Some(question) = question_of(&message) else {
-        debug!(
-            len = message.len(),
-            "ignoring an upstream message without one question"
-        );
+        debug!(len = message.len(), "ignoring an upstream message without one question");
         return false;
     };
     let id = u16::from_be_bytes([message[0], message[1]]);
     match pending.get(&id) {
         Some(p) if same_question(&p.question, &question) => {}
         Some(_) => {
-            debug!(
-                id,
-                "ignoring an upstream answer whose question does not match"
-            );
+            debug!(id, "ignoring an upstream answer whose question does not match");
             return false;
         }
         None => {

@@ -140,10 +140,7 @@ enum RaceStatus {
 
 fn read_clocks() -> (Duration, Duration) {
     fn read(clock: libc::clockid_t) -> Duration {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
         // SAFETY: clock_gettime only writes the timespec we own; both clocks exist on Linux.
         unsafe { libc::clock_gettime(clock, &mut ts) };
         Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
@@ -172,17 +169,10 @@ impl Pool {
                 })
             })
             .collect::<Result<Vec<_>, TlsSetupError>>()?;
-        let addresses: Vec<Vec<IpAddr>> = config
-            .upstreams
-            .iter()
-            .map(|u| u.addresses.clone())
-            .collect();
+        let addresses: Vec<Vec<IpAddr>> = config.upstreams.iter().map(|u| u.addresses.clone()).collect();
         let spare_possible = config.upstreams.len() > 1
             || addresses.iter().map(Vec::len).sum::<usize>() > 1
-            || config
-                .upstreams
-                .iter()
-                .any(|u| matches!(u.source, AddressSource::ResolvConf(_)));
+            || config.upstreams.iter().any(|u| matches!(u.source, AddressSource::ResolvConf(_)));
         Ok(Self {
             inner: Arc::new(Inner {
                 upstreams: config.upstreams.clone(),
@@ -190,11 +180,7 @@ impl Pool {
                 racing: RaceConfig::from(&config.racing),
                 hedging: config.hedging.clone(),
                 spare_possible,
-                state: Mutex::new(PoolState {
-                    next_id: 1,
-                    addresses,
-                    ..Default::default()
-                }),
+                state: Mutex::new(PoolState { next_id: 1, addresses, ..Default::default() }),
                 stats: PoolStats::default(),
                 clock: Mutex::new(Arc::new(read_clocks)),
             }),
@@ -214,16 +200,10 @@ impl Pool {
     /// Forwards `query`; returns the answer and the connection that gave it. A query lost
     /// to a closing connection is retried once (RFC 7766 §6.2.4, RFC 7858 §3.4). The
     /// caller bounds the total time.
-    pub async fn forward(
-        &self,
-        query: &ClientQuery,
-    ) -> Result<(Vec<u8>, Connection), ForwardError> {
+    pub async fn forward(&self, query: &ClientQuery) -> Result<(Vec<u8>, Connection), ForwardError> {
         self.inner.stats.queries.fetch_add(1, Ordering::Relaxed);
         for _ in 0..2 {
-            let (first, second) = self
-                .connections()
-                .await
-                .map_err(ForwardError::NoConnection)?;
+            let (first, second) = self.connections().await.map_err(ForwardError::NoConnection)?;
             match self.hedged(query, &first, second.as_ref()).await {
                 Ok(answer) => return Ok(answer),
                 Err(QueryError::Closed) => continue,
@@ -247,9 +227,7 @@ impl Pool {
         let Some(second) = second else {
             return primary.await.map(|w| (w, first.clone()));
         };
-        let delay = first
-            .rtt()
-            .hedge_delay(self.inner.hedging.floor, self.inner.hedging.cap);
+        let delay = first.rtt().hedge_delay(self.inner.hedging.floor, self.inner.hedging.cap);
         tokio::select! {
             answer = &mut primary => return answer.map(|w| (w, first.clone())),
             _ = sleep(delay) => {}
@@ -277,10 +255,7 @@ impl Pool {
     async fn ask(&self, query: &ClientQuery, conn: &Connection) -> Result<Vec<u8>, QueryError> {
         let tls = conn.info().transport == Transport::Tls;
         if !tls {
-            self.inner
-                .stats
-                .plain_queries
-                .fetch_add(1, Ordering::Relaxed);
+            self.inner.stats.plain_queries.fetch_add(1, Ordering::Relaxed);
         }
         conn.query(query.upstream_wire(tls)).await
     }
@@ -362,9 +337,7 @@ impl Inner {
     /// Drop them all, so the next query races fresh ones instead of waiting on a corpse.
     fn notice_suspend(&self, st: &mut PoolState) {
         let (monotonic, boottime) = (self.clock.lock().unwrap_or_else(|e| e.into_inner()))();
-        let detector = st
-            .suspend
-            .get_or_insert_with(|| SuspendDetector::new(SUSPEND_THRESHOLD));
+        let detector = st.suspend.get_or_insert_with(|| SuspendDetector::new(SUSPEND_THRESHOLD));
         if detector.observe(monotonic, boottime) {
             self.stats.suspends.fetch_add(1, Ordering::Relaxed);
             warn!("resumed from suspend: replacing every upstream connection");
@@ -376,10 +349,7 @@ impl Inner {
 
     /// The usable (first, hedge) pair, promoting the spare when the primary is gone and
     /// preferring the faster of the two. Starts background races to refill what is missing.
-    fn usable_pair(
-        self: &Arc<Self>,
-        st: &mut PoolState,
-    ) -> Option<(Connection, Option<Connection>)> {
+    fn usable_pair(self: &Arc<Self>, st: &mut PoolState) -> Option<(Connection, Option<Connection>)> {
         let alive = |c: &Option<Connection>| c.as_ref().is_some_and(|c| !c.is_closed());
         if !alive(&st.primary) {
             st.primary = None;

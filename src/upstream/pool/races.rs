@@ -43,9 +43,9 @@ impl Inner {
         let mut guard = self.lock();
         let st = &mut *guard;
         for slot in [&mut st.primary, &mut st.spare] {
-            let gone = slot.as_ref().is_some_and(|c| {
-                c.info().upstream == index && !addresses.contains(&c.info().peer.ip())
-            });
+            let gone = slot
+                .as_ref()
+                .is_some_and(|c| c.info().upstream == index && !addresses.contains(&c.info().peer.ip()));
             if gone {
                 *slot = None;
             }
@@ -55,30 +55,20 @@ impl Inner {
 
     /// Candidates for a race of `kind`: upstreams with recent failures go last, endpoints
     /// that presented a wrong key sit out while backed off.
-    fn candidates(
-        &self,
-        st: &PoolState,
-        kind: RaceKind,
-        now: Instant,
-    ) -> (Vec<Candidate>, Vec<Candidate>) {
+    fn candidates(&self, st: &PoolState, kind: RaceKind, now: Instant) -> (Vec<Candidate>, Vec<Candidate>) {
         let mut order: Vec<usize> = (0..self.upstreams.len()).collect();
         let failures = |i: usize| {
             st.addresses[i]
                 .iter()
                 .map(|ip| {
                     let addr = (*ip, self.upstreams[i].tls_port).into();
-                    st.endpoints
-                        .get(&(addr, Transport::Tls))
-                        .map_or(0, |h| h.backoff.failures())
+                    st.endpoints.get(&(addr, Transport::Tls)).map_or(0, |h| h.backoff.failures())
                 })
                 .min()
                 .unwrap_or(0)
         };
         order.sort_by_key(|&i| failures(i).min(1));
-        let avoid = st
-            .primary
-            .as_ref()
-            .map(|p| (p.info().upstream, p.info().peer));
+        let avoid = st.primary.as_ref().map(|p| (p.info().upstream, p.info().peer));
         if kind == RaceKind::Spare {
             // Another upstream first, then another address of the same one.
             order.sort_by_key(|&i| avoid.is_some_and(|(u, _)| u == i));
@@ -97,19 +87,14 @@ impl Inner {
                 }
             })
             .collect();
-        let last_winner = if kind == RaceKind::Primary {
-            st.last_winner
-        } else {
-            None
-        };
+        let last_winner = if kind == RaceKind::Primary { st.last_winner } else { None };
         let (mut tls, mut plain) = order_candidates(&addrs, last_winner);
         let usable = |c: &Candidate| {
             let sits_out = st
                 .endpoints
                 .get(&(c.addr, c.transport))
                 .is_some_and(|h| h.pin_mismatch && !h.backoff.available(now));
-            let is_primary =
-                avoid.is_some_and(|(_, peer)| kind != RaceKind::Primary && peer == c.addr);
+            let is_primary = avoid.is_some_and(|(_, peer)| kind != RaceKind::Primary && peer == c.addr);
             !sits_out && !is_primary
         };
         tls.retain(usable);
@@ -117,11 +102,7 @@ impl Inner {
         (tls, plain)
     }
 
-    fn launch(
-        self: &Arc<Self>,
-        st: &mut PoolState,
-        kind: RaceKind,
-    ) -> Option<watch::Receiver<RaceStatus>> {
+    fn launch(self: &Arc<Self>, st: &mut PoolState, kind: RaceKind) -> Option<watch::Receiver<RaceStatus>> {
         let now = Instant::now();
         let (tls, plain) = self.candidates(st, kind, now);
         if kind != RaceKind::Primary && tls.is_empty() {
@@ -142,13 +123,8 @@ impl Inner {
     }
 
     /// Starts the race for the primary; queries wait on the returned channel.
-    pub(super) fn start_primary_race(
-        self: &Arc<Self>,
-        st: &mut PoolState,
-    ) -> watch::Receiver<RaceStatus> {
-        let rx = self
-            .launch(st, RaceKind::Primary)
-            .expect("primary races always launch");
+    pub(super) fn start_primary_race(self: &Arc<Self>, st: &mut PoolState) -> watch::Receiver<RaceStatus> {
+        let rx = self.launch(st, RaceKind::Primary).expect("primary races always launch");
         st.race = Some(rx.clone());
         rx
     }
@@ -156,11 +132,7 @@ impl Inner {
     /// Starts a spare race in the background when a spare is wanted and none is up.
     pub(super) fn refill_spare(self: &Arc<Self>, st: &mut PoolState) {
         let wanted = self.hedging.spare && self.spare_possible;
-        if !wanted
-            || st.spare.is_some()
-            || st.spare_racing
-            || !st.spare_backoff.available(Instant::now())
-        {
+        if !wanted || st.spare.is_some() || st.spare_racing || !st.spare_backoff.available(Instant::now()) {
             return;
         }
         if self.launch(st, RaceKind::Spare).is_some() {
@@ -169,11 +141,7 @@ impl Inner {
     }
 
     /// Records a race's result in the pool state and returns what waiting queries get.
-    fn finish_race(
-        self: &Arc<Self>,
-        result: RaceResult,
-        kind: RaceKind,
-    ) -> Result<Connection, String> {
+    fn finish_race(self: &Arc<Self>, result: RaceResult, kind: RaceKind) -> Result<Connection, String> {
         let now = Instant::now();
         let mut st = self.lock();
         match kind {
@@ -189,11 +157,7 @@ impl Inner {
         if let Err(reasons) = &result.outcome {
             for (_, c, reason) in reasons {
                 if *reason != FailReason::PinMismatch {
-                    st.endpoints
-                        .entry((c.addr, c.transport))
-                        .or_default()
-                        .backoff
-                        .on_failure(now);
+                    st.endpoints.entry((c.addr, c.transport)).or_default().backoff.on_failure(now);
                 }
             }
         }
@@ -219,21 +183,12 @@ impl Inner {
             h.backoff.on_success();
             h.pin_mismatch = false;
         }
-        let winner = Candidate {
-            upstream: info.upstream,
-            addr: info.peer,
-            transport: info.transport,
-        };
+        let winner = Candidate { upstream: info.upstream, addr: info.peer, transport: info.transport };
         let usable = |c: &Option<Connection>| c.as_ref().is_some_and(|c| !c.is_closed());
         match kind {
             RaceKind::Spare => {
                 st.spare_backoff.on_success();
-                if usable(&st.spare)
-                    || st
-                        .primary
-                        .as_ref()
-                        .is_some_and(|p| p.info().peer == info.peer)
-                {
+                if usable(&st.spare) || st.primary.as_ref().is_some_and(|p| p.info().peer == info.peer) {
                     return Ok(conn); // surplus: dropped, so closed
                 }
                 info!(upstream = %info.upstream_name, ip = %info.peer.ip(), port = info.peer.port(), "warm spare up");
@@ -249,9 +204,7 @@ impl Inner {
             }
             RaceKind::Primary | RaceKind::TlsReturn => {
                 if let Some(old) = st.primary.replace(conn.clone()) {
-                    if old.info().transport == Transport::Plain
-                        && winner.transport == Transport::Tls
-                    {
+                    if old.info().transport == Transport::Plain && winner.transport == Transport::Tls {
                         info!(upstream = %info.upstream_name, ip = %info.peer.ip(), port = info.peer.port(), "TLS is back; replacing the plain-text connection");
                     }
                 }
@@ -282,10 +235,8 @@ impl Inner {
         tokio::spawn(async move {
             let reason = conn.closed().await;
             let mut st = inner.lock();
-            let same = |c: &Option<Connection>| {
-                c.as_ref()
-                    .is_some_and(|c| c.info().attempt == conn.info().attempt)
-            };
+            let same =
+                |c: &Option<Connection>| c.as_ref().is_some_and(|c| c.info().attempt == conn.info().attempt);
             let failed = matches!(reason, CloseReason::Failed(_));
             if same(&st.spare) {
                 st.spare = None;

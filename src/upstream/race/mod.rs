@@ -225,9 +225,7 @@ impl RaceConfig {
     #[must_use]
     pub fn clamped(self) -> Self {
         RaceConfig {
-            attempt_delay: self
-                .attempt_delay
-                .clamp(Self::MIN_ATTEMPT_DELAY, Self::MAX_ATTEMPT_DELAY),
+            attempt_delay: self.attempt_delay.clamp(Self::MIN_ATTEMPT_DELAY, Self::MAX_ATTEMPT_DELAY),
             attempt_timeout: self.attempt_timeout.min(Self::MAX_TIMEOUT),
             plain_fallback_delay: self.plain_fallback_delay.min(Self::MAX_TIMEOUT),
             max_concurrent_attempts: self.max_concurrent_attempts.max(1),
@@ -395,10 +393,7 @@ impl Race {
         }
         // Once the fallback instant has passed without a join, only an event or an
         // attempt deadline (both covered) can let the plain group in.
-        if !self.plain_joined
-            && !self.plain_pending.is_empty()
-            && self.plain_join_at > self.last_now
-        {
+        if !self.plain_joined && !self.plain_pending.is_empty() && self.plain_join_at > self.last_now {
             wake = wake.min(self.plain_join_at);
         }
         // At the cap, a freed slot (an event or an attempt deadline) triggers the
@@ -468,8 +463,7 @@ impl Race {
             if self.alive[i].deadline <= now {
                 let attempt = self.alive.remove(i);
                 self.outbox.push_back(Action::Cancel { id: attempt.id });
-                self.ended
-                    .push((attempt.id, attempt.candidate, FailReason::Timeout));
+                self.ended.push((attempt.id, attempt.candidate, FailReason::Timeout));
             } else {
                 i += 1;
             }
@@ -484,14 +478,8 @@ impl Race {
         if self.plain_joined {
             return;
         }
-        let tls_alive = self
-            .alive
-            .iter()
-            .any(|a| a.candidate.transport == Transport::Tls);
-        let tls_handshaking = self
-            .alive
-            .iter()
-            .any(|a| a.candidate.transport == Transport::Tls && a.tcp_up);
+        let tls_alive = self.alive.iter().any(|a| a.candidate.transport == Transport::Tls);
+        let tls_handshaking = self.alive.iter().any(|a| a.candidate.transport == Transport::Tls && a.tcp_up);
         let tls_exhausted = self.tls_pending.is_empty() && !tls_alive;
         let tls_stuck = now >= self.plain_join_at && !tls_handshaking;
         if tls_exhausted || tls_stuck {
@@ -512,12 +500,7 @@ impl Race {
         self.next_id += 1;
         self.last_started = Some(candidate.transport);
         self.next_start_at = now + self.cfg.attempt_delay;
-        self.alive.push(Attempt {
-            id,
-            candidate,
-            deadline: now + self.cfg.attempt_timeout,
-            tcp_up: false,
-        });
+        self.alive.push(Attempt { id, candidate, deadline: now + self.cfg.attempt_timeout, tcp_up: false });
         self.outbox.push_back(Action::Connect { id, candidate });
     }
 
@@ -530,11 +513,7 @@ impl Race {
     fn take_next_candidate(&mut self) -> Option<Candidate> {
         let plain_ready = self.plain_joined && !self.plain_pending.is_empty();
         let plain_turn = self.tls_pending.is_empty() || self.last_started != Some(Transport::Plain);
-        if plain_ready && plain_turn {
-            self.plain_pending.pop_front()
-        } else {
-            self.tls_pending.pop_front()
-        }
+        if plain_ready && plain_turn { self.plain_pending.pop_front() } else { self.tls_pending.pop_front() }
     }
 
     /// RFC 7858 §4.2: a pin mismatch is not recoverable, so trying the same
@@ -561,8 +540,7 @@ impl Race {
     fn give_up_at_deadline(&mut self) {
         for attempt in std::mem::take(&mut self.alive) {
             self.outbox.push_back(Action::Cancel { id: attempt.id });
-            self.ended
-                .push((attempt.id, attempt.candidate, FailReason::Timeout));
+            self.ended.push((attempt.id, attempt.candidate, FailReason::Timeout));
         }
         self.give_up();
     }

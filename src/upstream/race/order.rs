@@ -82,9 +82,8 @@ fn interleave_families(addresses: &[IpAddr]) -> Vec<IpAddr> {
             distinct.push(*ip);
         }
     }
-    let (v6, v4): (Vec<IpAddr>, Vec<IpAddr>) = distinct
-        .into_iter()
-        .partition(|ip| ip.to_canonical().is_ipv6());
+    let (v6, v4): (Vec<IpAddr>, Vec<IpAddr>) =
+        distinct.into_iter().partition(|ip| ip.to_canonical().is_ipv6());
     let mut out = Vec::with_capacity(addresses.len());
     let (mut v6, mut v4) = (v6.into_iter(), v4.into_iter());
     loop {

@@ -31,17 +31,8 @@ fn attempt_timeout_cancels_silent_attempt_others_continue() {
 
 #[test]
 fn race_timeout_cancels_everything_and_gives_up() {
-    let cands = [
-        tls(0, V6A),
-        tls(0, V4A),
-        tls(0, V6B),
-        tls(0, V4B),
-        tls(0, V4C),
-    ];
-    let cfg = RaceConfig {
-        race_timeout: ms(1000),
-        ..RaceConfig::default()
-    };
+    let cands = [tls(0, V6A), tls(0, V4A), tls(0, V6B), tls(0, V4B), tls(0, V4C)];
+    let cfg = RaceConfig { race_timeout: ms(1000), ..RaceConfig::default() };
     Script::with(&cands, &[], cfg, 0)
         .at(0)
         .expect(&[connect(0, cands[0])])
@@ -76,10 +67,7 @@ fn race_timeout_cancels_everything_and_gives_up() {
 #[test]
 fn cap_respected_and_freed_slot_starts_next() {
     let (a, b, c, d) = (tls(0, V6A), tls(0, V4A), tls(0, V6B), tls(0, V4B));
-    let cfg = RaceConfig {
-        max_concurrent_attempts: 2,
-        ..RaceConfig::default()
-    };
+    let cfg = RaceConfig { max_concurrent_attempts: 2, ..RaceConfig::default() };
     let mut s = Script::with(&[a, b, c, d], &[], cfg, 0);
     s.at(0)
         .expect(&[connect(0, a)])
@@ -110,10 +98,7 @@ fn cap_respected_and_freed_slot_starts_next() {
 #[test]
 fn cap_of_one_is_sequential_with_timeouts() {
     let (a, b) = (tls(0, V6A), tls(0, V4A));
-    let cfg = RaceConfig {
-        max_concurrent_attempts: 1,
-        ..RaceConfig::default()
-    };
+    let cfg = RaceConfig { max_concurrent_attempts: 1, ..RaceConfig::default() };
     Script::with(&[a, b], &[], cfg, 0)
         .at(0)
         .expect(&[connect(0, a)])
@@ -129,14 +114,8 @@ fn cap_of_one_is_sequential_with_timeouts() {
 #[test]
 fn zero_cap_is_clamped_to_one() {
     let (a, b) = (tls(0, V6A), tls(0, V4A));
-    let cfg = RaceConfig {
-        max_concurrent_attempts: 0,
-        ..RaceConfig::default()
-    };
-    Script::with(&[a, b], &[], cfg, 0)
-        .at(0)
-        .expect(&[connect(0, a)])
-        .wakes_at(5000);
+    let cfg = RaceConfig { max_concurrent_attempts: 0, ..RaceConfig::default() };
+    Script::with(&[a, b], &[], cfg, 0).at(0).expect(&[connect(0, a)]).wakes_at(5000);
 }
 
 #[test]
@@ -154,15 +133,7 @@ fn late_and_unknown_events_are_ignored() {
         .feed(ready(1))
         .expect(&[won(1), cancel(0)])
         .finished();
-    for ev in [
-        tcp_up(0),
-        ready(0),
-        failed(0, Refused),
-        ready(1),
-        failed(1, Io),
-        ready(2),
-        tcp_up(99),
-    ] {
+    for ev in [tcp_up(0), ready(0), failed(0, Refused), ready(1), failed(1, Io), ready(2), tcp_up(99)] {
         s.at(300).feed(ev).expect(&[]).finished();
     }
 }
@@ -214,9 +185,7 @@ fn ids_grow_from_first_id_and_continue_across_races() {
         .feed(ready(1002))
         .expect(&[won(1002), cancel(1000)]);
     assert_eq!(s.race.next_id(), 1003);
-    Script::with(&[a], &[], RaceConfig::default(), s.race.next_id())
-        .at(0)
-        .expect(&[connect(1003, a)]);
+    Script::with(&[a], &[], RaceConfig::default(), s.race.next_id()).at(0).expect(&[connect(1003, a)]);
     assert_eq!(AttemptId(1003).to_string(), "1003");
 }
 
@@ -255,10 +224,7 @@ fn wrong_group_and_duplicate_candidates_are_dropped() {
 fn poll_timeout_says_poll_now_after_an_unpolled_event() {
     let (a, b) = (tls(0, V6A), tls(0, V4A));
     let mut s = Script::new(&[a, b], &[]);
-    s.at(0)
-        .expect(&[connect(0, a)])
-        .at(30)
-        .feed(failed(0, Refused));
+    s.at(0).expect(&[connect(0, a)]).at(30).feed(failed(0, Refused));
     assert_eq!(s.race.poll_timeout(), Some(s.t0 + ms(30)));
     s.expect(&[connect(1, b)]).wakes_at(5030);
 }
@@ -278,22 +244,10 @@ fn time_never_runs_backwards() {
 #[test]
 fn attempt_delay_is_clamped_by_race_new() {
     let (a, b, c) = (tls(0, V6A), tls(0, V4A), tls(0, V6B));
-    let fast = RaceConfig {
-        attempt_delay: Duration::ZERO,
-        ..RaceConfig::default()
-    };
-    Script::with(&[a, b], &[], fast, 0)
-        .at(0)
-        .expect(&[connect(0, a)])
-        .wakes_at(10);
-    let slow = RaceConfig {
-        attempt_delay: ms(60_000),
-        ..RaceConfig::default()
-    };
-    Script::with(&[a, b, c], &[], slow, 0)
-        .at(0)
-        .expect(&[connect(0, a)])
-        .wakes_at(2000);
+    let fast = RaceConfig { attempt_delay: Duration::ZERO, ..RaceConfig::default() };
+    Script::with(&[a, b], &[], fast, 0).at(0).expect(&[connect(0, a)]).wakes_at(10);
+    let slow = RaceConfig { attempt_delay: ms(60_000), ..RaceConfig::default() };
+    Script::with(&[a, b, c], &[], slow, 0).at(0).expect(&[connect(0, a)]).wakes_at(2000);
 }
 
 #[test]
@@ -318,10 +272,7 @@ fn config_defaults_and_clamp() {
     assert_eq!(wild.attempt_timeout, RaceConfig::MAX_TIMEOUT);
     assert_eq!(wild.plain_fallback_delay, RaceConfig::MAX_TIMEOUT);
     assert_eq!(wild.race_timeout, RaceConfig::MAX_TIMEOUT);
-    let long = RaceConfig {
-        attempt_delay: ms(2001),
-        ..d
-    };
+    let long = RaceConfig { attempt_delay: ms(2001), ..d };
     assert_eq!(long.clamped().attempt_delay, ms(2000));
     // Huge durations must not overflow instant arithmetic.
     let t0 = Instant::now();

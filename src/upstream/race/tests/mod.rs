@@ -22,19 +22,11 @@ const V4B: &str = "192.0.2.2:853";
 const V4C: &str = "192.0.2.3:853";
 
 fn tls(upstream: usize, addr: &str) -> Candidate {
-    Candidate {
-        upstream,
-        addr: addr.parse().unwrap(),
-        transport: Transport::Tls,
-    }
+    Candidate { upstream, addr: addr.parse().unwrap(), transport: Transport::Tls }
 }
 
 fn plain(upstream: usize, addr: &str) -> Candidate {
-    Candidate {
-        upstream,
-        addr: addr.parse().unwrap(),
-        transport: Transport::Plain,
-    }
+    Candidate { upstream, addr: addr.parse().unwrap(), transport: Transport::Plain }
 }
 
 fn ip(s: &str) -> IpAddr {
@@ -42,10 +34,7 @@ fn ip(s: &str) -> IpAddr {
 }
 
 fn connect(id: u64, candidate: Candidate) -> Action {
-    Action::Connect {
-        id: AttemptId(id),
-        candidate,
-    }
+    Action::Connect { id: AttemptId(id), candidate }
 }
 
 fn cancel(id: u64) -> Action {
@@ -57,12 +46,7 @@ fn won(id: u64) -> Action {
 }
 
 fn gave_up(reasons: &[(u64, Candidate, FailReason)]) -> Action {
-    Action::GaveUp {
-        reasons: reasons
-            .iter()
-            .map(|&(id, c, r)| (AttemptId(id), c, r))
-            .collect(),
-    }
+    Action::GaveUp { reasons: reasons.iter().map(|&(id, c, r)| (AttemptId(id), c, r)).collect() }
 }
 
 fn tcp_up(id: u64) -> Event {
@@ -95,11 +79,7 @@ impl Script {
 
     fn with(tls: &[Candidate], plain: &[Candidate], cfg: RaceConfig, first_id: u64) -> Self {
         let t0 = Instant::now();
-        Script {
-            race: Race::new(tls.to_vec(), plain.to_vec(), cfg, first_id, t0),
-            t0,
-            now: t0,
-        }
+        Script { race: Race::new(tls.to_vec(), plain.to_vec(), cfg, first_id, t0), t0, now: t0 }
     }
 
     fn ms_of(&self, t: Instant) -> u64 {
@@ -119,11 +99,7 @@ impl Script {
             panic!("unchecked action at +{}ms: {a:?}", self.ms_of(self.now));
         }
         if let Some(wake) = self.race.poll_timeout() {
-            assert!(
-                wake >= to,
-                "race wanted a wake-up at +{}ms, script jumped to +{at}ms",
-                self.ms_of(wake)
-            );
+            assert!(wake >= to, "race wanted a wake-up at +{}ms, script jumped to +{at}ms", self.ms_of(wake));
         }
         self.now = to;
         self
@@ -149,12 +125,7 @@ impl Script {
     #[track_caller]
     fn wakes_at(&mut self, at: u64) -> &mut Self {
         let wake = self.race.poll_timeout().map(|w| self.ms_of(w));
-        assert_eq!(
-            wake,
-            Some(at),
-            "poll_timeout at +{}ms",
-            self.ms_of(self.now)
-        );
+        assert_eq!(wake, Some(at), "poll_timeout at +{}ms", self.ms_of(self.now));
         self
     }
 

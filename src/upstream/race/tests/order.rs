@@ -5,13 +5,7 @@ use super::*;
 // order_candidates
 
 fn up(upstream: usize, addresses: &[IpAddr], allow_plain: bool) -> UpstreamAddrs<'_> {
-    UpstreamAddrs {
-        upstream,
-        addresses,
-        tls_port: 853,
-        plain_port: 53,
-        allow_plain,
-    }
+    UpstreamAddrs { upstream, addresses, tls_port: 853, plain_port: 53, allow_plain }
 }
 
 fn addrs_of(group: &[Candidate]) -> Vec<String> {
@@ -20,12 +14,7 @@ fn addrs_of(group: &[Candidate]) -> Vec<String> {
 
 #[test]
 fn order_interleaves_ipv6_first_fafc_one() {
-    let addrs = [
-        ip("192.0.2.1"),
-        ip("2001:db8::1"),
-        ip("192.0.2.2"),
-        ip("2001:db8::2"),
-    ];
+    let addrs = [ip("192.0.2.1"), ip("2001:db8::1"), ip("192.0.2.2"), ip("2001:db8::2")];
     let (t, p) = order_candidates(&[up(0, &addrs, false)], None);
     assert_eq!(addrs_of(&t), [V6A, V4A, V6B, V4B]);
     assert!(p.is_empty());
@@ -33,20 +22,10 @@ fn order_interleaves_ipv6_first_fafc_one() {
 
 #[test]
 fn order_unequal_family_counts() {
-    let more_v6 = [
-        ip("2001:db8::1"),
-        ip("2001:db8::2"),
-        ip("2001:db8::3"),
-        ip("192.0.2.1"),
-    ];
+    let more_v6 = [ip("2001:db8::1"), ip("2001:db8::2"), ip("2001:db8::3"), ip("192.0.2.1")];
     let (t, _) = order_candidates(&[up(0, &more_v6, false)], None);
     assert_eq!(addrs_of(&t), [V6A, V4A, V6B, "[2001:db8::3]:853"]);
-    let more_v4 = [
-        ip("192.0.2.1"),
-        ip("192.0.2.2"),
-        ip("192.0.2.3"),
-        ip("2001:db8::1"),
-    ];
+    let more_v4 = [ip("192.0.2.1"), ip("192.0.2.2"), ip("192.0.2.3"), ip("2001:db8::1")];
     let (t, _) = order_candidates(&[up(0, &more_v4, false)], None);
     assert_eq!(addrs_of(&t), [V6A, V4A, V4B, V4C]);
     let only_v4 = [ip("192.0.2.2"), ip("192.0.2.1")];
@@ -76,13 +55,8 @@ fn order_keeps_upstream_order_and_per_upstream_policy() {
 #[test]
 fn order_uses_the_given_ports() {
     let addrs = [ip("192.0.2.1")];
-    let u = UpstreamAddrs {
-        upstream: 3,
-        addresses: &addrs,
-        tls_port: 8853,
-        plain_port: 5353,
-        allow_plain: true,
-    };
+    let u =
+        UpstreamAddrs { upstream: 3, addresses: &addrs, tls_port: 8853, plain_port: 5353, allow_plain: true };
     let (t, p) = order_candidates(&[u], None);
     assert_eq!(t, vec![tls(3, "192.0.2.1:8853")]);
     assert_eq!(p, vec![plain(3, "192.0.2.1:5353")]);
@@ -119,13 +93,7 @@ fn order_drops_duplicates() {
     assert_eq!(t, vec![tls(0, V6A), tls(0, V4A)]);
     assert_eq!(p.len(), 2);
     // Duplicates must not break the alternation (dropped before interleaving).
-    let addrs = [
-        ip("192.0.2.1"),
-        ip("192.0.2.1"),
-        ip("2001:db8::1"),
-        ip("2001:db8::2"),
-        ip("192.0.2.2"),
-    ];
+    let addrs = [ip("192.0.2.1"), ip("192.0.2.1"), ip("2001:db8::1"), ip("2001:db8::2"), ip("192.0.2.2")];
     let (t, _) = order_candidates(&[up(0, &addrs, false)], None);
     assert_eq!(addrs_of(&t), [V6A, V4A, V6B, V4B]);
 }

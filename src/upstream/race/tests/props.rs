@@ -46,14 +46,8 @@ fn arb_step() -> impl Strategy<Value = Step> {
         1 => Just(Kind::Ready),
         4 => arb_reason().prop_map(Kind::Failed),
     ];
-    (0u64..1500, prop::bool::weighted(0.85), any::<Index>(), kind).prop_map(
-        |(dt_ms, aim_alive, pick, kind)| Step {
-            dt_ms,
-            aim_alive,
-            pick,
-            kind,
-        },
-    )
+    (0u64..1500, prop::bool::weighted(0.85), any::<Index>(), kind)
+        .prop_map(|(dt_ms, aim_alive, pick, kind)| Step { dt_ms, aim_alive, pick, kind })
 }
 
 /// A small address pool, so that duplicates and shared endpoints across
@@ -69,11 +63,7 @@ fn arb_candidate(transport: Transport) -> impl Strategy<Value = Candidate> {
             Transport::Tls => 853,
             Transport::Plain => 53,
         };
-        Candidate {
-            upstream,
-            addr: SocketAddr::new(ip, port),
-            transport,
-        }
+        Candidate { upstream, addr: SocketAddr::new(ip, port), transport }
     })
 }
 
@@ -126,13 +116,7 @@ struct Model {
 }
 
 impl Model {
-    fn new(
-        t0: Instant,
-        cfg: RaceConfig,
-        first_id: u64,
-        tls: &[Candidate],
-        plain: &[Candidate],
-    ) -> Self {
+    fn new(t0: Instant, cfg: RaceConfig, first_id: u64, tls: &[Candidate], plain: &[Candidate]) -> Self {
         let dedup = |list: &[Candidate]| {
             let mut out: Vec<Candidate> = Vec::new();
             for c in list {
@@ -181,30 +165,21 @@ impl Model {
     }
 
     fn tls_open(&self) -> impl Iterator<Item = &Open> {
-        self.open
-            .values()
-            .filter(|o| o.candidate.transport == Transport::Tls)
+        self.open.values().filter(|o| o.candidate.transport == Transport::Tls)
     }
 
     /// Mirror of the join rule; evaluated at every point the race could evaluate it.
     fn update_plain_join(&mut self, now: Instant) {
         let exhausted = self.pending(&self.tls).is_empty() && self.tls_open().next().is_none();
-        let stuck =
-            now >= self.t0 + self.cfg.plain_fallback_delay && !self.tls_open().any(|o| o.tcp_up);
+        let stuck = now >= self.t0 + self.cfg.plain_fallback_delay && !self.tls_open().any(|o| o.tcp_up);
         if exhausted || stuck {
             self.plain_joined = true;
         }
     }
 
     fn end(&mut self, id: u64, how: End) {
-        assert!(
-            self.open.remove(&id).is_some(),
-            "attempt {id} ended while not open"
-        );
-        assert!(
-            self.ended.insert(id, how).is_none(),
-            "attempt {id} ended twice"
-        );
+        assert!(self.open.remove(&id).is_some(), "attempt {id} ended while not open");
+        assert!(self.ended.insert(id, how).is_none(), "attempt {id} ended twice");
     }
 
     fn feed(&mut self, race: &mut Race, event: Event, now: Instant) {
@@ -254,19 +229,13 @@ impl Model {
         assert_eq!(race.is_finished(), self.done);
         assert_eq!(race.attempts_alive(), self.open.len());
         assert_eq!(race.next_id(), self.first_id + self.connected.len() as u64);
-        assert!(
-            self.ready_fed.is_none(),
-            "Ready for an alive attempt did not win"
-        );
+        assert!(self.ready_fed.is_none(), "Ready for an alive attempt did not win");
         match race.poll_timeout() {
             None => assert!(self.done, "no wake-up but not finished"),
             Some(wake) => {
                 assert!(!self.done);
                 assert!(wake > now, "wake-up not in the future after draining");
-                assert!(
-                    wake <= self.race_deadline(),
-                    "wake-up after the race deadline"
-                );
+                assert!(wake <= self.race_deadline(), "wake-up after the race deadline");
                 self.check_liveness(now, wake);
             }
         }
@@ -298,19 +267,9 @@ impl Model {
         match action {
             Action::Connect { id, candidate } => {
                 assert!(!self.decided(), "Connect after the decision");
-                assert!(
-                    now < self.race_deadline(),
-                    "Connect at/after the race deadline"
-                );
-                assert_eq!(
-                    id.0,
-                    self.first_id + self.connected.len() as u64,
-                    "ids consecutive"
-                );
-                assert!(
-                    self.open.len() < self.cfg.max_concurrent_attempts,
-                    "cap exceeded"
-                );
+                assert!(now < self.race_deadline(), "Connect at/after the race deadline");
+                assert_eq!(id.0, self.first_id + self.connected.len() as u64, "ids consecutive");
+                assert!(self.open.len() < self.cfg.max_concurrent_attempts, "cap exceeded");
                 if let Some(last) = self.last_connect {
                     if !self.hard_failure_since_connect {
                         assert!(
@@ -326,10 +285,7 @@ impl Model {
                     }
                     Transport::Plain => {
                         assert!(!self.plain.is_empty(), "plain Connect in a strict race");
-                        assert!(
-                            self.plain_joined,
-                            "plain Connect before the plain group joined"
-                        );
+                        assert!(self.plain_joined, "plain Connect before the plain group joined");
                         assert_eq!(self.pending(&self.plain).first(), Some(&candidate));
                     }
                 }
@@ -338,18 +294,11 @@ impl Model {
                 self.connected.insert(id.0, candidate);
                 self.open.insert(
                     id.0,
-                    Open {
-                        candidate,
-                        tcp_up: false,
-                        deadline: now + self.cfg.attempt_timeout,
-                    },
+                    Open { candidate, tcp_up: false, deadline: now + self.cfg.attempt_timeout },
                 );
             }
             Action::Cancel { id } => {
-                let o = *self
-                    .open
-                    .get(&id.0)
-                    .expect("Cancel of an attempt that is not alive");
+                let o = *self.open.get(&id.0).expect("Cancel of an attempt that is not alive");
                 if self.won.is_none() {
                     assert!(
                         now >= o.deadline || now >= self.race_deadline(),
@@ -370,10 +319,7 @@ impl Model {
                 assert!(self.open.is_empty(), "GaveUp with attempts alive");
                 if now < self.race_deadline() {
                     assert!(self.pending(&self.tls).is_empty(), "GaveUp with TLS left");
-                    assert!(
-                        self.pending(&self.plain).is_empty(),
-                        "GaveUp with plain left"
-                    );
+                    assert!(self.pending(&self.plain).is_empty(), "GaveUp with plain left");
                 }
                 let want: Vec<(AttemptId, Candidate, FailReason)> = self
                     .connected
@@ -406,13 +352,7 @@ impl Model {
     }
 }
 
-fn run(
-    tls: Vec<Candidate>,
-    plain: Vec<Candidate>,
-    cfg: RaceConfig,
-    first_id: u64,
-    steps: Vec<Step>,
-) {
+fn run(tls: Vec<Candidate>, plain: Vec<Candidate>, cfg: RaceConfig, first_id: u64, steps: Vec<Step>) {
     let t0 = Instant::now();
     let mut race = Race::new(tls.clone(), plain.clone(), cfg, first_id, t0);
     let mut model = Model::new(t0, cfg, first_id, &tls, &plain);
@@ -448,11 +388,7 @@ fn run(
     assert!(race.is_finished());
     assert!(model.open.is_empty());
     assert!(model.decided_at.unwrap() <= model.race_deadline());
-    assert_eq!(
-        model.ended.len(),
-        model.connected.len(),
-        "an attempt never ended"
-    );
+    assert_eq!(model.ended.len(), model.connected.len(), "an attempt never ended");
     assert_eq!(race.poll_action(now + Duration::from_secs(60)), None);
     let pins: Vec<Candidate> = race.pin_mismatches().collect();
     for c in &pins {

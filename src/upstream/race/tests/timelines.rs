@@ -124,12 +124,7 @@ fn hard_failure_of_older_attempt_starts_next_at_once() {
 
 #[test]
 fn ipv6_silently_broken_ipv4_wins_after_one_delay() {
-    let addrs = [
-        ip("2001:db8::1"),
-        ip("2001:db8::2"),
-        ip("192.0.2.1"),
-        ip("192.0.2.2"),
-    ];
+    let addrs = [ip("2001:db8::1"), ip("2001:db8::2"), ip("192.0.2.1"), ip("192.0.2.2")];
     let (tls_group, plain_group) = order_candidates(
         &[UpstreamAddrs {
             upstream: 0,
@@ -140,10 +135,7 @@ fn ipv6_silently_broken_ipv4_wins_after_one_delay() {
         }],
         None,
     );
-    assert_eq!(
-        tls_group,
-        vec![tls(0, V6A), tls(0, V4A), tls(0, V6B), tls(0, V4B)]
-    );
+    assert_eq!(tls_group, vec![tls(0, V6A), tls(0, V4A), tls(0, V6B), tls(0, V4B)]);
     assert!(plain_group.is_empty());
     Script::new(&tls_group, &plain_group)
         .at(0)
@@ -264,13 +256,7 @@ fn strict_hard_failures_give_up_without_plain() {
 fn opportunistic_853_dropped_53_open_plain_wins_after_fallback_delay() {
     let addrs = [ip("192.0.2.1")];
     let (tls_group, plain_group) = order_candidates(
-        &[UpstreamAddrs {
-            upstream: 0,
-            addresses: &addrs,
-            tls_port: 853,
-            plain_port: 53,
-            allow_plain: true,
-        }],
+        &[UpstreamAddrs { upstream: 0, addresses: &addrs, tls_port: 853, plain_port: 53, allow_plain: true }],
         None,
     );
     let (t, p) = (tls(0, V4A), plain(0, "192.0.2.1:53"));
@@ -320,13 +306,7 @@ fn plain_joins_at_once_when_all_tls_failed_before_the_delay() {
 
 #[test]
 fn everything_fails_gave_up_lists_every_reason() {
-    let (a, b, c, d, e) = (
-        tls(0, V6A),
-        tls(0, V4A),
-        tls(0, V6B),
-        tls(0, V4B),
-        tls(1, V4C),
-    );
+    let (a, b, c, d, e) = (tls(0, V6A), tls(0, V4A), tls(0, V6B), tls(0, V4B), tls(1, V4C));
     let p = plain(1, "192.0.2.3:53");
     let mut s = Script::new(&[a, b, c, d, e], &[p]);
     s.at(0)
@@ -374,10 +354,7 @@ fn everything_fails_gave_up_lists_every_reason() {
 
 #[test]
 fn no_candidates_gives_up_at_once() {
-    Script::new(&[], &[])
-        .at(0)
-        .expect(&[gave_up(&[])])
-        .finished();
+    Script::new(&[], &[]).at(0).expect(&[gave_up(&[])]).finished();
 }
 
 // 9. Handshaking TLS holds plain back.
@@ -454,10 +431,7 @@ fn plain_joins_once_no_tls_is_handshaking_any_more() {
 fn plain_group_stays_joined_and_alternates_with_tls() {
     let (t0, t1, t2) = (tls(0, V6A), tls(0, V4A), tls(0, V6B));
     let (p0, p1) = (plain(0, "[2001:db8::1]:53"), plain(0, "192.0.2.1:53"));
-    let cfg = RaceConfig {
-        max_concurrent_attempts: 8,
-        ..RaceConfig::default()
-    };
+    let cfg = RaceConfig { max_concurrent_attempts: 8, ..RaceConfig::default() };
     Script::with(&[t0, t1, t2], &[p0, p1], cfg, 0)
         .at(0)
         .expect(&[connect(0, t0)])
