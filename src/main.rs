@@ -1,9 +1,14 @@
 //! The `stubborn` command: run the daemon, or check a config.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{io::IsTerminal, path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 
 use clap::{Parser, Subcommand};
-use stubborn::{config::Config, daemon::Daemon};
+use stubborn::{
+    config::Config,
+    daemon::{Daemon, listeners_from, udp_sockets_per_address},
+    frontend::bind,
+    systemd::{self, Notifier, PrivDrop},
+};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
@@ -30,6 +35,8 @@ enum Command {
 
 /// Exit code for an invalid config or command line.
 const EXIT_CONFIG: u8 = 2;
+/// How often the systemd STATUS= line is recomputed (sent only when it changes).
+const STATUS_EVERY: Duration = Duration::from_secs(2);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -50,15 +57,13 @@ fn main() -> ExitCode {
             println!("config OK");
             ExitCode::SUCCESS
         }
-        None => run(config),
+        None => run(config, cli.config),
     }
 }
 
 fn init_logging(level: &str) {
-    // hickory-server logs two INFO lines per request; keep it to warnings.
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("{level},hickory_server=warn,hickory_proto=warn")));
-    use std::io::IsTerminal;
+        .unwrap_or_else(|_| EnvFilter::new(format!("{level},hickory_proto=warn")));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
@@ -66,7 +71,8 @@ fn init_logging(level: &str) {
         .init();
 }
 
-fn run(config: Config) -> ExitCode {
+fn run(config: Config, config_path: Option<PathBuf>) -> ExitCode {
+    let notifier = Arc::new(Notifier::from_env());
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(err) => {
@@ -75,22 +81,81 @@ fn run(config: Config) -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        // Handlers first: SIGHUP's default action would kill a daemon being reloaded.
+        let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
+            (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
+        else {
+            error!("cannot install signal handlers");
+            return ExitCode::FAILURE;
+        };
         info!(origin = %config.origin, upstreams = config.upstreams.len(), "starting");
-        let daemon = match Daemon::start(&config).await {
+        let listeners = match systemd::inherited_listeners() {
+            Ok(Some(inherited)) => {
+                info!(sockets = inherited.len(), "using the sockets passed by the service manager");
+                listeners_from(inherited).map_err(|e| e.to_string())
+            }
+            Ok(None) => bind(&config.server.listen, udp_sockets_per_address()).map_err(|e| e.to_string()),
+            Err(err) => Err(format!("socket activation: {err}")),
+        };
+        let listeners = match listeners {
+            Ok(l) => l,
+            Err(err) => {
+                error!(%err, "cannot listen");
+                return ExitCode::FAILURE;
+            }
+        };
+        // Bound: root is no longer needed (no query is answered before this).
+        if let Some(user) = &config.server.user {
+            match systemd::drop_privileges(user) {
+                Ok(PrivDrop::Dropped(account)) => info!(user = %account.name, uid = account.uid, "dropped root"),
+                Ok(PrivDrop::NotRoot { euid }) => warn!(euid, user, "server.user is set but we are not root"),
+                Err(err) => {
+                    error!(%err, "cannot drop privileges; refusing to run as root");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        let mut daemon = match Daemon::start_on(&config, listeners) {
             Ok(d) => d,
             Err(err) => {
                 error!(%err, "cannot start");
                 return ExitCode::FAILURE;
             }
         };
-        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-        else {
-            error!("cannot install signal handlers");
-            return ExitCode::FAILURE;
-        };
-        tokio::select! {
-            _ = term.recv() => info!("SIGTERM: shutting down"),
-            _ = int.recv() => info!("SIGINT: shutting down"),
+        notifier.ready(&daemon.status());
+        let watchdog = notifier.watchdog_interval().map(|every| {
+            let probe_addr = daemon.local_addrs[0];
+            tokio::spawn(systemd::run_watchdog(notifier.clone(), every, move || async move {
+                systemd::probe(probe_addr, every / 2).await.is_ok()
+            }))
+        });
+        let mut status_tick = tokio::time::interval(STATUS_EVERY);
+        loop {
+            tokio::select! {
+                _ = term.recv() => { info!("SIGTERM: shutting down"); break; }
+                _ = int.recv() => { info!("SIGINT: shutting down"); break; }
+                _ = hup.recv() => {
+                    info!("SIGHUP: reloading the config");
+                    notifier.reloading();
+                    match Config::resolve(config_path.as_deref()) {
+                        Ok(new) => {
+                            for warning in &new.warnings {
+                                warn!(origin = %new.origin, "{warning}");
+                            }
+                            if let Err(err) = daemon.reload(new) {
+                                error!(%err, "reload refused; keeping the current config");
+                            }
+                        }
+                        Err(err) => error!(%err, "reload refused: invalid config; keeping the current config"),
+                    }
+                    notifier.ready(&daemon.status());
+                }
+                _ = status_tick.tick() => { notifier.status(&daemon.status()); }
+            }
+        }
+        notifier.stopping();
+        if let Some(w) = watchdog {
+            w.abort();
         }
         daemon.shutdown().await;
         ExitCode::SUCCESS

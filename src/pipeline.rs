@@ -10,7 +10,7 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, RwLock},
     time::Duration,
 };
 
@@ -45,48 +45,84 @@ type Waiters = Mutex<HashMap<CacheKey, watch::Receiver<Option<Outcome>>>>;
 /// The query pipeline; cheap to clone (shared state).
 #[derive(Clone)]
 pub struct Pipeline {
-    inner: Arc<Inner>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    /// What a config reload replaces; queries already running keep the one they started
+    /// with, so a reload never cuts one short.
+    generation: RwLock<Arc<Inner>>,
+    /// Upstream fetches in flight, by question; survives reloads.
+    in_flight: Arc<Waiters>,
 }
 
 struct Inner {
     pool: Pool,
-    cache: Cache,
+    cache: Arc<Cache>,
     query_timeout: Duration,
     serve_stale: bool,
     stale_answer_after: Duration,
-    in_flight: Waiters,
+    in_flight: Arc<Waiters>,
 }
 
 impl Pipeline {
     pub fn new(pool: Pool, query_timeout: Duration, cache: &CacheConfig) -> Self {
-        Self {
-            inner: Arc::new(Inner {
-                pool,
-                cache: Cache::new(cache.settings()),
-                query_timeout,
-                serve_stale: cache.serve_stale,
-                stale_answer_after: cache.stale_answer_after,
-                in_flight: Mutex::new(HashMap::new()),
-            }),
-        }
+        let in_flight = Arc::new(Mutex::new(HashMap::new()));
+        let inner = Inner {
+            pool,
+            cache: Arc::new(Cache::new(cache.settings())),
+            query_timeout,
+            serve_stale: cache.serve_stale,
+            stale_answer_after: cache.stale_answer_after,
+            in_flight: in_flight.clone(),
+        };
+        Self { shared: Arc::new(Shared { generation: RwLock::new(Arc::new(inner)), in_flight }) }
     }
 
-    pub fn pool(&self) -> &Pool {
-        &self.inner.pool
+    /// Applies a reloaded config: new upstreams and timeouts at once, the cache kept (its
+    /// answers moved into new bounds when those changed).
+    pub fn reconfigure(&self, pool: Pool, query_timeout: Duration, cache: &CacheConfig) {
+        let old = self.current();
+        let settings = cache.settings();
+        let cache_now = if *old.cache.config() == settings.clone().normalized() {
+            old.cache.clone()
+        } else {
+            Arc::new(old.cache.resized(settings))
+        };
+        let inner = Inner {
+            pool,
+            cache: cache_now,
+            query_timeout,
+            serve_stale: cache.serve_stale,
+            stale_answer_after: cache.stale_answer_after,
+            in_flight: self.shared.in_flight.clone(),
+        };
+        *self.shared.generation.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(inner);
     }
 
-    pub fn cache(&self) -> &Cache {
-        &self.inner.cache
+    fn current(&self) -> Arc<Inner> {
+        self.shared.generation.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The upstream pool in use.
+    pub fn pool(&self) -> Pool {
+        self.current().pool.clone()
+    }
+
+    /// The answer cache in use.
+    pub fn cache(&self) -> Arc<Cache> {
+        self.current().cache.clone()
     }
 
     /// The cache's fresh answer for `query`, if it has one: the hot path, no await. A hit
     /// near expiry starts one background refresh (prefetch); no client waits for it.
     pub fn cached(&self, query: &ClientQuery) -> Option<Vec<u8>> {
         let key = CacheKey::from(query);
-        match self.inner.cache.lookup(&key, &ClientView::from(query), Instant::now()) {
+        let inner = self.current();
+        match inner.cache.lookup(&key, &ClientView::from(query), Instant::now()) {
             Lookup::Hit(wire) => Some(wire),
             Lookup::HitPrefetch(wire) => {
-                Inner::join_or_fetch(&self.inner, query, key);
+                Inner::join_or_fetch(&inner, query, key);
                 Some(wire)
             }
             Lookup::Stale(_) | Lookup::Miss => None,
@@ -99,7 +135,7 @@ impl Pipeline {
         if let Some(wire) = self.cached(query) {
             return wire;
         }
-        let inner = &self.inner;
+        let inner = &self.current();
         let key = CacheKey::from(query);
         let rx = Inner::join_or_fetch(inner, query, key.clone());
         let outcome = if inner.serve_stale {

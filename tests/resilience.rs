@@ -69,7 +69,8 @@ async fn a_query_the_primary_leaves_unanswered_is_answered_through_the_spare() {
     );
     assert_eq!(silent.queries_received(), 2, "asked the primary first");
     assert_eq!(good.queries_received(), 1, "then exactly one hedge");
-    let stats = stub.pool().stats();
+    let pool = stub.pool();
+    let stats = pool.stats();
     assert_eq!(stats.hedges_sent.load(Ordering::Relaxed), 1);
     assert_eq!(stats.hedges_won.load(Ordering::Relaxed), 1);
 }

@@ -237,7 +237,6 @@ impl Drop for KillOnDrop {
 }
 
 #[tokio::test]
-#[ignore = "needs daemon wiring (issue 6): Daemon::start using inherited_listeners()"]
 async fn binary_serves_on_inherited_sockets_instead_of_binding() {
     let up = TestUpstream::start(UpstreamOptions::default()).await;
     let dir = tempfile::tempdir().unwrap();

@@ -352,7 +352,6 @@ async fn a_daemon_under_a_manager_serves_and_sends_only_well_formed_notification
 }
 
 #[tokio::test]
-#[ignore = "needs daemon wiring (issue 6): READY=1/STOPPING=1 from main.rs"]
 async fn binary_ready_only_once_the_port_answers_and_stopping_on_sigterm() {
     let up = TestUpstream::start(UpstreamOptions::default()).await;
     let sock = NotifySocket::bind();
@@ -383,7 +382,6 @@ async fn binary_ready_only_once_the_port_answers_and_stopping_on_sigterm() {
 }
 
 #[tokio::test]
-#[ignore = "needs daemon wiring (issue 6): the watchdog task"]
 async fn binary_keeps_the_watchdog_period() {
     let up = TestUpstream::start(UpstreamOptions::default()).await;
     let sock = NotifySocket::bind();
@@ -412,7 +410,6 @@ async fn binary_keeps_the_watchdog_period() {
 }
 
 #[tokio::test]
-#[ignore = "needs daemon wiring (issue 6): SIGHUP reload"]
 async fn binary_brackets_a_reload_with_reloading_and_ready() {
     let up = TestUpstream::start(UpstreamOptions::default()).await;
     let sock = NotifySocket::bind();
@@ -439,10 +436,16 @@ async fn binary_brackets_a_reload_with_reloading_and_ready() {
     }
     let (code, stderr) = d.stop().await;
     assert_eq!(code, Some(0), "{stderr}");
+    // The invalid reload was refused with the file, the key and the reason.
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("reload refused") && l.contains("server.bogus") && l.contains("unknown key")),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]
-#[ignore = "needs daemon wiring (issue 6) and upstream health in the status line"]
 async fn binary_status_changes_when_the_upstream_fails() {
     let up = TestUpstream::start(UpstreamOptions::default()).await;
     let sock = NotifySocket::bind();

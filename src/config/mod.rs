@@ -86,6 +86,8 @@ pub struct ServerConfig {
     pub max_inflight: usize,
     /// Cap on open client TCP connections. At least 1.
     pub max_tcp_clients: usize,
+    /// When started as root: the account to switch to once the sockets are bound.
+    pub user: Option<String>,
 }
 
 /// `[cache]`.

@@ -87,6 +87,7 @@ pub(crate) struct RawServer {
     pub tcp_idle_timeout_ms: i64,
     pub max_inflight: i64,
     pub max_tcp_clients: i64,
+    pub user: Option<String>,
 }
 
 impl Default for RawServer {
@@ -98,6 +99,7 @@ impl Default for RawServer {
             tcp_idle_timeout_ms: defaults::TCP_IDLE_TIMEOUT_MS,
             max_inflight: defaults::SERVER_MAX_INFLIGHT,
             max_tcp_clients: defaults::MAX_TCP_CLIENTS,
+            user: None,
         }
     }
 }

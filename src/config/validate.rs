@@ -174,6 +174,10 @@ impl Validator {
                 raw.max_tcp_clients,
                 limits::MAX_TCP_CLIENTS,
             )?,
+            user: match raw.user {
+                None => None,
+                Some(user) => Some(self.user(user)?),
+            },
         })
     }
 
@@ -255,6 +259,21 @@ impl Validator {
                 limits::RACE_TIMEOUT_MS,
             )?,
         })
+    }
+
+    /// A POSIX portable user name (no `root`: dropping to root is no drop).
+    fn user(&self, user: String) -> Result<String, ConfigError> {
+        let portable = !user.is_empty()
+            && user.len() <= 32
+            && !user.starts_with('-')
+            && user.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if !portable {
+            return Err(self.error("server.user", format!("{user:?} is not a valid user name")));
+        }
+        if user == "root" {
+            return Err(self.error("server.user", "must not be root (it is the account being left)"));
+        }
+        Ok(user)
     }
 
     fn hedging(&mut self, raw: RawHedging) -> Result<HedgingConfig, ConfigError> {

@@ -20,7 +20,7 @@ mod udp;
 use std::{
     net::SocketAddr,
     sync::{
-        Arc,
+        Arc, RwLock,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     thread::JoinHandle,
@@ -55,7 +55,8 @@ const TCP_PIPELINE_DEPTH: usize = 64;
 /// What every serving task shares.
 struct Context {
     pipeline: Pipeline,
-    acl: Acl,
+    /// Swapped by a config reload.
+    acl: RwLock<Arc<Acl>>,
     limits: FrontendLimits,
     in_flight: Arc<Semaphore>,
     tcp_clients: Arc<Semaphore>,
@@ -63,6 +64,10 @@ struct Context {
 }
 
 impl Context {
+    fn acl(&self) -> Arc<Acl> {
+        self.acl.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     /// A slot for one upstream resolution, or None (logged, rate-limited) at the cap.
     fn admit(&self) -> Option<OwnedSemaphorePermit> {
         let permit = self.in_flight.clone().try_acquire_owned().ok();
@@ -101,7 +106,7 @@ impl Frontend {
     ) -> std::io::Result<Self> {
         let ctx = Arc::new(Context {
             pipeline,
-            acl,
+            acl: RwLock::new(Arc::new(acl)),
             limits,
             in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
             tcp_clients: Arc::new(Semaphore::new(limits.max_tcp_clients)),
@@ -128,6 +133,11 @@ impl Frontend {
             info!(%addr, "listening on udp and tcp");
         }
         Ok(Self { stop, tasks, udp_stop, udp_threads, ctx, local_addrs: listeners.addrs })
+    }
+
+    /// Replaces the access list (config reload).
+    pub fn set_acl(&self, acl: Acl) {
+        *self.ctx.acl.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(acl);
     }
 
     /// Client queries being resolved upstream right now.

@@ -75,6 +75,20 @@ pub fn classify(packet: &[u8], src: IpAddr, acl: &Acl) -> Verdict {
         Some(e) => Some(ClientEdns { dnssec_ok: e.flags().dnssec_ok, max_payload: e.max_payload() }),
         None => None,
     };
+    if is_resolver_arpa(msg.queries[0].name()) {
+        // RFC 9462 §6.1/§6.4: a forwarder does not forward resolver.arpa; we designate no
+        // encrypted resolver, so the answer is NODATA, from here. (The watchdog's probe
+        // relies on this: it checks our query path without leaving the host.)
+        let mut reply = Message::new(header.metadata.id, MessageType::Response, OpCode::Query);
+        reply.metadata.recursion_desired = header.metadata.recursion_desired;
+        reply.metadata.recursion_available = true;
+        reply.metadata.authoritative = true;
+        reply.queries = msg.queries.clone();
+        if msg.edns.is_some() {
+            reply.edns = Some(Edns::new());
+        }
+        return Verdict::Reply(reply.to_vec().unwrap_or_default());
+    }
     let mut msg = msg;
     Verdict::Query(ClientQuery {
         id: msg.metadata.id,
@@ -84,6 +98,11 @@ pub fn classify(packet: &[u8], src: IpAddr, acl: &Acl) -> Verdict {
         authentic_data: msg.metadata.authentic_data,
         edns,
     })
+}
+
+fn is_resolver_arpa(name: &hickory_proto::rr::Name) -> bool {
+    let zone = hickory_proto::rr::Name::from_ascii("resolver.arpa.").expect("a valid name");
+    zone.zone_of(name)
 }
 
 /// An answer with no records: the request's ID, opcode and RD, its question when it could
@@ -183,6 +202,21 @@ mod tests {
         let mut cut = query_wire(|_| {});
         cut.truncate(cut.len() - 3);
         assert_eq!(rcode_of(classify(&cut, LOCAL, &acl())), ResponseCode::FormErr);
+    }
+
+    #[test]
+    fn resolver_arpa_is_answered_here_with_nodata() {
+        let wire = query_wire(|m| {
+            m.queries[0] = hickory_proto::op::Query::query(
+                Name::from_ascii("_dns.Resolver.ARPA.").unwrap(),
+                RecordType::SVCB,
+            )
+        });
+        let Verdict::Reply(reply) = classify(&wire, LOCAL, &acl()) else { panic!("answered locally") };
+        let reply = Message::from_vec(&reply).unwrap();
+        assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+        assert!(reply.answers.is_empty());
+        assert_eq!(reply.queries[0].name().to_ascii(), "_dns.Resolver.ARPA.");
     }
 
     #[test]

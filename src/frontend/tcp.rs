@@ -83,7 +83,7 @@ async fn connection(
             },
             _ = stop.changed() => break,
         };
-        match classify(&message, src.ip(), &ctx.acl) {
+        match classify(&message, src.ip(), &ctx.acl()) {
             Verdict::Drop => {}
             Verdict::Reply(wire) => {
                 if answers.send(wire).await.is_err() {

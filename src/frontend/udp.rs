@@ -56,11 +56,12 @@ pub(super) fn serve(
                 continue;
             }
         };
+        let acl = ctx.acl();
         for i in 0..n {
             let Some((packet, src)) = received.get(i) else {
                 continue;
             };
-            match classify(packet, src.ip(), &ctx.acl) {
+            match classify(packet, src.ip(), &acl) {
                 Verdict::Drop => {}
                 Verdict::Reply(wire) => out.push((wire, src)),
                 Verdict::Query(query) => {

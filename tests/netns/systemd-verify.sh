@@ -27,7 +27,7 @@ set -euo pipefail
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$REPO"
 MAX_EXPOSURE=${MAX_EXPOSURE:-2.0}
-ACTIVATION=${SYSTEMD_VERIFY_ACTIVATION:-no}
+ACTIVATION=${SYSTEMD_VERIFY_ACTIVATION:-yes}
 SERVICE=systemd/stubborn.service
 SOCKET=systemd/stubborn.socket
 DROPIN=systemd/resolved.conf.d/stubborn.conf

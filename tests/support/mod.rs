@@ -63,8 +63,13 @@ impl Stub {
     }
 
     /// The daemon's upstream pool.
-    pub fn pool(&self) -> &stubborn::upstream::pool::Pool {
+    pub fn pool(&self) -> stubborn::upstream::pool::Pool {
         self.daemon.as_ref().expect("running").pool()
+    }
+
+    /// The running daemon.
+    pub fn daemon(&mut self) -> &mut Daemon {
+        self.daemon.as_mut().expect("running")
     }
 
     pub async fn shutdown(mut self) {

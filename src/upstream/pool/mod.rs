@@ -85,6 +85,15 @@ pub struct PoolStats {
     pub suspends: AtomicU64,
 }
 
+/// A summary of upstream health for status lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolHealth {
+    pub up: usize,
+    pub total: usize,
+    /// The connection queries use now.
+    pub via: Option<(SocketAddr, Transport)>,
+}
+
 /// Reads (monotonic, boot-time) clocks; swappable so tests can fake a suspend.
 pub type SleepClock = Arc<dyn Fn() -> (Duration, Duration) + Send + Sync>;
 
@@ -288,6 +297,32 @@ impl Pool {
     /// The connection queries use now, if one is up (for status lines and tests).
     pub fn current(&self) -> Option<Connection> {
         self.inner.lock().primary.clone().filter(|c| !c.is_closed())
+    }
+
+    /// How many upstreams are up (a live connection, or no failed attempt since their
+    /// last success), of how many, and the connection queries use now.
+    pub fn health(&self) -> PoolHealth {
+        let st = self.inner.lock();
+        let live = |c: &Option<Connection>| c.as_ref().filter(|c| !c.is_closed()).map(|c| c.info().clone());
+        let (primary, spare) = (live(&st.primary), live(&st.spare));
+        let up = (0..self.inner.upstreams.len())
+            .filter(|&i| {
+                let connected =
+                    [&primary, &spare].iter().any(|c| c.as_ref().is_some_and(|c| c.upstream == i));
+                let failing = st.addresses[i].iter().all(|ip| {
+                    [
+                        (self.inner.upstreams[i].tls_port, Transport::Tls),
+                        (self.inner.upstreams[i].plain_port, Transport::Plain),
+                    ]
+                    .iter()
+                    .any(|&(port, t)| {
+                        st.endpoints.get(&((*ip, port).into(), t)).is_some_and(|h| h.backoff.failures() > 0)
+                    })
+                });
+                connected || (!failing && !st.addresses[i].is_empty())
+            })
+            .count();
+        PoolHealth { up, total: self.inner.upstreams.len(), via: primary.map(|c| (c.peer, c.transport)) }
     }
 
     /// The warm spare, if one is up.
