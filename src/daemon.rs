@@ -1,14 +1,16 @@
-//! Wiring: config → upstream pool → pipeline → front end; reloads; an orderly shutdown.
+//! Wiring: config → upstream pool → pipeline → front end (and the metrics endpoint);
+//! reloads; an orderly shutdown.
 //!
 //! Owns the daemon's parts and their lifetimes. It never answers queries itself.
 
-use std::{net::SocketAddr, thread::available_parallelism, time::Duration};
+use std::{net::SocketAddr, sync::Arc, thread::available_parallelism, time::Duration};
 
 use tracing::{info, warn};
 
 use crate::{
     config::Config,
     frontend::{BindError, Frontend, FrontendLimits, Listeners, bind, request::Acl},
+    metrics::{MetricsServer, ServeError, Snapshot},
     pipeline::Pipeline,
     systemd::{Inherited, status_line},
     tls::TlsSetupError,
@@ -27,6 +29,8 @@ pub enum StartError {
     Bind(#[from] BindError),
     #[error("cannot serve: {0}")]
     Serve(#[from] std::io::Error),
+    #[error(transparent)]
+    Metrics(#[from] ServeError),
 }
 
 /// A running daemon: its bound addresses and what is needed to reload or stop it.
@@ -36,6 +40,8 @@ pub struct Daemon {
     pub local_addrs: Vec<SocketAddr>,
     pipeline: Pipeline,
     config: Config,
+    /// The Prometheus endpoint, when `[metrics] listen` is set.
+    metrics: Option<MetricsServer>,
 }
 
 /// UDP sockets (and threads) per listen address: one per core.
@@ -85,7 +91,23 @@ impl Daemon {
             tcp_idle_timeout: config.server.tcp_idle_timeout,
         };
         let frontend = Frontend::start(listeners, pipeline.clone(), Acl::new(&config.server.allow), limits)?;
-        Ok(Self { local_addrs: frontend.local_addrs.clone(), frontend, pipeline, config: config.clone() })
+        frontend.set_log_queries(config.log.queries);
+        let metrics = match config.metrics.listen {
+            Some(addr) => Some(MetricsServer::start(addr, snapshot_of(pipeline.clone()))?),
+            None => None,
+        };
+        Ok(Self {
+            local_addrs: frontend.local_addrs.clone(),
+            frontend,
+            pipeline,
+            config: config.clone(),
+            metrics,
+        })
+    }
+
+    /// The address the metrics endpoint is bound to, when it runs.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|m| m.local_addr)
     }
 
     /// Applies a new, already validated config without dropping the cache or any query in
@@ -96,6 +118,10 @@ impl Daemon {
         pool.watch_resolv_conf(&self.config.server.listen);
         self.pipeline.reconfigure(pool, config.server.query_timeout, &config.cache);
         self.frontend.set_acl(Acl::new(&config.server.allow));
+        self.frontend.set_log_queries(config.log.queries);
+        if self.config.metrics != config.metrics {
+            warn!(key = "metrics", "changed in the config but needs a restart to take effect");
+        }
         let (old, new) = (&self.config.server, &config.server);
         for (key, changed) in [
             ("server.listen", old.listen != new.listen),
@@ -133,7 +159,23 @@ impl Daemon {
     /// Stops taking queries, lets the ones in flight finish for up to [`DRAIN_TIMEOUT`],
     /// then closes every listener.
     pub async fn shutdown(self) {
+        drop(self.metrics);
         self.frontend.shutdown(DRAIN_TIMEOUT).await;
         info!("stopped");
     }
+}
+
+/// What a scrape reads from the daemon: through the pipeline, so a reloaded pool and a
+/// resized cache are what it sees.
+fn snapshot_of(pipeline: Pipeline) -> crate::metrics::SnapshotFn {
+    Arc::new(move || {
+        let pool = pipeline.pool();
+        let health = pool.health();
+        Snapshot {
+            cache_entries: pipeline.cache().len(),
+            upstreams_up: health.up,
+            upstreams_configured: health.total,
+            connections: pool.connections_up(),
+        }
+    })
 }

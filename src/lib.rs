@@ -9,13 +9,17 @@
 //! - [`upstream`]: connections, the happy-eyeballs race, the pool.
 //! - [`tls`]: rustls client configs and the pin verifier.
 //! - [`systemd`]: readiness/status/watchdog notifications, socket activation, privilege drop.
-//! - [`frontend`]: the client side (UDP and TCP listeners, request checks).
+//! - [`frontend`]: the client side (UDP and TCP listeners, request checks, the query log).
+//! - [`metrics`]: counters, histograms and the Prometheus text endpoint.
+//! - [`tools`]: the operator's commands: the health probe and the pin tool.
 pub mod cache;
 pub mod config;
 pub mod daemon;
 pub mod frontend;
 pub mod message;
+pub mod metrics;
 pub mod pipeline;
 pub mod systemd;
 pub mod tls;
+pub mod tools;
 pub mod upstream;

@@ -1,13 +1,16 @@
-//! The `stubborn` command: run the daemon, or check a config.
+//! The `stubborn` command: run the daemon, check a config, probe a running daemon's
+//! health, or discover and check upstream pins.
 
 use std::{io::IsTerminal, path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 
 use clap::{Parser, Subcommand};
+use hickory_proto::rr::Name;
 use stubborn::{
-    config::Config,
+    config::{Config, ENV_CONFIG, EnvOverrides},
     daemon::{Daemon, listeners_from, udp_sockets_per_address},
     frontend::bind,
     systemd::{self, Notifier, PrivDrop},
+    tools::{health, pin},
 };
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
@@ -17,12 +20,15 @@ use tracing_subscriber::EnvFilter;
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {
-    /// Config file. Default: /etc/stubborn/stubborn.toml if it exists, else the embedded default.
-    #[arg(long, global = true)]
+    /// Config file. Default: $STUBBORN_CONFIG if set, else /etc/stubborn/stubborn.toml if it
+    /// exists, else the embedded default. STUBBORN_LISTEN (comma-separated IP:port) and
+    /// STUBBORN_ALLOW (comma-separated CIDR) replace its [server] listen and allow.
+    #[arg(long, global = true, env = ENV_CONFIG)]
     config: Option<PathBuf>,
     /// Log level (error, warn, info, debug, trace). RUST_LOG, when set, takes precedence.
-    #[arg(long, global = true, default_value = "info")]
-    log_level: String,
+    /// Default: info for the daemon and check, warn for health and pin.
+    #[arg(long, global = true)]
+    log_level: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -31,6 +37,37 @@ struct Cli {
 enum Command {
     /// Validate a config and print a summary (exit 0 when valid, 2 when not).
     Check,
+    /// Probe a running daemon: exit 0 when it answers and an upstream works (NOERROR for
+    /// NAME NS, asked past the cache), 1 otherwise, with one line saying why.
+    Health {
+        /// The daemon's IP:PORT. Default: the config's first listen address, or 127.0.0.1:53.
+        #[arg(long)]
+        server: Option<String>,
+        /// The name to ask for (type NS); it must exist. Default: the root zone.
+        #[arg(long, default_value = health::DEFAULT_NAME)]
+        name: String,
+        /// Only check that the daemon answers (resolver.arpa, never forwarded), not its
+        /// upstreams: for liveness probes that a network outage must not fail.
+        #[arg(long)]
+        local: bool,
+        /// How long the daemon has to answer, in milliseconds.
+        #[arg(long, default_value_t = health::DEFAULT_TIMEOUT.as_millis() as u64)]
+        timeout_ms: u64,
+    },
+    /// Print the key-fp and cert-fp pins of every certificate a DNS-over-TLS server
+    /// presents (any certificate is accepted: a discovery tool), or with --check test the
+    /// config's pins against the live servers (exit 1 if an upstream would fail).
+    Pin {
+        /// The server: IP or IP:PORT ([IPv6]:PORT); the port defaults to 853.
+        #[arg(required_unless_present = "check", conflicts_with = "check")]
+        target: Option<String>,
+        /// The name to send as SNI (default: none, as stubborn sends without tls_name).
+        #[arg(long, conflicts_with = "check")]
+        tls_name: Option<String>,
+        /// Check every pinned upstream of the config instead.
+        #[arg(long)]
+        check: bool,
+    },
 }
 
 /// Exit code for an invalid config or command line.
@@ -40,24 +77,159 @@ const STATUS_EVERY: Duration = Duration::from_secs(2);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log_level);
-    let config = match Config::resolve(cli.config.as_deref()) {
-        Ok(config) => config,
+    let quiet_tool = matches!(cli.command, Some(Command::Health { .. } | Command::Pin { .. }));
+    init_logging(cli.log_level.as_deref().unwrap_or(if quiet_tool { "warn" } else { "info" }));
+    let overrides = EnvOverrides::from_env();
+    match cli.command {
+        Some(Command::Health { server, name, local, timeout_ms }) => {
+            health_command(cli.config, &overrides, server, &name, local, Duration::from_millis(timeout_ms))
+        }
+        Some(Command::Pin { target, tls_name, check }) => match (target, check) {
+            (Some(target), false) => pin_command(&target, tls_name.as_deref()),
+            _ => pin_check_command(cli.config, &overrides),
+        },
+        Some(Command::Check) => match load(cli.config.as_deref(), &overrides) {
+            Some(config) => {
+                println!("{}", config.summary());
+                println!("config OK");
+                ExitCode::SUCCESS
+            }
+            None => ExitCode::from(EXIT_CONFIG),
+        },
+        None => match load(cli.config.as_deref(), &overrides) {
+            Some(config) => run(config, cli.config, overrides),
+            None => ExitCode::from(EXIT_CONFIG),
+        },
+    }
+}
+
+/// The config to use, its warnings logged; None (error printed) when it is invalid.
+fn load(path: Option<&std::path::Path>, overrides: &EnvOverrides) -> Option<Config> {
+    match Config::resolve_overridden(path, overrides) {
+        Ok(config) => {
+            for warning in &config.warnings {
+                warn!(origin = %config.origin, "{warning}");
+            }
+            Some(config)
+        }
         Err(err) => {
             eprintln!("stubborn: invalid config: {err}");
+            None
+        }
+    }
+}
+
+/// A runtime for a tool: one thread is plenty.
+fn tool_runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => Some(rt),
+        Err(err) => {
+            println!("stubborn: cannot start the runtime: {err}");
+            None
+        }
+    }
+}
+
+/// `stubborn health`: 0 healthy, 1 not (never 2, which container HEALTHCHECKs reserve).
+fn health_command(
+    config_path: Option<PathBuf>,
+    overrides: &EnvOverrides,
+    server: Option<String>,
+    name: &str,
+    local: bool,
+    within: Duration,
+) -> ExitCode {
+    let unhealthy = |why: String| {
+        println!("unhealthy: {why}");
+        ExitCode::FAILURE
+    };
+    let server = match server {
+        Some(text) => match text.parse() {
+            Ok(addr) => addr,
+            Err(_) => return unhealthy(format!("--server {text:?} is not IP:PORT")),
+        },
+        None => match Config::resolve_overridden(config_path.as_deref(), overrides) {
+            Ok(config) => health::probe_address(config.server.listen[0]),
+            Err(err) => {
+                return unhealthy(format!("cannot tell where the daemon listens: {err}; pass --server"));
+            }
+        },
+    };
+    if server.port() == 0 {
+        return unhealthy(format!("the config listens on port 0 ({server}); pass --server"));
+    }
+    let name = match Name::from_ascii(name) {
+        Ok(mut name) => {
+            name.set_fqdn(true);
+            name
+        }
+        Err(err) => return unhealthy(format!("--name {name:?}: {err}")),
+    };
+    let Some(runtime) = tool_runtime() else { return ExitCode::FAILURE };
+    let result = runtime.block_on(async {
+        if local {
+            health::check_local(server, within).await
+        } else {
+            health::check(server, &name, within).await
+        }
+    });
+    match result {
+        Ok(healthy) => {
+            println!("{healthy}");
+            ExitCode::SUCCESS
+        }
+        Err(why) => {
+            println!("{why}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `stubborn pin IP[:PORT]`: 0 with the chain printed, 1 when the server could not be read,
+/// 2 for a bad address or name.
+fn pin_command(target: &str, tls_name: Option<&str>) -> ExitCode {
+    let addr = match pin::parse_target(target) {
+        Ok(addr) => addr,
+        Err(err) => {
+            eprintln!("stubborn pin: {err}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    for warning in &config.warnings {
-        warn!(origin = %config.origin, "{warning}");
-    }
-    match cli.command {
-        Some(Command::Check) => {
-            println!("{}", config.summary());
-            println!("config OK");
+    let Some(runtime) = tool_runtime() else { return ExitCode::FAILURE };
+    match runtime.block_on(pin::discover(addr, tls_name)) {
+        Ok(chain) => {
+            print!("{}", pin::report(addr, tls_name, &chain));
             ExitCode::SUCCESS
         }
-        None => run(config, cli.config),
+        Err(err @ pin::PinToolError::BadName(_)) => {
+            eprintln!("stubborn pin: {err}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(err) => {
+            eprintln!("stubborn pin: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `stubborn pin --check`: 0 when no pinned upstream would fail, 1 when one would, 2 for
+/// an invalid config.
+fn pin_check_command(config_path: Option<PathBuf>, overrides: &EnvOverrides) -> ExitCode {
+    let Some(config) = load(config_path.as_deref(), overrides) else { return ExitCode::from(EXIT_CONFIG) };
+    let Some(runtime) = tool_runtime() else { return ExitCode::FAILURE };
+    match runtime.block_on(pin::check_config(&config)) {
+        Ok((checks, unpinned)) => {
+            print!("{}", pin::check_report(&checks, &unpinned));
+            if checks.iter().any(pin::UpstreamCheck::would_fail) {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(err) => {
+            eprintln!("stubborn pin --check: {err}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -71,7 +243,7 @@ fn init_logging(level: &str) {
         .init();
 }
 
-fn run(config: Config, config_path: Option<PathBuf>) -> ExitCode {
+fn run(config: Config, config_path: Option<PathBuf>, overrides: EnvOverrides) -> ExitCode {
     let notifier = Arc::new(Notifier::from_env());
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -137,7 +309,7 @@ fn run(config: Config, config_path: Option<PathBuf>) -> ExitCode {
                 _ = hup.recv() => {
                     info!("SIGHUP: reloading the config");
                     notifier.reloading();
-                    match Config::resolve(config_path.as_deref()) {
+                    match Config::resolve_overridden(config_path.as_deref(), &overrides) {
                         Ok(new) => {
                             for warning in &new.warnings {
                                 warn!(origin = %new.origin, "{warning}");

@@ -20,6 +20,10 @@ pub const EDNS_PAYLOAD: u16 = 1232;
 pub const QUERY_PADDING_BLOCK: usize = 128;
 /// The largest UDP answer a client without EDNS can take (RFC 1035 §4.2.1).
 pub const CLASSIC_UDP_LIMIT: u16 = 512;
+/// An EDNS option (from the local/experimental range, RFC 6891 §9) by which a client
+/// asks for an answer from upstream, not from the cache: `stubborn health` sends it, so
+/// that a cached answer cannot hide a dead upstream. Never forwarded.
+pub const BYPASS_CACHE_OPTION: u16 = 65_053;
 
 /// What the daemon keeps of a client's query: enough to ask upstream and to answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +36,9 @@ pub struct ClientQuery {
     pub authentic_data: bool,
     /// Present when the client sent an OPT record.
     pub edns: Option<ClientEdns>,
+    /// The client sent [`BYPASS_CACHE_OPTION`]: answer from upstream or fail, never from
+    /// the cache (fresh or stale).
+    pub bypass_cache: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,6 +194,7 @@ mod tests {
             checking_disabled: true,
             authentic_data: false,
             edns,
+            bypass_cache: false,
         }
     }
 

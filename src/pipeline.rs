@@ -6,7 +6,8 @@
 //! stale refreshes) and coalescing: identical questions in flight together (name
 //! case-insensitive, type, class, DO, CD) share one upstream query. Upstream fetches run
 //! as their own tasks, so a client that got a stale answer (or gave up) does not cancel
-//! the refresh everyone else is waiting for.
+//! the refresh everyone else is waiting for. It counts cache hits, misses and stale
+//! answers ([`crate::metrics`]) and says where each answer came from ([`Source`]).
 
 use std::{
     collections::HashMap,
@@ -25,7 +26,11 @@ use crate::{
     cache::{Cache, CacheKey, ClientView, Lookup},
     config::CacheConfig,
     message::{ClientQuery, Ede, add_ede, parse_upstream},
-    upstream::pool::{ForwardError, Pool},
+    metrics::metrics,
+    upstream::{
+        dot::ConnectionInfo,
+        pool::{ForwardError, Pool},
+    },
 };
 
 /// Why there is no upstream answer, as the client will be told (RFC 8914).
@@ -39,7 +44,41 @@ enum Failure {
     BadAnswer(String),
 }
 
-type Outcome = Result<Arc<Message>, Failure>;
+/// An upstream answer and the connection that gave it.
+type Fetched = (Arc<Message>, Arc<ConnectionInfo>);
+type Outcome = Result<Fetched, Failure>;
+
+/// Where an answer came from (for the query log).
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// A fresh cache entry.
+    Cache,
+    /// Expired data (RFC 8767): upstreams failed or were late.
+    Stale,
+    /// This upstream connection's answer (shared by coalesced queries).
+    Upstream(Arc<ConnectionInfo>),
+    /// No usable upstream answer: SERVFAIL with an Extended DNS Error.
+    Failed,
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Cache => f.write_str("cache"),
+            Source::Stale => f.write_str("stale"),
+            // One token, for the query log: name@ip:port/transport.
+            Source::Upstream(info) => write!(f, "{}@{}/{}", info.upstream_name, info.peer, info.transport),
+            Source::Failed => f.write_str("none"),
+        }
+    }
+}
+
+/// One answer for one client, ready to send (before any UDP truncation).
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub wire: Vec<u8>,
+    pub source: Source,
+}
 type Waiters = Mutex<HashMap<CacheKey, watch::Receiver<Option<Outcome>>>>;
 
 /// The query pipeline; cheap to clone (shared state).
@@ -116,12 +155,20 @@ impl Pipeline {
 
     /// The cache's fresh answer for `query`, if it has one: the hot path, no await. A hit
     /// near expiry starts one background refresh (prefetch); no client waits for it.
+    /// Always None for a query with `bypass_cache`.
     pub fn cached(&self, query: &ClientQuery) -> Option<Vec<u8>> {
+        if query.bypass_cache {
+            return None;
+        }
         let key = CacheKey::from(query);
         let inner = self.current();
         match inner.cache.lookup(&key, &ClientView::from(query), Instant::now()) {
-            Lookup::Hit(wire) => Some(wire),
+            Lookup::Hit(wire) => {
+                metrics().cache_hit();
+                Some(wire)
+            }
             Lookup::HitPrefetch(wire) => {
+                metrics().cache_hit();
                 Inner::join_or_fetch(&inner, query, key);
                 Some(wire)
             }
@@ -132,13 +179,28 @@ impl Pipeline {
     /// Answers `query` in wire form, ready to send (before any UDP truncation). Never
     /// fails: an upstream failure becomes a stale answer or SERVFAIL, in bounded time.
     pub async fn resolve(&self, query: &ClientQuery) -> Vec<u8> {
+        self.answer(query).await.wire
+    }
+
+    /// [`Pipeline::resolve`], also saying where the answer came from. A query with
+    /// `bypass_cache` is answered from upstream or fails: no fresh or stale cache entry
+    /// can stand in for an upstream that does not answer.
+    pub async fn answer(&self, query: &ClientQuery) -> Answer {
+        let use_cache = !query.bypass_cache;
         if let Some(wire) = self.cached(query) {
-            return wire;
+            return Answer { wire, source: Source::Cache };
         }
+        metrics().cache_miss();
         let inner = &self.current();
         let key = CacheKey::from(query);
         let rx = Inner::join_or_fetch(inner, query, key.clone());
-        let outcome = if inner.serve_stale {
+        let stale = |inner: &Inner| {
+            let wire = inner.stale(&key, query)?;
+            metrics().stale_answer();
+            Some(Answer { wire, source: Source::Stale })
+        };
+        let serve_stale = inner.serve_stale && use_cache;
+        let outcome = if serve_stale {
             let wait = inner.wait(rx);
             tokio::pin!(wait);
             tokio::select! {
@@ -146,8 +208,8 @@ impl Pipeline {
                 _ = sleep(inner.stale_answer_after) => {
                     // RFC 8767 §5: the client-response timer ran out; answer from stale
                     // data if there is any, and let the refresh finish in the background.
-                    if let Some(wire) = inner.stale(&key, query) {
-                        return wire;
+                    if let Some(answer) = stale(inner) {
+                        return answer;
                     }
                     wait.await
                 }
@@ -156,10 +218,12 @@ impl Pipeline {
             inner.wait(rx).await
         };
         match outcome {
-            Ok(answer) => encode(query.answer_from_upstream(&answer)),
+            Ok((answer, via)) => {
+                Answer { wire: encode(query.answer_from_upstream(&answer)), source: Source::Upstream(via) }
+            }
             Err(failure) => {
-                if let Some(wire) = inner.serve_stale.then(|| inner.stale(&key, query)).flatten() {
-                    return wire;
+                if let Some(answer) = serve_stale.then(|| stale(inner)).flatten() {
+                    return answer;
                 }
                 debug!(name = %query.query.name(), ?failure, "answering SERVFAIL");
                 let mut msg = query.error_answer(ResponseCode::ServFail);
@@ -172,7 +236,7 @@ impl Pipeline {
                     Failure::BadAnswer(why) => (Ede::Other, why.clone()),
                 };
                 add_ede(&mut msg, code, &text);
-                encode(msg)
+                Answer { wire: encode(msg), source: Source::Failed }
             }
         }
     }
@@ -207,9 +271,9 @@ impl Inner {
         let query = query.clone();
         tokio::spawn(async move {
             let outcome = match inner.fetch(&query).await {
-                Ok((wire, answer)) => {
+                Ok((wire, answer, via)) => {
                     inner.cache.store(key.clone(), &wire, Instant::now());
-                    Ok(answer)
+                    Ok((answer, via))
                 }
                 Err(failure) => Err(failure),
             };
@@ -240,7 +304,10 @@ impl Inner {
         }
     }
 
-    async fn fetch(&self, query: &ClientQuery) -> Result<(Vec<u8>, Arc<Message>), Failure> {
+    async fn fetch(
+        &self,
+        query: &ClientQuery,
+    ) -> Result<(Vec<u8>, Arc<Message>, Arc<ConnectionInfo>), Failure> {
         match timeout(self.query_timeout, self.pool.forward(query)).await {
             Err(_) => Err(Failure::Timeout(self.query_timeout)),
             Ok(Err(err @ (ForwardError::NoConnection(_) | ForwardError::Closed))) => {
@@ -252,7 +319,7 @@ impl Inner {
                     if let Some(k) = keepalive {
                         conn.honour_keepalive(k);
                     }
-                    Ok((wire, Arc::new(msg)))
+                    Ok((wire, Arc::new(msg), conn.shared_info()))
                 }
                 Err(err) => Err(Failure::BadAnswer(err.to_string())),
             },

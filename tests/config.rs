@@ -795,7 +795,7 @@ fn unknown_top_level_key_is_rejected() {
     let err = assert_rejected(
         &format!("[serer]\nlisten = []\n{UPSTREAM}"),
         "serer",
-        "unknown key (expected one of server, cache, connection, racing, hedging, health, upstream)",
+        "unknown key (expected one of server, cache, connection, racing, hedging, health, metrics, log, upstream)",
     );
     assert!(err.reason.contains("line 1, column 2"), "{err}");
     assert_rejected(&format!("verbose = true\n{UPSTREAM}"), "verbose", "unknown key");

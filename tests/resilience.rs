@@ -179,6 +179,7 @@ async fn an_unanswered_query_gets_servfail_with_ede_22_exactly_at_query_timeout(
         checking_disabled: false,
         authentic_data: false,
         edns: Some(stubborn::message::ClientEdns { dnssec_ok: false, max_payload: 1232 }),
+        bypass_cache: false,
     };
     let started = tokio::time::Instant::now();
     let m = parse(&pipeline.resolve(&q).await);

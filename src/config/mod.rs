@@ -11,8 +11,11 @@
 //! silently except the documented clamp of `racing.attempt_delay_ms`.
 //!
 //! Layout: `schema.rs` is the serde view of the file (unknown keys denied),
-//! `validate.rs` turns it into the types below, `pin.rs` parses pins,
-//! `locate.rs` turns `toml` errors into key paths with line and column.
+//! `validate.rs` turns it into the types below, `operator.rs` validates the
+//! operator sections (`[metrics]`, `[log]`) and the environment overrides
+//! (`STUBBORN_LISTEN`, `STUBBORN_ALLOW`), `pin.rs` parses pins, `locate.rs`
+//! turns `toml` errors into key paths with line and column, `summary.rs` writes
+//! what `stubborn check` prints.
 //! The reference for users is `docs/configuration.md`.
 
 use std::fmt;
@@ -23,14 +26,24 @@ use std::time::Duration;
 use serde::Deserialize;
 
 mod locate;
+mod operator;
 mod pin;
 mod schema;
+mod summary;
 mod validate;
 
 pub use pin::{Pin, PinParseError};
 
 /// Where [`Config::resolve`] looks when no path is given.
 pub const SYSTEM_CONFIG_PATH: &str = "/etc/stubborn/stubborn.toml";
+
+/// Environment variable naming the config file when `--config` is not given (the
+/// container image's knob; `--config` wins over it).
+pub const ENV_CONFIG: &str = "STUBBORN_CONFIG";
+/// Environment variable replacing `[server] listen`: comma-separated socket addresses.
+pub const ENV_LISTEN: &str = "STUBBORN_LISTEN";
+/// Environment variable replacing `[server] allow`: comma-separated networks (CIDR).
+pub const ENV_ALLOW: &str = "STUBBORN_ALLOW";
 
 /// The embedded default configuration (`config/default.toml`), as text.
 pub const EMBEDDED_DEFAULT_TOML: &str = include_str!("../../config/default.toml");
@@ -46,6 +59,8 @@ pub struct Config {
     pub racing: RacingConfig,
     pub hedging: HedgingConfig,
     pub health: HealthConfig,
+    pub metrics: MetricsConfig,
+    pub log: LogConfig,
     /// In file order; at least one.
     pub upstreams: Vec<UpstreamConfig>,
     /// Accepted but worth a log line at warn (a clamped value, an
@@ -88,6 +103,46 @@ pub struct ServerConfig {
     pub max_tcp_clients: usize,
     /// When started as root: the account to switch to once the sockets are bound.
     pub user: Option<String>,
+    /// `listen` came from the `STUBBORN_LISTEN` environment variable, not the file.
+    pub listen_from_env: bool,
+    /// `allow` came from the `STUBBORN_ALLOW` environment variable, not the file.
+    pub allow_from_env: bool,
+}
+
+/// `[metrics]`: the Prometheus text endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// Where to serve `GET /metrics` over HTTP; None (the default): no endpoint.
+    /// Loopback unless `allow_remote`.
+    pub listen: Option<SocketAddr>,
+    /// Allow a non-loopback `listen` (the endpoint has no authentication).
+    pub allow_remote: bool,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// One log line per client query (name, type, rcode, latency, upstream). Off by
+    /// default: the names a host looks up are private.
+    pub queries: bool,
+}
+
+/// What the environment overrides in any config file ([`ENV_LISTEN`], [`ENV_ALLOW`]):
+/// the two keys a container needs to change without a config file of its own.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EnvOverrides {
+    /// `STUBBORN_LISTEN`, unparsed: validation reports its errors.
+    pub listen: Option<String>,
+    /// `STUBBORN_ALLOW`, unparsed.
+    pub allow: Option<String>,
+}
+
+impl EnvOverrides {
+    /// Reads the process environment. An empty variable counts as unset.
+    pub fn from_env() -> Self {
+        let read = |name| std::env::var(name).ok().filter(|v: &String| !v.trim().is_empty());
+        EnvOverrides { listen: read(ENV_LISTEN), allow: read(ENV_ALLOW) }
+    }
 }
 
 /// `[cache]`.
@@ -295,18 +350,33 @@ impl ConfigError {
 impl Config {
     /// Reads and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_with(path, &EnvOverrides::default())
+    }
+
+    fn load_with(path: &Path, overrides: &EnvOverrides) -> Result<Config, ConfigError> {
         let origin = ConfigOrigin::File(path.to_path_buf());
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::new(origin.to_string(), "", format!("cannot read: {e}")))?;
-        Config::from_toml(&text, origin)
+        Config::from_toml_with(&text, origin, overrides)
     }
 
     /// Parses and validates `text`; `origin` names it in errors and resolves
     /// relative `ca_file` paths.
     pub fn from_toml(text: &str, origin: ConfigOrigin) -> Result<Config, ConfigError> {
+        Config::from_toml_with(text, origin, &EnvOverrides::default())
+    }
+
+    /// [`Config::from_toml`] with `overrides` applied before validation, so an
+    /// overridden value is checked like one from the file (its errors name the
+    /// variable).
+    pub fn from_toml_with(
+        text: &str,
+        origin: ConfigOrigin,
+        overrides: &EnvOverrides,
+    ) -> Result<Config, ConfigError> {
         let raw: schema::RawConfig =
             toml::from_str(text).map_err(|e| locate::toml_error(&origin.to_string(), text, &e))?;
-        validate::validate(raw, origin)
+        validate::validate(raw, origin, overrides)
     }
 
     /// The embedded default (`config/default.toml`): strict, two public DoT
@@ -322,130 +392,33 @@ impl Config {
     /// The configuration to run with: `explicit` if given (it must load),
     /// else [`SYSTEM_CONFIG_PATH`] if it exists, else the embedded default.
     pub fn resolve(explicit: Option<&Path>) -> Result<Config, ConfigError> {
-        resolve_with(explicit, Path::new(SYSTEM_CONFIG_PATH))
+        resolve_with(explicit, Path::new(SYSTEM_CONFIG_PATH), &EnvOverrides::default())
     }
 
-    /// A multi-line human summary, for `stubborn check`.
-    pub fn summary(&self) -> String {
-        use std::fmt::Write as _;
-
-        let join = |items: Vec<String>| items.join(", ");
-        let ms = |d: Duration| format!("{} ms", d.as_millis());
-        let mut out = String::new();
-        let s = &self.server;
-        let _ = writeln!(out, "config: {}", self.origin);
-        let _ = writeln!(
-            out,
-            "listen: {} (UDP and TCP)",
-            join(s.listen.iter().map(ToString::to_string).collect())
-        );
-        let _ = writeln!(out, "allow: {}", join(s.allow.iter().map(ToString::to_string).collect()));
-        let _ = writeln!(
-            out,
-            "server: query_timeout {}, tcp_idle_timeout {}, max_inflight {}",
-            ms(s.query_timeout),
-            ms(s.tcp_idle_timeout),
-            s.max_inflight
-        );
-        let k = &self.cache;
-        if k.max_entries == 0 || k.max_bytes == 0 {
-            let _ = writeln!(out, "cache: disabled");
-        } else {
-            let _ = writeln!(
-                out,
-                "cache: max_entries {}, max_bytes {}, ttl {}..={} s, negative <= {} s, servfail {} s, serve_stale {}, prefetch {}",
-                k.max_entries,
-                k.max_bytes,
-                k.min_ttl,
-                k.max_ttl,
-                k.negative_max_ttl,
-                k.servfail_ttl,
-                if k.serve_stale {
-                    format!("on (after {}, up to {} s)", ms(k.stale_answer_after), k.stale_max.as_secs())
-                } else {
-                    "off".into()
-                },
-                if k.prefetch { "on" } else { "off" },
-            );
-        }
-        let c = &self.connection;
-        let _ = writeln!(
-            out,
-            "connection: idle_timeout {}, max_inflight {} per connection",
-            ms(c.idle_timeout),
-            c.max_inflight
-        );
-        let h = &self.hedging;
-        if h.enabled {
-            let _ = writeln!(
-                out,
-                "hedging: after {}..={} (adaptive), warm spare {}",
-                ms(h.floor),
-                ms(h.cap),
-                if h.spare { "on" } else { "off" }
-            );
-        } else {
-            let _ = writeln!(out, "hedging: off, warm spare {}", if h.spare { "on" } else { "off" });
-        }
-        let _ = writeln!(
-            out,
-            "health: a connection is dead after {} unanswered queries or {} of silence",
-            self.health.dead_after_unanswered,
-            ms(self.health.dead_after_silence)
-        );
-        let r = &self.racing;
-        let _ = writeln!(
-            out,
-            "racing: attempt_delay {}, attempt_timeout {}, plain_fallback_delay {}, \
-             max_concurrent_attempts {}, race_timeout {}",
-            ms(r.attempt_delay),
-            ms(r.attempt_timeout),
-            ms(r.plain_fallback_delay),
-            r.max_concurrent_attempts,
-            ms(r.race_timeout)
-        );
-        for u in &self.upstreams {
-            let _ = writeln!(out, "upstream {:?}:", u.name);
-            let addresses = join(u.addresses.iter().map(ToString::to_string).collect());
-            match &u.source {
-                AddressSource::Static => {
-                    let _ = writeln!(out, "  addresses: {addresses}");
-                }
-                AddressSource::ResolvConf(path) => {
-                    let addresses = if addresses.is_empty() { "none yet".to_owned() } else { addresses };
-                    let _ = writeln!(
-                        out,
-                        "  addresses: {addresses} (nameservers from {}, re-read when it changes)",
-                        path.display()
-                    );
-                }
-            }
-            match u.mode {
-                Mode::Strict => {
-                    let _ = writeln!(out, "  ports: tls {}", u.tls_port);
-                }
-                Mode::Opportunistic => {
-                    let _ = writeln!(out, "  ports: tls {}, plain {}", u.tls_port, u.plain_port);
-                }
-            }
-            let _ = writeln!(out, "  mode: {}", u.mode);
-            let _ = writeln!(out, "  auth: {}", u.auth_summary());
-        }
-        for w in &self.warnings {
-            let _ = writeln!(out, "warning: {w}");
-        }
-        out
+    /// [`Config::resolve`] with the environment's overrides applied to whichever
+    /// config is chosen (the daemon and its tools use this).
+    pub fn resolve_overridden(
+        explicit: Option<&Path>,
+        overrides: &EnvOverrides,
+    ) -> Result<Config, ConfigError> {
+        resolve_with(explicit, Path::new(SYSTEM_CONFIG_PATH), overrides)
     }
 }
 
-fn resolve_with(explicit: Option<&Path>, system: &Path) -> Result<Config, ConfigError> {
+fn resolve_with(
+    explicit: Option<&Path>,
+    system: &Path,
+    overrides: &EnvOverrides,
+) -> Result<Config, ConfigError> {
     if let Some(path) = explicit {
-        return Config::load(path);
+        return Config::load_with(path, overrides);
     }
     match std::fs::metadata(system) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::embedded_default()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Config::from_toml_with(EMBEDDED_DEFAULT_TOML, ConfigOrigin::Embedded, overrides)
+        }
         // Present, or present but unreadable: load, so the error is reported.
-        _ => Config::load(system),
+        _ => Config::load_with(system, overrides),
     }
 }
 
@@ -485,7 +458,8 @@ mod tests {
     fn resolve_prefers_explicit_then_system_then_embedded() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("missing.toml");
-        let config = resolve_with(None, &missing).unwrap();
+        let none = EnvOverrides::default();
+        let config = resolve_with(None, &missing, &none).unwrap();
         assert_eq!(config.origin, ConfigOrigin::Embedded);
 
         let system = dir.path().join("system.toml");
@@ -494,11 +468,11 @@ mod tests {
             "[[upstream]]\nname = \"a\"\naddresses = [\"192.0.2.1\"]\ntls_name = \"a.example\"\n",
         )
         .unwrap();
-        let config = resolve_with(None, &system).unwrap();
+        let config = resolve_with(None, &system, &none).unwrap();
         assert_eq!(config.origin, ConfigOrigin::File(system.clone()));
 
         // An explicit path must exist: no fallback.
-        let err = resolve_with(Some(&missing), &system).unwrap_err();
+        let err = resolve_with(Some(&missing), &system, &none).unwrap_err();
         assert_eq!(err.key, "");
         assert!(err.reason.starts_with("cannot read: "), "{err}");
         assert_eq!(err.file, missing.display().to_string());

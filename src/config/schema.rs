@@ -53,6 +53,11 @@ pub(crate) mod defaults {
 
     pub const TLS_PORT: i64 = 853;
     pub const PLAIN_PORT: i64 = 53;
+
+    /// The metrics endpoint is off unless `metrics.listen` is set.
+    pub const METRICS_ALLOW_REMOTE: bool = false;
+    /// Query logging is off by default: a log of every name asked is private data.
+    pub const LOG_QUERIES: bool = false;
 }
 
 fn strings(list: &[&str]) -> Vec<String> {
@@ -74,6 +79,10 @@ pub(crate) struct RawConfig {
     pub hedging: RawHedging,
     #[serde(default)]
     pub health: RawHealth,
+    #[serde(default)]
+    pub metrics: RawMetrics,
+    #[serde(default)]
+    pub log: RawLog,
     #[serde(default)]
     pub upstream: Vec<RawUpstream>,
 }
@@ -207,6 +216,31 @@ impl Default for RawHealth {
             dead_after_unanswered: defaults::DEAD_AFTER_UNANSWERED,
             dead_after_silence_ms: defaults::DEAD_AFTER_SILENCE_MS,
         }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawMetrics {
+    pub listen: Option<String>,
+    pub allow_remote: bool,
+}
+
+impl Default for RawMetrics {
+    fn default() -> Self {
+        RawMetrics { listen: None, allow_remote: defaults::METRICS_ALLOW_REMOTE }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawLog {
+    pub queries: bool,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog { queries: defaults::LOG_QUERIES }
     }
 }
 

@@ -5,7 +5,8 @@
 //! authentication) and every cross-field check lives here, so the other
 //! modules never re-check their settings. The only I/O is reading a
 //! configured `ca_file` once, to fail at startup rather than at the first
-//! connection, and a `resolv_conf` file for its nameservers.
+//! connection, and a `resolv_conf` file for its nameservers. `[server]` is
+//! in `validate/server.rs`.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -13,19 +14,19 @@ use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ipnet::IpNet;
 use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, ServerName};
 
+use super::operator;
 use super::schema::defaults;
-use super::schema::{
-    RawCache, RawConfig, RawConnection, RawHealth, RawHedging, RawRacing, RawServer, RawUpstream,
-};
+use super::schema::{RawCache, RawConfig, RawConnection, RawHealth, RawHedging, RawRacing, RawUpstream};
 use super::{
-    AddressSource, CaSource, CacheConfig, Config, ConfigError, ConfigOrigin, ConnectionConfig, HealthConfig,
-    HedgingConfig, Mode, Pin, RacingConfig, ServerConfig, UpstreamConfig,
+    AddressSource, CaSource, CacheConfig, Config, ConfigError, ConfigOrigin, ConnectionConfig, EnvOverrides,
+    HealthConfig, HedgingConfig, Mode, Pin, RacingConfig, UpstreamConfig,
 };
 use crate::upstream::resolv_conf::{self, Skip};
+
+mod server;
 
 /// Valid ranges, in the unit of the key (milliseconds for `*_ms`).
 pub(crate) mod limits {
@@ -58,7 +59,11 @@ pub(crate) mod limits {
     pub const DEAD_AFTER_SILENCE_MS: RangeInclusive<i64> = 100..=600_000;
 }
 
-pub(crate) fn validate(raw: RawConfig, origin: ConfigOrigin) -> Result<Config, ConfigError> {
+pub(crate) fn validate(
+    raw: RawConfig,
+    origin: ConfigOrigin,
+    overrides: &EnvOverrides,
+) -> Result<Config, ConfigError> {
     let mut v = Validator {
         file: origin.to_string(),
         base_dir: match &origin {
@@ -67,14 +72,28 @@ pub(crate) fn validate(raw: RawConfig, origin: ConfigOrigin) -> Result<Config, C
         },
         warnings: Vec::new(),
     };
-    let server = v.server(raw.server)?;
+    let server = v.server(raw.server, overrides)?;
     let cache = v.cache(raw.cache)?;
     let connection = v.connection(raw.connection)?;
     let racing = v.racing(raw.racing)?;
     let hedging = v.hedging(raw.hedging)?;
     let health = v.health(raw.health)?;
+    let metrics = operator::metrics(&v.file, raw.metrics, &server.listen, &mut v.warnings)?;
+    let log = operator::log(raw.log);
     let upstreams = v.upstreams(raw.upstream, &server.listen)?;
-    Ok(Config { origin, server, cache, connection, racing, hedging, health, upstreams, warnings: v.warnings })
+    Ok(Config {
+        origin,
+        server,
+        cache,
+        connection,
+        racing,
+        hedging,
+        health,
+        metrics,
+        log,
+        upstreams,
+        warnings: v.warnings,
+    })
 }
 
 struct Validator {
@@ -106,79 +125,6 @@ impl Validator {
 
     fn millis(&self, key: &str, value: i64, range: RangeInclusive<i64>) -> Result<Duration, ConfigError> {
         self.int(key, value, range).map(|ms| Duration::from_millis(ms as u64))
-    }
-
-    fn server(&mut self, raw: RawServer) -> Result<ServerConfig, ConfigError> {
-        if raw.listen.is_empty() {
-            return Err(self.error("server.listen", "empty: at least one address to listen on is required"));
-        }
-        let mut listen: Vec<SocketAddr> = Vec::with_capacity(raw.listen.len());
-        for (i, text) in raw.listen.iter().enumerate() {
-            let key = format!("server.listen[{i}]");
-            // Port 0 is accepted on purpose: tests bind ephemeral ports.
-            let addr: SocketAddr = text.trim().parse().map_err(|_| {
-                self.error(
-                    &key,
-                    format!(
-                        "{text:?} is not a socket address \
-                         (expected IP:port, IPv6 in brackets: [::1]:53)"
-                    ),
-                )
-            })?;
-            if let Some(first) = listen.iter().position(|a| *a == addr && addr.port() != 0) {
-                return Err(
-                    self.error(key, format!("duplicate address {addr} (also server.listen[{first}])"))
-                );
-            }
-            listen.push(addr);
-        }
-
-        if raw.allow.is_empty() {
-            return Err(self.error(
-                "server.allow",
-                "empty: every client would be refused; list at least one network (CIDR)",
-            ));
-        }
-        let mut allow = Vec::with_capacity(raw.allow.len());
-        for (i, text) in raw.allow.iter().enumerate() {
-            let text_trimmed = text.trim();
-            // A bare address means that host only (/32 or /128).
-            let net = text_trimmed
-                .parse::<IpNet>()
-                .or_else(|_| text_trimmed.parse::<IpAddr>().map(IpNet::from))
-                .map_err(|_| {
-                    self.error(
-                        format!("server.allow[{i}]"),
-                        format!("{text:?} is not a CIDR network (expected e.g. 127.0.0.0/8 or ::1/128)"),
-                    )
-                })?;
-            allow.push(net.trunc());
-        }
-
-        Ok(ServerConfig {
-            listen,
-            allow,
-            query_timeout: self.millis(
-                "server.query_timeout_ms",
-                raw.query_timeout_ms,
-                limits::QUERY_TIMEOUT_MS,
-            )?,
-            tcp_idle_timeout: self.millis(
-                "server.tcp_idle_timeout_ms",
-                raw.tcp_idle_timeout_ms,
-                limits::TCP_IDLE_TIMEOUT_MS,
-            )?,
-            max_inflight: self.count("server.max_inflight", raw.max_inflight, limits::SERVER_MAX_INFLIGHT)?,
-            max_tcp_clients: self.count(
-                "server.max_tcp_clients",
-                raw.max_tcp_clients,
-                limits::MAX_TCP_CLIENTS,
-            )?,
-            user: match raw.user {
-                None => None,
-                Some(user) => Some(self.user(user)?),
-            },
-        })
     }
 
     fn cache(&mut self, raw: RawCache) -> Result<CacheConfig, ConfigError> {
@@ -259,21 +205,6 @@ impl Validator {
                 limits::RACE_TIMEOUT_MS,
             )?,
         })
-    }
-
-    /// A POSIX portable user name (no `root`: dropping to root is no drop).
-    fn user(&self, user: String) -> Result<String, ConfigError> {
-        let portable = !user.is_empty()
-            && user.len() <= 32
-            && !user.starts_with('-')
-            && user.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-        if !portable {
-            return Err(self.error("server.user", format!("{user:?} is not a valid user name")));
-        }
-        if user == "root" {
-            return Err(self.error("server.user", "must not be root (it is the account being left)"));
-        }
-        Ok(user)
     }
 
     fn hedging(&mut self, raw: RawHedging) -> Result<HedgingConfig, ConfigError> {

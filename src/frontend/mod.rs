@@ -8,16 +8,19 @@
 //! socket per core; TCP handles each connection's queries concurrently (RFC 7766 §6.2.1.1)
 //! with a per-connection cap. Requests are parsed and checked in [`request`].
 //!
-//! Owns the listening sockets, the in-flight bounds and draining on shutdown. It never
+//! Owns the listening sockets, the in-flight bounds, draining on shutdown, and counting
+//! (and, with `[log] queries`, logging: [`querylog`]) every answer it sends. It never
 //! decides answers: the pipeline does.
 
 mod batch;
 mod bind;
+pub mod querylog;
 pub mod request;
 mod tcp;
 mod udp;
 
 use std::{
+    fmt::Display,
     net::SocketAddr,
     sync::{
         Arc, RwLock,
@@ -28,6 +31,7 @@ use std::{
 };
 
 pub use bind::{BindError, Listeners, bind};
+use hickory_proto::op::{Message, Query};
 use tokio::{
     sync::{OwnedSemaphorePermit, Semaphore, watch},
     task::JoinSet,
@@ -36,7 +40,10 @@ use tokio::{
 use tracing::{info, warn};
 
 use self::request::Acl;
-use crate::pipeline::Pipeline;
+use crate::{
+    metrics::{ClientTransport, Metrics, metrics},
+    pipeline::Pipeline,
+};
 
 /// Bounds of the front end.
 #[derive(Debug, Clone, Copy)]
@@ -61,9 +68,51 @@ struct Context {
     in_flight: Arc<Semaphore>,
     tcp_clients: Arc<Semaphore>,
     over_cap: AtomicU64,
+    metrics: &'static Metrics,
+    /// `[log] queries`; a reload may flip it.
+    log_queries: AtomicBool,
 }
 
 impl Context {
+    /// When the query log is on, the time a query arrived; None (and no clock read) when
+    /// it is off.
+    #[inline]
+    fn query_clock(&self) -> Option<Instant> {
+        self.log_queries.load(Ordering::Relaxed).then(Instant::now)
+    }
+
+    /// Counts, and logs when `started` is set, an answer to a query.
+    #[inline]
+    fn answered(
+        &self,
+        transport: ClientTransport,
+        client: SocketAddr,
+        question: &Query,
+        wire: &[u8],
+        via: &dyn Display,
+        started: Option<Instant>,
+    ) {
+        self.metrics.answered(transport, wire);
+        if let Some(started) = started {
+            querylog::log(transport, client, question, &querylog::rcode_name(wire), via, started);
+        }
+    }
+
+    /// Counts, and logs when the query log is on, a reply the front end gives itself
+    /// (errors, resolver.arpa): parsed, so an extended RCODE (BADVERS) is counted as such.
+    fn replied(&self, transport: ClientTransport, client: SocketAddr, wire: &[u8]) {
+        let started = self.query_clock();
+        match Message::from_vec(wire) {
+            Ok(reply) => {
+                self.metrics.answered_rcode(transport, u16::from(reply.metadata.response_code));
+                if let Some(started) = started {
+                    querylog::log_local(transport, client, &reply, started);
+                }
+            }
+            Err(_) => self.metrics.answered(transport, wire),
+        }
+    }
+
     fn acl(&self) -> Arc<Acl> {
         self.acl.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
@@ -111,6 +160,8 @@ impl Frontend {
             in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
             tcp_clients: Arc::new(Semaphore::new(limits.max_tcp_clients)),
             over_cap: AtomicU64::new(0),
+            metrics: metrics(),
+            log_queries: AtomicBool::new(false),
         });
         let (stop, stopped) = watch::channel(false);
         let mut tasks = JoinSet::new();
@@ -138,6 +189,11 @@ impl Frontend {
     /// Replaces the access list (config reload).
     pub fn set_acl(&self, acl: Acl) {
         *self.ctx.acl.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(acl);
+    }
+
+    /// Turns the query log (`[log] queries`) on or off.
+    pub fn set_log_queries(&self, on: bool) {
+        self.ctx.log_queries.store(on, Ordering::Relaxed);
     }
 
     /// Client queries being resolved upstream right now.

@@ -8,11 +8,12 @@ use std::net::IpAddr;
 
 use hickory_proto::{
     op::{Edns, Header, Message, MessageType, OpCode, ResponseCode},
+    rr::rdata::opt::EdnsCode,
     serialize::binary::{BinDecodable, BinDecoder},
 };
 use ipnet::IpNet;
 
-use crate::message::{ClientEdns, ClientQuery};
+use crate::message::{BYPASS_CACHE_OPTION, ClientEdns, ClientQuery};
 
 /// The verdict on one client packet.
 #[derive(Debug)]
@@ -89,6 +90,8 @@ pub fn classify(packet: &[u8], src: IpAddr, acl: &Acl) -> Verdict {
         }
         return Verdict::Reply(reply.to_vec().unwrap_or_default());
     }
+    let bypass_cache =
+        msg.edns.as_ref().is_some_and(|e| e.option(EdnsCode::from(BYPASS_CACHE_OPTION)).is_some());
     let mut msg = msg;
     Verdict::Query(ClientQuery {
         id: msg.metadata.id,
@@ -97,6 +100,7 @@ pub fn classify(packet: &[u8], src: IpAddr, acl: &Acl) -> Verdict {
         checking_disabled: msg.metadata.checking_disabled,
         authentic_data: msg.metadata.authentic_data,
         edns,
+        bypass_cache,
     })
 }
 
@@ -178,6 +182,19 @@ mod tests {
         assert_eq!(q.id, 0x4242);
         assert_eq!(q.query.name().to_ascii(), "Ex.Test.");
         assert_eq!(q.edns, Some(ClientEdns { dnssec_ok: true, max_payload: 4096 }));
+        assert!(!q.bypass_cache);
+    }
+
+    #[test]
+    fn the_bypass_option_is_noticed() {
+        let wire = query_wire(|m| {
+            let mut e = Edns::new();
+            e.options_mut()
+                .insert(hickory_proto::rr::rdata::opt::EdnsOption::Unknown(BYPASS_CACHE_OPTION, vec![]));
+            m.set_edns(e);
+        });
+        let Verdict::Query(q) = classify(&wire, LOCAL, &acl()) else { panic!() };
+        assert!(q.bypass_cache);
     }
 
     #[test]

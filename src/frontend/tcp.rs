@@ -15,6 +15,7 @@ use super::{
     Context, TCP_PIPELINE_DEPTH,
     request::{Verdict, classify},
 };
+use crate::{metrics::ClientTransport::Tcp, pipeline::Source};
 
 pub(super) async fn serve(listener: TcpListener, ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
     let mut refused = 0u64;
@@ -86,12 +87,15 @@ async fn connection(
         match classify(&message, src.ip(), &ctx.acl()) {
             Verdict::Drop => {}
             Verdict::Reply(wire) => {
+                ctx.replied(Tcp, src, &wire);
                 if answers.send(wire).await.is_err() {
                     break;
                 }
             }
             Verdict::Query(query) => {
+                let started = ctx.query_clock();
                 if let Some(wire) = ctx.pipeline.cached(&query) {
+                    ctx.answered(Tcp, src, &query.query, &wire, &Source::Cache, started);
                     if answers.send(wire).await.is_err() {
                         break;
                     }
@@ -104,8 +108,9 @@ async fn connection(
                 let Some(permit) = ctx.admit() else { continue };
                 let (ctx, answers) = (ctx.clone(), answers.clone());
                 tokio::spawn(async move {
-                    let wire = ctx.pipeline.resolve(&query).await;
-                    let _ = answers.send(wire).await;
+                    let answer = ctx.pipeline.answer(&query).await;
+                    ctx.answered(Tcp, src, &query.query, &answer.wire, &answer.source, started);
+                    let _ = answers.send(answer.wire).await;
                     drop((permit, turn));
                 });
             }

@@ -20,8 +20,10 @@ use tracing::debug;
 use super::{
     Context,
     batch::{self, RecvBatch},
+    querylog,
     request::{Verdict, classify, fit_udp},
 };
+use crate::{metrics::ClientTransport::Udp, pipeline::Source};
 
 /// How often a blocked receive wakes up to check for shutdown.
 const STOP_CHECK: Duration = Duration::from_millis(100);
@@ -63,19 +65,29 @@ pub(super) fn serve(
             };
             match classify(packet, src.ip(), &acl) {
                 Verdict::Drop => {}
-                Verdict::Reply(wire) => out.push((wire, src)),
+                Verdict::Reply(wire) => {
+                    ctx.replied(Udp, src, &wire);
+                    out.push((wire, src));
+                }
                 Verdict::Query(query) => {
                     let limit = query.udp_limit();
+                    let started = ctx.query_clock();
                     if let Some(wire) = ctx.pipeline.cached(&query) {
+                        ctx.answered(Udp, src, &query.query, &wire, &Source::Cache, started);
                         out.push((fit_udp(wire, limit), src));
                         continue;
                     }
                     let Some(permit) = ctx.admit() else { continue };
                     let (sender, ctx) = (sender.clone(), ctx.clone());
                     runtime.spawn(async move {
-                        let wire = ctx.pipeline.resolve(&query).await;
-                        batch::send(&*sender, &[(fit_udp(wire, limit), src)]);
+                        let answer = ctx.pipeline.answer(&query).await;
+                        ctx.metrics.answered(Udp, &answer.wire);
+                        let rcode = started.map(|_| querylog::rcode_name(&answer.wire));
+                        batch::send(&*sender, &[(fit_udp(answer.wire, limit), src)]);
                         drop(permit);
+                        if let (Some(started), Some(rcode)) = (started, rcode) {
+                            querylog::log(Udp, src, &query.query, &rcode, &answer.source, started);
+                        }
                     });
                 }
             }

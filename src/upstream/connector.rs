@@ -19,7 +19,10 @@ use super::{
     dot::{Connection, ConnectionInfo, ConnectionLimits},
     race::{Action, AttemptId, Candidate, Event, FailReason, Race, Transport},
 };
-use crate::tls::{TlsConnectError, UpstreamTls};
+use crate::{
+    metrics::metrics,
+    tls::{TlsConnectError, UpstreamTls},
+};
 
 /// Unacknowledged data this old kills a connection (TCP_USER_TIMEOUT, RFC 5482).
 const TCP_USER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -89,6 +92,7 @@ pub async fn secure(
         Transport::Tls => match ctx.tls.handshake(tcp).await {
             Ok(stream) => Ok(Connection::spawn(stream, info, ctx.limits)),
             Err(TlsConnectError::PinMismatch { presented }) => {
+                metrics().pin_mismatch(&ctx.upstream_name);
                 // A refusal, never a warning-and-continue (RFC 7858 §4.2). Name what the
                 // server presented so the user can re-pin if the change is legitimate.
                 warn!(
@@ -110,8 +114,8 @@ pub async fn secure(
     }
 }
 
-/// Logs the one line every attempt gets: id, upstream, address, port, transport, outcome
-/// and elapsed time.
+/// Logs the one line every attempt gets (id, upstream, address, port, transport, outcome
+/// and elapsed time), and counts the attempt by outcome.
 pub fn log_attempt(
     id: u64,
     candidate: Candidate,
@@ -120,6 +124,7 @@ pub fn log_attempt(
     started: Instant,
     detail: Option<&str>,
 ) {
+    metrics().attempt(outcome, candidate.transport.as_str());
     info!(
         attempt = id,
         %upstream,

@@ -151,6 +151,7 @@ fn client_views_and_keys_come_from_a_client_query() {
         checking_disabled: true,
         authentic_data: false,
         edns: Some(ClientEdns { dnssec_ok: true, max_payload: 1232 }),
+        bypass_cache: false,
     };
     assert_eq!(CacheKey::from(&q), key_with("mixed.EXAMPLE.", RecordType::A, true, true));
     let v = ClientView::from(&q);

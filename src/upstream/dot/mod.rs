@@ -166,6 +166,11 @@ impl Connection {
         &self.info
     }
 
+    /// The connection's info, shared (it outlives the connection in logs).
+    pub fn shared_info(&self) -> Arc<ConnectionInfo> {
+        self.info.clone()
+    }
+
     /// True once the connection task has ended, or the server asked us (keepalive 0) to
     /// send nothing more; such a connection is never used again.
     pub fn is_closed(&self) -> bool {

@@ -34,8 +34,9 @@ use super::{
     resolv_conf::ResolvConfWatch,
 };
 use crate::{
-    config::{AddressSource, Config, HedgingConfig, RacingConfig, UpstreamConfig},
+    config::{AddressSource, Config, HedgingConfig, Mode, RacingConfig, UpstreamConfig},
     message::ClientQuery,
+    metrics::{UpstreamConnections, metrics},
     tls::{TlsSetupError, UpstreamTls},
 };
 
@@ -242,11 +243,13 @@ impl Pool {
             _ = sleep(delay) => {}
         }
         self.inner.stats.hedges_sent.fetch_add(1, Ordering::Relaxed);
+        metrics().hedge_sent();
         debug!(name = %query.query.name(), delay_ms = delay.as_millis() as u64, from = %first.info(), to = %second.info(), "hedging");
         let hedge = self.ask(query, second);
         tokio::pin!(hedge);
         let won = |w: Vec<u8>| {
             self.inner.stats.hedges_won.fetch_add(1, Ordering::Relaxed);
+            metrics().hedge_won();
             (w, second.clone())
         };
         tokio::select! {
@@ -265,6 +268,7 @@ impl Pool {
         let tls = conn.info().transport == Transport::Tls;
         if !tls {
             self.inner.stats.plain_queries.fetch_add(1, Ordering::Relaxed);
+            metrics().plain_query();
         }
         conn.query(query.upstream_wire(tls)).await
     }
@@ -323,6 +327,29 @@ impl Pool {
             })
             .count();
         PoolHealth { up, total: self.inner.upstreams.len(), via: primary.map(|c| (c.peer, c.transport)) }
+    }
+
+    /// Live connections (primary and spare) per upstream, in config order, for metrics.
+    pub fn connections_up(&self) -> Vec<UpstreamConnections> {
+        let st = self.inner.lock();
+        let live: Vec<&Connection> =
+            [&st.primary, &st.spare].into_iter().flatten().filter(|c| !c.is_closed()).collect();
+        self.inner
+            .upstreams
+            .iter()
+            .enumerate()
+            .map(|(i, u)| {
+                let count = |t: Transport| {
+                    live.iter().filter(|c| c.info().upstream == i && c.info().transport == t).count()
+                };
+                UpstreamConnections {
+                    upstream: u.name.clone(),
+                    tls: count(Transport::Tls),
+                    plain: count(Transport::Plain),
+                    plain_possible: u.mode == Mode::Opportunistic,
+                }
+            })
+            .collect()
     }
 
     /// The warm spare, if one is up.

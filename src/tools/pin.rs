@@ -1,0 +1,441 @@
+//! `stubborn pin`: read a DNS-over-TLS server's certificate chain and print the pins of
+//! every certificate in it, ready to paste; and `stubborn pin --check`: would the
+//! config's pins accept the servers as they are now?
+//!
+//! Discovery accepts any certificate (it is how you learn what a server presents, before
+//! you trust it), but still checks the handshake signature, so the chain printed belongs
+//! to a server that holds the leaf's key. The check uses the daemon's own TLS setup
+//! ([`UpstreamTls`]), so it accepts and refuses exactly what the daemon would.
+//! Never used by the daemon; never writes a config.
+
+use std::{fmt::Write as _, net::SocketAddr, sync::Arc, time::Duration};
+
+use rustls::{
+    ClientConfig, DigitallySignedStruct, SignatureScheme,
+    client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+    crypto::WebPkiSupportedAlgorithms,
+};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use tokio::{net::TcpStream, task::JoinSet, time::timeout};
+use tokio_rustls::TlsConnector;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use crate::{
+    config::{Config, Pin},
+    tls::{TlsConnectError, UpstreamTls, cert_fingerprint, key_fingerprint, provider},
+};
+
+/// The DNS-over-TLS port (RFC 7858 §3.1), used when the target names none.
+pub const DEFAULT_PORT: u16 = 853;
+/// Each of TCP connect and TLS handshake gets this long.
+const STEP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why discovery failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PinToolError {
+    #[error("{0:?} is not IP[:PORT] (an IPv6 address with a port goes in brackets: [2620:fe::fe]:853)")]
+    BadTarget(String),
+    #[error("{0:?} is not a valid TLS server name")]
+    BadName(String),
+    #[error("{addr}: cannot connect: {reason}")]
+    Connect { addr: SocketAddr, reason: String },
+    #[error("{addr}: TLS handshake failed: {reason}")]
+    Handshake { addr: SocketAddr, reason: String },
+    #[error("{addr}: the server presented no certificate")]
+    NoCertificate { addr: SocketAddr },
+    #[error("certificate [{index}] cannot be parsed: {reason}")]
+    BadCertificate { index: usize, reason: String },
+    #[error("cannot set up TLS: {0}")]
+    Setup(String),
+}
+
+/// Parses `IP`, `IP:PORT` or `[IPv6]:PORT`; the port defaults to 853.
+pub fn parse_target(text: &str) -> Result<SocketAddr, PinToolError> {
+    let text = text.trim();
+    text.parse::<SocketAddr>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(|ip| SocketAddr::new(ip, DEFAULT_PORT)))
+        .map_err(|_| PinToolError::BadTarget(text.to_owned()))
+}
+
+/// Where a certificate sits in the presented chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Leaf,
+    /// A leaf that signed itself (no CA).
+    SelfSignedLeaf,
+    Intermediate,
+    /// A self-signed CA certificate the server sends along.
+    Root,
+}
+
+impl Role {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Role::Leaf => "leaf",
+            Role::SelfSignedLeaf => "leaf (self-signed)",
+            Role::Intermediate => "intermediate",
+            Role::Root => "root (self-signed)",
+        }
+    }
+}
+
+/// One certificate of a presented chain, with its pins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainEntry {
+    pub role: Role,
+    pub subject: String,
+    pub issuer: String,
+    pub not_after: String,
+    pub key_pin: Pin,
+    pub cert_pin: Pin,
+}
+
+/// Describes each certificate of `chain` (leaf first).
+pub fn describe_chain(chain: &[CertificateDer<'_>]) -> Result<Vec<ChainEntry>, PinToolError> {
+    chain
+        .iter()
+        .enumerate()
+        .map(|(index, der)| {
+            let (_, cert) = X509Certificate::from_der(der)
+                .map_err(|e| PinToolError::BadCertificate { index, reason: e.to_string() })?;
+            let self_signed =
+                cert.subject().as_raw() == cert.issuer().as_raw() && cert.verify_signature(None).is_ok();
+            let role = match (index, self_signed) {
+                (0, false) => Role::Leaf,
+                (0, true) => Role::SelfSignedLeaf,
+                (_, false) => Role::Intermediate,
+                (_, true) => Role::Root,
+            };
+            Ok(ChainEntry {
+                role,
+                subject: cert.subject().to_string(),
+                issuer: cert.issuer().to_string(),
+                not_after: cert.validity().not_after.to_string(),
+                key_pin: Pin::KeySha256(key_fingerprint(&cert)),
+                cert_pin: Pin::CertSha256(cert_fingerprint(der)),
+            })
+        })
+        .collect()
+}
+
+/// Connects to `addr`, completes a TLS handshake accepting any certificate, and returns
+/// the chain the server presented.
+pub async fn discover(addr: SocketAddr, tls_name: Option<&str>) -> Result<Vec<ChainEntry>, PinToolError> {
+    let server_name = match tls_name {
+        Some(name) => ServerName::try_from(name.trim_end_matches('.').to_owned())
+            .map_err(|_| PinToolError::BadName(name.to_owned()))?,
+        // An IP-address server name sends no SNI, as the daemon does without tls_name.
+        None => ServerName::IpAddress(addr.ip().into()),
+    };
+    let provider = provider();
+    let verifier = AcceptAnyChain { algorithms: provider.signature_verification_algorithms };
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| PinToolError::Setup(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    let tcp = connect(addr).await.map_err(|reason| PinToolError::Connect { addr, reason })?;
+    let tls = timeout(STEP_TIMEOUT, TlsConnector::from(Arc::new(config)).connect(server_name, tcp))
+        .await
+        .map_err(|_| PinToolError::Handshake {
+            addr,
+            reason: format!("no handshake within {STEP_TIMEOUT:?}"),
+        })?
+        .map_err(|e| PinToolError::Handshake { addr, reason: e.to_string() })?;
+    let chain = tls.get_ref().1.peer_certificates().unwrap_or_default();
+    if chain.is_empty() {
+        return Err(PinToolError::NoCertificate { addr });
+    }
+    describe_chain(chain)
+}
+
+async fn connect(addr: SocketAddr) -> Result<TcpStream, String> {
+    match timeout(STEP_TIMEOUT, TcpStream::connect(addr)).await {
+        Err(_) => Err(format!("no TCP connection within {STEP_TIMEOUT:?}")),
+        Ok(Err(e)) => Err(e.to_string()),
+        Ok(Ok(tcp)) => Ok(tcp),
+    }
+}
+
+/// The report `stubborn pin` prints.
+pub fn report(addr: SocketAddr, tls_name: Option<&str>, chain: &[ChainEntry]) -> String {
+    let mut out = String::new();
+    let sni = tls_name.map_or_else(|| "no SNI".to_owned(), |n| format!("SNI {n}"));
+    let _ = writeln!(out, "stubborn pin: {addr} ({sni}): {} certificate(s) presented", chain.len());
+    let _ = writeln!(
+        out,
+        "Discovery mode: every certificate was accepted to read the chain, so nothing below is \
+         authenticated. Compare the values with ones obtained over a path you trust before pinning them."
+    );
+    for (i, c) in chain.iter().enumerate() {
+        let _ = writeln!(out, "\n[{i}] {}", c.role.as_str());
+        let _ = writeln!(out, "    subject:   {}", c.subject);
+        let _ = writeln!(out, "    issuer:    {}", c.issuer);
+        let _ = writeln!(out, "    not after: {}", c.not_after);
+        let _ = writeln!(out, "    {}", c.key_pin);
+        let _ = writeln!(out, "    {}", c.cert_pin);
+    }
+    let _ = writeln!(out, "\nWhich to pin:");
+    let _ = writeln!(
+        out,
+        "  - Pinning the leaf (key-fp of [0]) breaks when the server rotates its key; a cert-fp \
+         pin breaks at every renewal, even with the same key."
+    );
+    let _ = writeln!(
+        out,
+        "  - Pin the intermediate CA's key, which survives leaf rotations, or keep a backup pin \
+         (a second key) next to the leaf's."
+    );
+    let _ = writeln!(
+        out,
+        "  - stubborn matches pins against any certificate in the presented chain (leaf, \
+         intermediate or root), so a CA pin works as long as the server keeps sending that CA."
+    );
+    let mut suggested: Vec<(usize, &ChainEntry)> =
+        chain.iter().enumerate().filter(|(_, c)| c.role == Role::Intermediate).collect();
+    suggested.extend(chain.iter().enumerate().filter(|(i, _)| *i == 0));
+    let _ = writeln!(out, "\nSuggested (in the upstream's table):\npins = [");
+    for (i, c) in &suggested {
+        let backup = if suggested.len() > 1 && *i == 0 { ", backup" } else { "" };
+        let _ = writeln!(out, "  \"{}\",  # [{i}] {} {}{backup}", c.key_pin, c.role.as_str(), c.subject);
+    }
+    if suggested.len() == 1 {
+        let _ = writeln!(out, "  # add a backup pin: the key the operator will rotate to, or its CA's key");
+    }
+    let _ = writeln!(out, "]");
+    out
+}
+
+/// An accept-anything verifier, for discovery only: certificates are read, not judged,
+/// but the handshake signature is still verified against the presented leaf key.
+#[derive(Debug)]
+struct AcceptAnyChain {
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for AcceptAnyChain {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// What checking one address found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AddressResult {
+    /// A pin matched: the daemon would connect.
+    Accepted,
+    /// No pin matched what the server presented.
+    PinMismatch(String),
+    /// The handshake failed for another reason (a bad signature, an alert).
+    TlsFailed(String),
+    /// No TCP connection from here: says nothing about the pins.
+    Unreachable(String),
+}
+
+/// One pinned upstream's result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamCheck {
+    pub name: String,
+    pub addresses: Vec<(SocketAddr, AddressResult)>,
+}
+
+impl UpstreamCheck {
+    /// The daemon would fail this upstream: an address answered but refused the pins
+    /// (or failed TLS), or no address could be reached at all.
+    pub fn would_fail(&self) -> bool {
+        let refused = self
+            .addresses
+            .iter()
+            .any(|(_, r)| matches!(r, AddressResult::PinMismatch(_) | AddressResult::TlsFailed(_)));
+        let none_reached = self.addresses.iter().all(|(_, r)| matches!(r, AddressResult::Unreachable(_)));
+        refused || none_reached
+    }
+}
+
+/// Checks every address of every pinned upstream of `config`, at once. Returns the pinned
+/// upstreams' results (config order) and the names of those without pins.
+pub async fn check_config(config: &Config) -> Result<(Vec<UpstreamCheck>, Vec<String>), PinToolError> {
+    let mut tasks = JoinSet::new();
+    let mut checks = Vec::new();
+    let mut unpinned = Vec::new();
+    for upstream in &config.upstreams {
+        if upstream.pins.is_empty() {
+            unpinned.push(upstream.name.clone());
+            continue;
+        }
+        let tls = UpstreamTls::new(upstream).map_err(|e| PinToolError::Setup(e.to_string()))?;
+        let index = checks.len();
+        checks.push(UpstreamCheck { name: upstream.name.clone(), addresses: Vec::new() });
+        for ip in &upstream.addresses {
+            let addr = SocketAddr::new(*ip, upstream.tls_port);
+            let tls = tls.clone();
+            tasks.spawn(async move { (index, addr, check_address(addr, &tls).await) });
+        }
+    }
+    while let Some(joined) = tasks.join_next().await {
+        if let Ok((index, addr, result)) = joined {
+            checks[index].addresses.push((addr, result));
+        }
+    }
+    for check in &mut checks {
+        check.addresses.sort_by_key(|(addr, _)| *addr);
+    }
+    Ok((checks, unpinned))
+}
+
+async fn check_address(addr: SocketAddr, tls: &UpstreamTls) -> AddressResult {
+    let tcp = match connect(addr).await {
+        Ok(tcp) => tcp,
+        Err(reason) => return AddressResult::Unreachable(reason),
+    };
+    match timeout(STEP_TIMEOUT, tls.handshake(tcp)).await {
+        Err(_) => AddressResult::Unreachable(format!("no TLS handshake within {STEP_TIMEOUT:?}")),
+        Ok(Ok(_)) => AddressResult::Accepted,
+        Ok(Err(TlsConnectError::PinMismatch { presented })) => {
+            AddressResult::PinMismatch(format!("server presented {presented}"))
+        }
+        Ok(Err(TlsConnectError::Tls(reason))) => AddressResult::TlsFailed(reason),
+        Ok(Err(TlsConnectError::Io(e))) => AddressResult::Unreachable(e.to_string()),
+    }
+}
+
+/// The report `stubborn pin --check` prints.
+pub fn check_report(checks: &[UpstreamCheck], unpinned: &[String]) -> String {
+    let mut out = String::new();
+    for check in checks {
+        let verdict = if check.would_fail() { "WOULD FAIL" } else { "ok" };
+        let _ = writeln!(out, "upstream {:?}: {verdict}", check.name);
+        for (addr, result) in &check.addresses {
+            let line = match result {
+                AddressResult::Accepted => "ok: a pin matches".to_owned(),
+                AddressResult::PinMismatch(why) => format!("FAIL: pin mismatch: {why}"),
+                AddressResult::TlsFailed(why) => format!("FAIL: TLS: {why}"),
+                AddressResult::Unreachable(why) => format!("unreachable from here (pins not checked): {why}"),
+            };
+            let _ = writeln!(out, "  {addr}: {line}");
+        }
+    }
+    for name in unpinned {
+        let _ = writeln!(out, "upstream {name:?}: no pins; not checked");
+    }
+    let failing = checks.iter().filter(|c| c.would_fail()).count();
+    let _ = writeln!(out, "pin check: {} pinned upstream(s) checked, {failing} would fail", checks.len());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, PublicKeyData};
+
+    use super::*;
+
+    fn ca(name: &str) -> CertificateParams {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p
+    }
+
+    #[test]
+    fn a_chain_is_labelled_and_the_ca_key_suggested_first() {
+        let root = CertifiedIssuer::self_signed(ca("root"), KeyPair::generate().unwrap()).unwrap();
+        let inter_key = KeyPair::generate().unwrap();
+        let inter_spki = inter_key.subject_public_key_info();
+        let inter = CertifiedIssuer::signed_by(ca("inter"), inter_key, &root).unwrap();
+        let leaf_key = KeyPair::generate().unwrap();
+        let leaf = CertificateParams::new(vec!["dns.test".to_string()])
+            .unwrap()
+            .signed_by(&leaf_key, &inter)
+            .unwrap();
+        let der = |d: &[u8]| CertificateDer::from(d.to_vec());
+        let chain = [der(leaf.der()), der(inter.der()), der(root.der())];
+        let entries = describe_chain(&chain).unwrap();
+        let roles: Vec<Role> = entries.iter().map(|e| e.role).collect();
+        assert_eq!(roles, [Role::Leaf, Role::Intermediate, Role::Root]);
+        let sha = |d: &[u8]| {
+            let mut out = [0u8; 32];
+            out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, d).as_ref());
+            out
+        };
+        assert_eq!(entries[0].key_pin, Pin::KeySha256(sha(&leaf_key.subject_public_key_info())));
+        assert_eq!(entries[1].key_pin, Pin::KeySha256(sha(&inter_spki)));
+        assert_eq!(entries[0].cert_pin, Pin::CertSha256(sha(leaf.der())));
+        assert_eq!(entries[1].subject, "CN=inter");
+
+        let text = report("192.0.2.1:853".parse().unwrap(), None, &entries);
+        assert!(text.contains("(no SNI)"), "{text}");
+        let suggested: Vec<&str> = text.lines().filter(|l| l.starts_with("  \"key-fp:")).collect();
+        assert_eq!(suggested.len(), 2, "the intermediate, then the leaf; never the root:\n{text}");
+        assert!(
+            suggested[0].contains(&entries[1].key_pin.to_string()) && suggested[0].contains("intermediate")
+        );
+        assert!(suggested[1].contains(&entries[0].key_pin.to_string()) && suggested[1].ends_with("backup"));
+    }
+
+    #[test]
+    fn a_lone_self_signed_certificate_is_a_self_signed_leaf() {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["x.test".to_string()]).unwrap().self_signed(&key).unwrap();
+        let entries = describe_chain(&[CertificateDer::from(cert.der().to_vec())]).unwrap();
+        assert_eq!(entries[0].role, Role::SelfSignedLeaf);
+        let text = report("192.0.2.1:853".parse().unwrap(), Some("x.test"), &entries);
+        assert!(text.contains("add a backup pin"), "{text}");
+        assert!(matches!(
+            describe_chain(&[CertificateDer::from(vec![1, 2, 3])]),
+            Err(PinToolError::BadCertificate { index: 0, .. })
+        ));
+    }
+
+    #[test]
+    fn targets_take_853_by_default() {
+        assert_eq!(parse_target("127.0.0.2").unwrap(), "127.0.0.2:853".parse().unwrap());
+        assert_eq!(parse_target("9.9.9.9:8853").unwrap(), "9.9.9.9:8853".parse().unwrap());
+        assert_eq!(parse_target("2620:fe::fe").unwrap(), "[2620:fe::fe]:853".parse().unwrap());
+        assert_eq!(parse_target("[2620:fe::fe]:443").unwrap(), "[2620:fe::fe]:443".parse().unwrap());
+        assert!(matches!(parse_target("dns.quad9.net"), Err(PinToolError::BadTarget(_))));
+    }
+
+    #[test]
+    fn an_upstream_fails_on_a_refusal_or_when_nothing_answers() {
+        let a: SocketAddr = "192.0.2.1:853".parse().unwrap();
+        let b: SocketAddr = "192.0.2.2:853".parse().unwrap();
+        let check = |results: Vec<AddressResult>| UpstreamCheck {
+            name: "u".into(),
+            addresses: [a, b].into_iter().zip(results).collect(),
+        };
+        let down = || AddressResult::Unreachable("refused".into());
+        assert!(!check(vec![AddressResult::Accepted, down()]).would_fail());
+        assert!(check(vec![AddressResult::Accepted, AddressResult::PinMismatch("x".into())]).would_fail());
+        assert!(check(vec![down(), down()]).would_fail());
+    }
+}
