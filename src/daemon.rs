@@ -90,8 +90,13 @@ impl Daemon {
             max_tcp_clients: config.server.max_tcp_clients,
             tcp_idle_timeout: config.server.tcp_idle_timeout,
         };
-        let frontend = Frontend::start(listeners, pipeline.clone(), Acl::new(&config.server.allow), limits)?;
-        frontend.set_log_queries(config.log.queries);
+        let frontend = Frontend::start(
+            listeners,
+            pipeline.clone(),
+            Acl::new(&config.server.allow),
+            limits,
+            config.log.queries,
+        )?;
         let metrics = match config.metrics.listen {
             Some(addr) => Some(MetricsServer::start(addr, snapshot_of(pipeline.clone()))?),
             None => None,

@@ -146,12 +146,15 @@ pub struct Frontend {
 }
 
 impl Frontend {
-    /// Starts serving on `listeners`. Must be called inside the tokio runtime.
+    /// Starts serving on `listeners`, with the query log on when `log_queries` (set here,
+    /// before the first datagram is read, so no early query goes unlogged). Must be
+    /// called inside the tokio runtime.
     pub fn start(
         listeners: Listeners,
         pipeline: Pipeline,
         acl: Acl,
         limits: FrontendLimits,
+        log_queries: bool,
     ) -> std::io::Result<Self> {
         let ctx = Arc::new(Context {
             pipeline,
@@ -161,7 +164,7 @@ impl Frontend {
             tcp_clients: Arc::new(Semaphore::new(limits.max_tcp_clients)),
             over_cap: AtomicU64::new(0),
             metrics: metrics(),
-            log_queries: AtomicBool::new(false),
+            log_queries: AtomicBool::new(log_queries),
         });
         let (stop, stopped) = watch::channel(false);
         let mut tasks = JoinSet::new();
