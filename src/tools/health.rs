@@ -72,8 +72,6 @@ pub enum Unhealthy {
     Rcode(Box<BadRcode>),
     #[error("unhealthy: {0}")]
     Local(#[from] systemd::ProbeError),
-    #[error("unhealthy: {0}")]
-    Setup(String),
 }
 
 /// The daemon answered, but not with NOERROR from an upstream.
