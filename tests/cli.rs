@@ -57,6 +57,19 @@ fn the_daemon_refuses_to_start_on_a_bad_config() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("server.bogus"));
 }
 
+/// Kills the daemon if the test fails before stopping it, so no daemon outlives its test
+/// (and holds the test runner's pipes open).
+struct KillOnDrop(Option<std::process::Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// A loopback port free for both UDP and TCP right now.
 fn free_port() -> u16 {
     loop {
@@ -82,7 +95,15 @@ async fn the_daemon_answers_and_exits_zero_on_sigterm() {
             up.leaf_key_pin
         ),
     );
-    let child = Command::new(BIN).arg("--config").arg(&path).stderr(Stdio::piped()).spawn().unwrap();
+    let mut guard = KillOnDrop(Some(
+        Command::new(BIN)
+            .arg("--config")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ));
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let deadline = Instant::now() + Duration::from_secs(10);
     let answer = loop {
@@ -93,7 +114,8 @@ async fn the_daemon_answers_and_exits_zero_on_sigterm() {
         }
     };
     assert_eq!(answer_strings(&parse(&answer)), vec!["192.0.2.1".to_string()]);
-    // SAFETY-free: kill(2) through the `kill` command keeps the test free of libc.
+    let child = guard.0.take().unwrap();
+    // kill(2) through the `kill` command keeps the test free of libc.
     let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
     let out = tokio::task::spawn_blocking(move || child.wait_with_output()).await.unwrap().unwrap();

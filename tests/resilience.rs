@@ -219,3 +219,27 @@ async fn after_a_suspend_the_first_query_does_not_wait_on_an_old_connection() {
     assert_eq!(up.connections_accepted(), 2, "the old connection was replaced, not trusted");
     assert_eq!(stub.pool().stats().suspends.load(Ordering::Relaxed), 1);
 }
+
+#[tokio::test]
+async fn after_a_failed_race_queries_fail_fast_until_the_next_race_finds_the_upstream_back() {
+    // Nothing listens on the upstream's port yet: connecting gets an RST.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let pin = unrelated_key_pin();
+    let stub = Stub::start("", &pinned_block("down", addr, &pin), tempfile::tempdir().unwrap()).await;
+    let first = ask(&stub, 1, "a.test").await;
+    assert_eq!(ede(&first).unwrap().0, 23, "the race failed: Network Error");
+    let started = std::time::Instant::now();
+    let second = ask(&stub, 2, "aaaa.test").await;
+    assert!(started.elapsed() < Duration::from_millis(200), "failed fast: {:?}", started.elapsed());
+    let (code, text) = ede(&second).unwrap();
+    assert_eq!(code, 23);
+    assert!(text.contains("rst") && text.contains("racing again in"), "{text}");
+    // The upstream comes up; once the back-off (1 s) has passed, a query races and gets
+    // through. (The pin is wrong for it, so "gets through" is a pin-mismatch failure that
+    // reached the TLS handshake, proving a new race ran.)
+    let up = TestUpstream::start(UpstreamOptions { bind: addr, ..Default::default() }).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let third = ask(&stub, 3, "txt.test").await;
+    assert!(ede(&third).unwrap().1.contains("pin-mismatch"), "{:?}", ede(&third));
+    assert_eq!(up.connections_accepted(), 1);
+}

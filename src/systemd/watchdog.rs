@@ -4,15 +4,14 @@
 //! watchdog is worth having when a ping means "a client would get an answer now", so
 //! [`run_watchdog`] pings only after a health check passes within half the ping interval,
 //! and [`probe`] is such a check: one real DNS query over UDP to one of our own listeners,
-//! through hickory-server, the ACL, the handler and whatever answers it. Any reply counts
+//! through the UDP front end, its request checks and whatever answers it. Any reply counts
 //! (SERVFAIL and REFUSED included): the check is about our event loop and query path
 //! being alive, not about upstreams being reachable, which would turn a network outage
 //! into a restart loop.
 //!
 //! The probe asks for `resolver.arpa. SOA`. RFC 9462 §6.1 says forwarders should not
-//! forward `resolver.arpa`, so once the handler answers that zone locally the probe never
-//! leaves the host and stays fast when every upstream is down. Until then it is forwarded
-//! like any query and is answered within `server.query_timeout_ms` (SERVFAIL at worst).
+//! forward `resolver.arpa`; the front end answers that zone itself (NODATA), so the probe
+//! never leaves the host and stays fast when every upstream is down.
 
 use std::{
     future::Future,

@@ -129,8 +129,13 @@ impl Backoff {
     pub const MAX: Duration = Duration::from_secs(60);
 
     pub fn on_failure(&mut self, now: Instant) {
+        self.on_failure_capped(now, Self::MAX);
+    }
+
+    /// Like [`Backoff::on_failure`], doubling only up to `max`.
+    pub fn on_failure_capped(&mut self, now: Instant, max: Duration) {
         let shift = self.failures.min(6);
-        let wait = (Self::FIRST * (1u32 << shift)).min(Self::MAX);
+        let wait = (Self::FIRST * (1u32 << shift)).min(max);
         self.failures = self.failures.saturating_add(1);
         self.until = Some(now + wait);
     }
@@ -145,6 +150,11 @@ impl Backoff {
 
     pub fn failures(&self) -> u32 {
         self.failures
+    }
+
+    /// When the back-off ends, if it is on.
+    pub fn until(&self) -> Option<Instant> {
+        self.until
     }
 }
 

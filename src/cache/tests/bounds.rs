@@ -82,3 +82,26 @@ fn max_entries_zero_disables_the_cache() {
         assert_eq!((c.len(), c.weight_bytes()), (0, 0));
     }
 }
+
+#[test]
+fn resizing_keeps_answers_within_the_new_bounds() {
+    let c = cache(CacheConfig { max_entries: 1000, ..CacheConfig::default() });
+    let now = t0();
+    for i in 0..500 {
+        let (k, wire) = unique(i, 20);
+        c.store(k, &wire, now);
+    }
+    let held = c.len();
+    // A reload with a larger bound keeps everything.
+    let bigger = c.resized(CacheConfig { max_entries: 5000, ..CacheConfig::default() });
+    assert_eq!(bigger.len(), held);
+    let (k, _) = unique(7, 20);
+    let qn = name("n7.flood.example.");
+    assert!(matches!(bigger.lookup(&k, &view(&qn), now), Lookup::Hit(_)), "answers survive");
+    // A smaller bound keeps what fits, and the bound holds.
+    let smaller = c.resized(CacheConfig { max_entries: 100, ..CacheConfig::default() });
+    assert!(smaller.len() <= 100 && !smaller.is_empty(), "{}", smaller.len());
+    // Disabling drops everything.
+    let off = c.resized(CacheConfig { max_entries: 0, ..CacheConfig::default() });
+    assert!(off.is_empty());
+}

@@ -127,6 +127,11 @@ struct PoolState {
     spare_racing: bool,
     /// After a failed spare race, the next one waits.
     spare_backoff: Backoff,
+    /// After a failed primary race, queries fail at once (with its reason) until this
+    /// back-off ends, instead of each waiting out `query_timeout` on the same dead
+    /// network; the first query after it races again.
+    race_backoff: Backoff,
+    race_failure: Option<String>,
     last_winner: Option<Candidate>,
     next_id: u64,
     /// Endpoints that failed: a pin mismatch keeps them out of races; other failures put
@@ -284,7 +289,16 @@ impl Pool {
             }
             match &st.race {
                 Some(rx) => rx.clone(),
-                None => self.inner.start_primary_race(&mut st),
+                None => {
+                    let now = tokio::time::Instant::now();
+                    if let (false, Some(why), Some(until)) =
+                        (st.race_backoff.available(now), &st.race_failure, st.race_backoff.until())
+                    {
+                        let wait = until.saturating_duration_since(now).as_millis();
+                        return Err(format!("{why} (racing again in {wait} ms)"));
+                    }
+                    self.inner.start_primary_race(&mut st)
+                }
             }
         };
         loop {
@@ -403,6 +417,9 @@ impl Inner {
         if detector.observe(monotonic, boottime) {
             self.stats.suspends.fetch_add(1, Ordering::Relaxed);
             warn!("resumed from suspend: replacing every upstream connection");
+            // A new network may be up: failures from before the suspend say nothing now.
+            st.race_backoff.on_success();
+            st.race_failure = None;
             for conn in [st.primary.take(), st.spare.take()].into_iter().flatten() {
                 conn.close();
             }

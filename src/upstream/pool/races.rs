@@ -19,6 +19,8 @@ use crate::{
     },
 };
 
+/// After failed primary races, the wait before the next one doubles up to this.
+const PRIMARY_RETRY_MAX: Duration = Duration::from_secs(8);
 /// Background TLS re-races while on plain text: first after this, doubling up to the cap.
 const TLS_RERACE_FIRST: Duration = Duration::from_secs(1);
 const TLS_RERACE_MAX: Duration = Duration::from_secs(60);
@@ -51,6 +53,9 @@ impl Inner {
             }
         }
         st.addresses[index] = addresses;
+        // New servers: earlier failures say nothing about them.
+        st.race_backoff.on_success();
+        st.race_failure = None;
     }
 
     /// Candidates for a race of `kind`: upstreams with recent failures go last, endpoints
@@ -164,10 +169,7 @@ impl Inner {
         let conn = match result.outcome {
             Ok(conn) => conn,
             Err(reasons) => {
-                if kind == RaceKind::Spare {
-                    st.spare_backoff.on_failure(now);
-                }
-                return Err(if reasons.is_empty() {
+                let why = if reasons.is_empty() {
                     "no candidates (every endpoint is backed off or none is configured)".to_string()
                 } else {
                     reasons
@@ -175,9 +177,21 @@ impl Inner {
                         .map(|(_, c, r)| format!("{}:{} {r}", c.addr.ip(), c.addr.port()))
                         .collect::<Vec<_>>()
                         .join(", ")
-                });
+                };
+                match kind {
+                    RaceKind::Spare => st.spare_backoff.on_failure(now),
+                    RaceKind::Primary => {
+                        st.race_backoff.on_failure_capped(now, PRIMARY_RETRY_MAX);
+                        st.race_failure = Some(why.clone());
+                    }
+                    RaceKind::TlsReturn => {}
+                }
+                return Err(why);
             }
         };
+        // A race was won: the network works.
+        st.race_backoff.on_success();
+        st.race_failure = None;
         let info = conn.info().clone();
         if let Some(h) = st.endpoints.get_mut(&(info.peer, info.transport)) {
             h.backoff.on_success();
