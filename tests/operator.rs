@@ -189,10 +189,25 @@ async fn pin_prints_the_values_the_harness_computed() {
     ] {
         assert!(report.contains(advice), "{advice:?} missing:\n{report}");
     }
+    // The server records the SNI when its side of the handshake completes, which may be
+    // just after the tool has exited.
+    let seen = |n: usize| {
+        let up = &up;
+        async move {
+            for _ in 0..200 {
+                if up.server_names_seen().len() >= n {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+    };
+    seen(1).await;
     assert_eq!(up.server_names_seen().last().cloned().flatten().as_deref(), Some("dns.test"), "SNI sent");
     // Without --tls-name no SNI is sent (as the daemon does without tls_name).
     let out = stubborn(&["pin", &format!("127.0.0.1:{}", up.addr.port())], &[]).await;
     assert_eq!(printed_chain(&stdout(&out))[0].1, up.leaf_key_pin);
+    seen(2).await;
     assert_eq!(up.server_names_seen().last().cloned().flatten(), None);
 }
 

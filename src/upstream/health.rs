@@ -90,16 +90,22 @@ impl ConnectionHealth {
     /// An answer arrived after `rtt`; `pending` is how many are still in flight.
     pub fn on_answer(&mut self, rtt: Duration, now: Instant, pending: usize) {
         self.rtt.observe(rtt);
+        self.on_heard(now, pending);
+    }
+
+    /// The upstream sent something (even a late answer to an abandoned query): it is
+    /// alive, so the silence clock and the unanswered streak start over.
+    pub fn on_heard(&mut self, now: Instant, pending: usize) {
         self.unanswered_streak = 0;
         self.waiting_since = (pending > 0).then_some(now);
     }
 
-    /// `count` queries were given up on (their waiters left) with no answer.
-    pub fn on_abandoned(&mut self, count: u32, pending: usize) {
+    /// `count` queries were given up on (their waiters left) with no answer. The silence
+    /// clock keeps running even with nothing left in flight: a connection that owes an
+    /// answer and has said nothing since is suspect, though no new query is sent on it
+    /// (the pool may have moved its queries to the spare).
+    pub fn on_abandoned(&mut self, count: u32, _pending: usize) {
         self.unanswered_streak += count;
-        if pending == 0 {
-            self.waiting_since = None;
-        }
     }
 
     pub fn dead(&self, policy: DeadPolicy, now: Instant) -> Option<DeadReason> {
@@ -236,6 +242,21 @@ mod tests {
         // An answer restarts the clock for what is still waiting.
         h.on_answer(10 * MS, t0 + 1900 * MS, 1);
         assert_eq!(h.dead(policy, t0 + 3 * Duration::from_secs(1)), None);
+    }
+
+    #[test]
+    fn a_connection_owing_an_abandoned_answer_dies_of_silence_even_with_nothing_in_flight() {
+        let policy = DeadPolicy { unanswered: 3, silence: Duration::from_secs(2) };
+        let t0 = Instant::now();
+        let mut h = ConnectionHealth::default();
+        h.on_sent(t0, 1);
+        // The hedge answered elsewhere; the query is abandoned; nothing else is sent here.
+        h.on_abandoned(1, 0);
+        assert_eq!(h.dead(policy, t0 + 1999 * MS), None);
+        assert!(matches!(h.dead(policy, t0 + Duration::from_secs(2)), Some(DeadReason::Silent(_))));
+        // But any word from the upstream clears it.
+        h.on_heard(t0 + 1500 * MS, 0);
+        assert_eq!(h.dead(policy, t0 + Duration::from_secs(10)), None);
     }
 
     #[test]

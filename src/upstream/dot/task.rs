@@ -99,11 +99,9 @@ pub(super) async fn run<S>(
             break CloseReason::Idle;
         }
         let has_room = !draining && pending.len() < limits.max_inflight;
-        let next_check = if pending.is_empty() {
-            now + NEVER
-        } else {
-            (now + SWEEP_EVERY).min(health.next_check(limits.dead).unwrap_or(now + NEVER))
-        };
+        let silence_check = health.next_check(limits.dead).unwrap_or(now + NEVER);
+        let next_check =
+            if pending.is_empty() { silence_check } else { (now + SWEEP_EVERY).min(silence_check) };
         tokio::select! {
             read = reader.read_buf(&mut buf) => match read {
                 Ok(0) => break CloseReason::Failed("closed by upstream"),
@@ -114,6 +112,10 @@ pub(super) async fn run<S>(
                     while let Some(message) = take_frame(&mut buf) {
                         if deliver(&mut pending, message, &mut health, &rtt_histogram, now) {
                             answered += 1;
+                        } else {
+                            // Not a query in flight (a late answer to an abandoned one):
+                            // still proof of life.
+                            health.on_heard(now, pending.len());
                         }
                     }
                     shared.state.lock().unwrap_or_else(|e| e.into_inner()).rtt = health.rtt;
@@ -141,7 +143,7 @@ pub(super) async fn run<S>(
                 }
             },
             _ = sleep_until(idle_deadline), if pending.is_empty() => {}
-            _ = sleep_until(next_check), if !pending.is_empty() => {}
+            _ = sleep_until(next_check) => {}
             _ = shared.changed.notified() => {}
         }
     };
