@@ -32,6 +32,7 @@
 # Exit status: 0 when the report was written; 1 on a setup failure; 77 when it cannot run.
 
 . "$(dirname "$0")/../tests/netns/lib.sh"
+. "$(dirname "$0")/lib.sh"
 STB_NAME=bench-racing
 
 PEERS=(${BENCH_PEERS:-stubborn unbound stubby})
@@ -109,128 +110,31 @@ scenario_title() {
     esac
 }
 
-# --- peer configs ---------------------------------------------------------------------------
-peer_port() { case $1 in stubborn) echo 53 ;; unbound) echo 5300 ;; stubby) echo 5301 ;; esac }
-
+# --- peer configs (benches/lib.sh) ---------------------------------------------------------
+RACING_TOML='[racing]
+attempt_delay_ms = 250
+attempt_timeout_ms = 5000
+plain_fallback_delay_ms = 500
+max_concurrent_attempts = 4
+race_timeout_ms = 10000'
+peer_port() { bench_port "$1"; }
+# Opportunistic as in the Azure story: a network-provided resolver, no authentication data
+# (stubby's GETDNS_AUTHENTICATION_NONE).
 config_stubborn() { # SCEN FILE
-    local ip mode
-    mode=$(scenario_mode "$1")
-    {
-        printf '[server]\nlisten = ["127.0.0.1:53"]\n\n'
-        printf '[racing]\nattempt_delay_ms = 250\nattempt_timeout_ms = 5000\n'
-        printf 'plain_fallback_delay_ms = 500\nmax_concurrent_attempts = 4\nrace_timeout_ms = 10000\n'
-        for ip in $(scenario_ips "$1"); do
-            printf '\n[[upstream]]\nname = "u-%s"\naddresses = ["%s"]\nmode = "%s"\n' "$ip" "$ip" "$mode"
-            # Opportunistic as in the Azure story: a network-provided resolver, no
-            # authentication data (stubby's GETDNS_AUTHENTICATION_NONE).
-            if [[ $mode == strict ]]; then
-                printf 'tls_name = "dns.test"\npins = ["key-fp:SHA256:%s"]\n' "$PIN"
-            fi
-        done
-    } >"$2"
+    # shellcheck disable=SC2046 # the addresses split into words
+    bench_conf_stubborn "$2" "$(scenario_mode "$1")" "$PIN" "$RACING_TOML" $(scenario_ips "$1")
 }
-
-config_unbound() { # SCEN FILE — DoT forwarder, CA + name authentication (unbound has no pins)
-    local ip
-    {
-        cat <<EOF
-server:
-    verbosity: 1
-    num-threads: 1
-    interface: 127.0.0.1@5300
-    do-ip6: no
-    so-reuseport: no
-    do-daemonize: no
-    chroot: ""
-    username: ""
-    directory: "$T"
-    pidfile: ""
-    use-syslog: no
-    logfile: ""
-    access-control: 127.0.0.0/8 allow
-    module-config: "iterator"
-    do-not-query-localhost: no
-    local-zone: "test." nodefault
-    tls-cert-bundle: "$T/ca.pem"
-forward-zone:
-    name: "."
-    forward-tls-upstream: yes
-EOF
-        for ip in $(scenario_ips "$1"); do echo "    forward-addr: $ip@853#dns.test"; done
-        printf 'remote-control:\n    control-enable: no\n'
-    } >"$2"
-}
-
-config_stubby() { # SCEN FILE
-    local ip mode
-    mode=$(scenario_mode "$1")
-    {
-        echo "resolution_type: GETDNS_RESOLUTION_STUB"
-        if [[ $mode == strict ]]; then
-            printf 'dns_transport_list:\n  - GETDNS_TRANSPORT_TLS\n'
-            echo "tls_authentication: GETDNS_AUTHENTICATION_REQUIRED"
-        else
-            printf 'dns_transport_list:\n  - GETDNS_TRANSPORT_TLS\n  - GETDNS_TRANSPORT_UDP\n  - GETDNS_TRANSPORT_TCP\n'
-            echo "tls_authentication: GETDNS_AUTHENTICATION_NONE"
-        fi
-        cat <<EOF
-tls_query_padding_blocksize: 128
-edns_client_subnet_private: 1
-round_robin_upstreams: 0
-idle_timeout: 10000
-tls_ca_file: "$T/ca.pem"
-appdata_dir: "$T/stubby-appdata"
-listen_addresses:
-  - 127.0.0.1@5301
-upstream_recursive_servers:
-EOF
-        for ip in $(scenario_ips "$1"); do
-            echo "  - address_data: $ip"
-            if [[ $mode == strict ]]; then
-                printf '    tls_auth_name: "dns.test"\n    tls_pubkey_pinset:\n'
-                printf '      - digest: "sha256"\n        value: %s\n' "$PIN"
-            fi
-        done
-    } >"$2"
-}
-
-peer_cmd() { # PEER CONFIG -> the command line, one word per line
-    case $1 in
-    stubborn) printf '%s\n' "$STUBBORN_BIN" --config "$2" ;;
-    unbound) printf '%s\n' unbound -d -c "$2" ;;
-    stubby) printf '%s\n' stubby -C "$2" -v 6 ;;
-    esac
-}
-
-peer_version() {
-    case $1 in
-    stubborn) echo "stubborn $(git -C "$STB_REPO_ROOT" log -1 --format=%h -- src Cargo.toml Cargo.lock 2>/dev/null || echo '?') (last commit touching src/, Cargo.*; tree at $(git -C "$STB_REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'))" ;;
-    unbound) unbound -V 2>/dev/null | sed -n '1s/^Version /unbound /p' ;;
-    stubby) stubby -V 2>/dev/null | head -n 1 ;;
-    esac
-}
+# unbound: a DoT forwarder, CA + name authentication (unbound has no pins), one thread.
+# shellcheck disable=SC2046
+config_unbound() { bench_conf_unbound "$2" "$T" 1 $(scenario_ips "$1"); }
+# shellcheck disable=SC2046
+config_stubby() { bench_conf_stubby "$2" "$T" "$(scenario_mode "$1")" "$PIN" $(scenario_ips "$1"); }
+peer_cmd() { bench_peer_cmd "$@"; } # PEER CONFIG -> the command line, one word per line
+peer_version() { bench_peer_version "$@"; }
 
 # --- measurement ------------------------------------------------------------------------------
-now_ns() { date +%s%N; }
-
-# query PORT NAME TIMEOUT EXPECT: one kdig over UDP; prints "STATUS KDIG_MS WALL_MS"
-# (STATUS ok = NOERROR with the expected address; else the rcode or "timeout").
-query() {
-    local port=$1 name=$2 timeout=$3 expect=$4 out t0 t1 rcode ms status
-    t0=$(now_ns)
-    out=$(ip netns exec "$NS" kdig @127.0.0.1 -p "$port" +time="$timeout" +retry=0 "$name" A 2>&1) || true
-    t1=$(now_ns)
-    rcode=$(sed -n 's/.*status: \([A-Z]*\);.*/\1/p' <<<"$out" | head -n 1)
-    ms=$(sed -n 's/^;; From .* in \([0-9.]*\) ms$/\1/p' <<<"$out" | head -n 1)
-    if [[ -z $rcode ]]; then
-        status=timeout
-    elif [[ $rcode == NOERROR ]] && grep -qE "^$name\.[[:space:]].*[[:space:]]A[[:space:]]+$expect\$" <<<"$out"; then
-        status=ok
-    else
-        status=$rcode
-    fi
-    echo "$status ${ms:--} $(((t1 - t0) / 1000))"
-}
+# query PORT NAME TIMEOUT EXPECT: one kdig over UDP (benches/lib.sh's bench_query).
+query() { bench_query "$NS" "$@"; }
 
 # run_one SCEN PEER ROUND: one cold start, 1 + NEXT queries, counters; appends to $TSV.
 run_one() {

@@ -284,15 +284,21 @@ stb_make_pki() {
 # stb_unbound_upstream_conf FILE PKI_DIR IP@PORT...: an unbound config serving local data
 # only (never recursing) on each IP@PORT: DNS over TLS where PORT is 853 (with PKI_DIR's
 # server certificate), plain UDP+TCP DNS elsewhere. Data: a.test A 192.0.2.1, aaaa.test
-# AAAA 2001:db8::1, txt.test TXT "hello", and q1.test..q50.test A 198.51.100.N (distinct
-# names, so that benchmarks never hit a cache).
+# AAAA 2001:db8::1, txt.test TXT "hello", and q1.test..qN.test A (distinct names, so that
+# benchmarks never hit a cache; qN's address is 198.51.100.N for N ≤ 254, 198.18.X.Y above).
+# Knobs (set them for the call: `STB_UPSTREAM_QNAMES=2000 stb_unbound_upstream_conf ...`):
+#   STB_UPSTREAM_QNAMES      N (default 50)
+#   STB_UPSTREAM_THREADS     unbound num-threads (default 1)
+#   STB_UPSTREAM_LOG_QUERIES yes|no: one log line per query received (default yes)
+#   STB_UPSTREAM_FLOOD_ZONE  a zone under test. (e.g. flood.test) made a `redirect` zone
+#                            answering every name below it with A 192.0.2.1 (default none)
 stb_unbound_upstream_conf() {
-    local file=$1 pki=$2 iface n
+    local file=$1 pki=$2 iface n qnames=${STB_UPSTREAM_QNAMES:-50} flood=${STB_UPSTREAM_FLOOD_ZONE:-}
     shift 2
     {
         echo "server:"
         echo "    verbosity: 1"
-        echo "    num-threads: 1"
+        echo "    num-threads: ${STB_UPSTREAM_THREADS:-1}"
         for iface in "$@"; do echo "    interface: $iface"; done
         cat <<EOF
     tls-port: 853
@@ -307,7 +313,7 @@ stb_unbound_upstream_conf() {
     pidfile: ""
     use-syslog: no
     logfile: ""
-    log-queries: yes
+    log-queries: ${STB_UPSTREAM_LOG_QUERIES:-yes}
     access-control: 127.0.0.0/8 allow
     module-config: "iterator"
     do-not-query-localhost: yes
@@ -319,9 +325,17 @@ stb_unbound_upstream_conf() {
     local-data: "aaaa.test. 300 IN AAAA 2001:db8::1"
     local-data: 'txt.test. 300 IN TXT "hello"'
 EOF
-        for ((n = 1; n <= 50; n++)); do
-            echo "    local-data: \"q$n.test. 300 IN A 198.51.100.$n\""
+        for ((n = 1; n <= qnames; n++)); do
+            if ((n <= 254)); then
+                echo "    local-data: \"q$n.test. 300 IN A 198.51.100.$n\""
+            else
+                echo "    local-data: \"q$n.test. 300 IN A 198.18.$((n / 256)).$((n % 256))\""
+            fi
         done
+        if [[ -n $flood ]]; then
+            echo "    local-zone: \"$flood.\" redirect"
+            echo "    local-data: \"$flood. 300 IN A 192.0.2.1\""
+        fi
         printf 'remote-control:\n    control-enable: no\n'
     } >"$file"
 }
@@ -389,18 +403,30 @@ stb_stop_stubborn() {
 
 # stb_nft_table NS TABLE RULE...: a fresh `table inet TABLE` in NS with one `output` hook
 # chain (priority 0, policy accept) holding RULE... in order (on loopback every packet
-# a local process sends passes `output`, so faults and counters go there). Any earlier
-# table of that name is replaced, so counters start from zero.
+# a local process sends passes `output`, so faults and counters go there). A RULE written
+# `input: RULE` goes, in order, into an `input` hook chain instead (made only when such a
+# rule is given; on loopback a packet passes `output` and then `input`). Any earlier table
+# of that name is replaced, so counters start from zero.
 stb_nft_table() {
     local ns=$1 table=$2 rule
+    local -a out=() in=()
     shift 2
+    for rule in "$@"; do
+        if [[ $rule == "input: "* ]]; then in+=("${rule#input: }"); else out+=("$rule"); fi
+    done
     stb_nft_del "$ns" "$table" 2>/dev/null || true
     {
         echo "table inet $table {"
         echo "  chain output {"
         echo "    type filter hook output priority 0; policy accept;"
-        for rule in "$@"; do echo "    $rule"; done
+        for rule in "${out[@]}"; do echo "    $rule"; done
         echo "  }"
+        if ((${#in[@]})); then
+            echo "  chain input {"
+            echo "    type filter hook input priority 0; policy accept;"
+            for rule in "${in[@]}"; do echo "    $rule"; done
+            echo "  }"
+        fi
         echo "}"
     } | ip netns exec "$ns" nft -f - || return 1
     STB_NFT_TABLES+=("$ns $table")
