@@ -196,7 +196,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
             {
                 echo "round $round:"
                 grep -E 'hedging|declared dead|connection closed|connection lost|promoting|warm spare up|race won' \
-                    "$T/$tag-stubborn.log" | sed 's/^[^ ]* *[A-Z]* *[^ ]* //' | cut -c1-160 | sed 's/^/    /'
+                    "$T/$tag-stubborn.log" | sed 's/^[^ ]* *[A-Z]* *[^ ]* //' | sed 's/^/    /'
             } >>"$T/bh-stubborn-log.txt"
         fi
         stb_stop "$BENCH_PID" 50
