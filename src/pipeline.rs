@@ -272,7 +272,7 @@ impl Inner {
         tokio::spawn(async move {
             let outcome = match inner.fetch(&query).await {
                 Ok((wire, answer, via)) => {
-                    inner.cache.store(key.clone(), &wire, Instant::now());
+                    inner.cache.store_parsed(key.clone(), &wire, Instant::now());
                     Ok((answer, via))
                 }
                 Err(failure) => Err(failure),

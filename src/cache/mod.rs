@@ -417,6 +417,17 @@ impl Cache {
     /// under the key (fresh or stale), except that a SERVFAIL never replaces a
     /// servable answer. Never panics, whatever the octets.
     pub fn store(&self, key: CacheKey, upstream_answer: &[u8], now: Instant) -> StoreOutcome {
+        self.store_inner(key, upstream_answer, now, false)
+    }
+
+    /// Like [`Cache::store`], for an answer the caller has already parsed with
+    /// hickory-proto successfully: skips that (costly) check. The pipeline parses every
+    /// upstream answer anyway, so parsing it again here was a sixth of a miss's CPU.
+    pub fn store_parsed(&self, key: CacheKey, upstream_answer: &[u8], now: Instant) -> StoreOutcome {
+        self.store_inner(key, upstream_answer, now, true)
+    }
+
+    fn store_inner(&self, key: CacheKey, upstream_answer: &[u8], now: Instant, parsed: bool) -> StoreOutcome {
         use NotCacheable as Not;
         let Some(map) = &self.map else {
             return StoreOutcome::NotCacheable(Not::Disabled);
@@ -436,7 +447,7 @@ impl Cache {
         };
         // Every hit is served from these octets: they must be a message our own
         // front end (hickory-proto) can read, rdata included.
-        if Message::from_vec(upstream_answer).is_err() {
+        if !parsed && Message::from_vec(upstream_answer).is_err() {
             return StoreOutcome::NotCacheable(Not::Malformed);
         }
         if decision.kind == AnswerKind::ServFail

@@ -173,3 +173,18 @@ fn type_and_class_are_part_of_the_key() {
     let ch = CacheKey::new(&chaos, false, false);
     assert_eq!(c.lookup(&ch, &view(&qn), now), Lookup::Miss);
 }
+
+#[test]
+fn an_answer_already_parsed_by_the_caller_is_stored_the_same_way() {
+    let c = cache(CacheConfig::default());
+    let now = t0();
+    let up = Answer::new("p.example.", RecordType::A).answer(a("p.example.", 300, 7));
+    let k = key("p.example.", RecordType::A);
+    assert_eq!(c.store_parsed(k.clone(), &up.wire(), now), stored(300));
+    let qn = name("p.example.");
+    assert_eq!(ttls(&hit(c.lookup(&k, &view(&qn), now + secs(1)))), vec![299]);
+    // The policy checks still apply: a truncated answer is refused either way.
+    let mut tc = up.wire();
+    tc[2] |= 0x02;
+    assert!(matches!(c.store_parsed(k, &tc, now), StoreOutcome::NotCacheable(_)));
+}
