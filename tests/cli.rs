@@ -5,7 +5,6 @@ mod common;
 
 use std::{
     io::Write,
-    net::{SocketAddr, TcpListener, UdpSocket},
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
@@ -70,26 +69,15 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// A loopback port free for both UDP and TCP right now.
-fn free_port() -> u16 {
-    loop {
-        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = udp.local_addr().unwrap().port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
 #[tokio::test]
 async fn the_daemon_answers_and_exits_zero_on_sigterm() {
     let up = TestUpstream::start(UpstreamOptions::default()).await;
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let addr = common::private_listen_addr();
     let path = write_config(
         &dir,
         &format!(
-            "[server]\nlisten = [\"127.0.0.1:{port}\"]\n[[upstream]]\nname = \"t\"\naddresses = [\"{}\"]\ntls_port = {}\npins = [\"{}\"]\n",
+            "[server]\nlisten = [\"{addr}\"]\n[[upstream]]\nname = \"t\"\naddresses = [\"{}\"]\ntls_port = {}\npins = [\"{}\"]\n",
             up.addr.ip(),
             up.addr.port(),
             up.leaf_key_pin
@@ -104,7 +92,6 @@ async fn the_daemon_answers_and_exits_zero_on_sigterm() {
             .spawn()
             .unwrap(),
     ));
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let deadline = Instant::now() + Duration::from_secs(10);
     let answer = loop {
         match udp_query(addr, &query(1, "a.test", RecordType::A), Duration::from_millis(300)).await {

@@ -7,7 +7,7 @@ mod common;
 mod support;
 
 use std::{
-    net::{SocketAddr, TcpListener, UdpSocket},
+    net::{TcpListener, UdpSocket},
     path::Path,
     process::{Command, Output, Stdio},
     time::{Duration, Instant},
@@ -109,12 +109,12 @@ async fn health_fails_with_a_dead_upstream_and_says_why() {
 
 #[tokio::test]
 async fn health_without_a_daemon_fails_within_its_timeout() {
-    let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // Nothing ever listens on a private address.
+    let nobody = common::private_listen_addr().to_string();
     let started = Instant::now();
-    let out =
-        stubborn(&["health", "--server", &format!("127.0.0.1:{port}"), "--timeout-ms", "500"], &[]).await;
+    let out = stubborn(&["health", "--server", &nobody, "--timeout-ms", "500"], &[]).await;
     assert_eq!(out.status.code(), Some(1));
-    assert!(stdout(&out).starts_with("unhealthy: 127.0.0.1:"), "{}", stdout(&out));
+    assert!(stdout(&out).starts_with(&format!("unhealthy: {nobody}")), "{}", stdout(&out));
     assert!(started.elapsed() < Duration::from_secs(3));
 }
 
@@ -268,30 +268,16 @@ async fn pin_check_passes_good_pins_and_names_the_upstream_that_would_fail() {
     assert!(report.contains("1 would fail"), "{report}");
 }
 
-/// A loopback port free for both UDP and TCP right now.
-fn free_port() -> u16 {
-    loop {
-        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = udp.local_addr().unwrap().port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
 #[tokio::test]
 async fn the_query_log_names_type_rcode_latency_and_upstream_only_when_asked() {
     let up = TestUpstream::start(UpstreamOptions::default()).await;
     for on in [true, false] {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
+        let addr = common::private_listen_addr();
         let block = upstream_block("logged", &up, Auth::Pin(&up.leaf_key_pin), &dir);
         let path = dir.path().join("stubborn.toml");
-        std::fs::write(
-            &path,
-            format!("[server]\nlisten = [\"127.0.0.1:{port}\"]\n[log]\nqueries = {on}\n{block}"),
-        )
-        .unwrap();
+        std::fs::write(&path, format!("[server]\nlisten = [\"{addr}\"]\n[log]\nqueries = {on}\n{block}"))
+            .unwrap();
         let mut child = Command::new(BIN)
             .arg("--config")
             .arg(&path)
@@ -299,7 +285,6 @@ async fn the_query_log_names_type_rcode_latency_and_upstream_only_when_asked() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let deadline = Instant::now() + Duration::from_secs(10);
         while udp_query(addr, &query(1, "a.test", RecordType::A), Duration::from_millis(300)).await.is_err() {
             assert!(Instant::now() < deadline, "the daemon never answered");

@@ -243,7 +243,7 @@ async fn binary_serves_on_inherited_sockets_instead_of_binding() {
     let config = dir.path().join("stubborn.toml");
     // The configured address is another free port: with sockets passed in, it must not
     // be bound.
-    let configured = loopback(free_port());
+    let configured = common::private_listen_addr();
     std::fs::File::create(&config)
         .unwrap()
         .write_all(daemon_config(&configured.to_string(), up.addr, &up.leaf_key_pin).as_bytes())

@@ -286,9 +286,9 @@ fn write(path: &std::path::Path, text: &str) {
 /// `WATCHDOG_USEC` when `watchdog` is set) as systemd would.
 fn spawn_daemon(up: &TestUpstream, sock: &NotifySocket, watchdog: Option<Duration>) -> Running {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let listen = common::private_listen_addr();
     let config = dir.path().join("stubborn.toml");
-    write(&config, &daemon_config(&format!("127.0.0.1:{port}"), up.addr, &up.leaf_key_pin));
+    write(&config, &daemon_config(&listen.to_string(), up.addr, &up.leaf_key_pin));
     let mut cmd = Command::new(BIN);
     cmd.arg("--config")
         .arg(&config)
@@ -300,7 +300,7 @@ fn spawn_daemon(up: &TestUpstream, sock: &NotifySocket, watchdog: Option<Duratio
     if let Some(w) = watchdog {
         cmd.env("WATCHDOG_USEC", w.as_micros().to_string());
     }
-    Running { child: Some(cmd.spawn().unwrap()), addr: loopback(port), _dir: dir, config }
+    Running { child: Some(cmd.spawn().unwrap()), addr: listen, _dir: dir, config }
 }
 
 impl Drop for Running {

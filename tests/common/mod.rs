@@ -19,3 +19,24 @@ pub mod upstream;
 pub use client::{DotClient, client_config, dot_query, tcp_query, udp_query};
 pub use pki::{ChainKind, cert_pin_of, key_pin_of_spki, spki_pin_of, unrelated_key_pin};
 pub use upstream::{Fault, TestUpstream, TlsVersions, UpstreamOptions};
+
+/// A listen address no other test in this process can take: a loopback address of its own
+/// (127.77.x.y, which Linux routes to `lo`) with a port free there for UDP and TCP.
+/// Picking a free port on 127.0.0.1 and handing it to a child is racy: until the child
+/// binds, the kernel may give the same port to any other test's port-0 socket.
+pub fn private_listen_addr() -> std::net::SocketAddr {
+    use std::{
+        net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket},
+        sync::atomic::{AtomicU16, Ordering},
+    };
+    static NEXT: AtomicU16 = AtomicU16::new(1);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let ip = Ipv4Addr::new(127, 77, (n >> 8) as u8, (n & 0xff) as u8);
+    loop {
+        let udp = UdpSocket::bind((ip, 0)).unwrap();
+        let addr: SocketAddr = udp.local_addr().unwrap();
+        if TcpListener::bind(addr).is_ok() {
+            return addr;
+        }
+    }
+}

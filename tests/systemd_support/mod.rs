@@ -170,15 +170,6 @@ pub fn bound_pair() -> (UdpSocket, TcpListener) {
     }
 }
 
-/// A loopback port free for both UDP and TCP right now.
-pub fn free_port() -> u16 {
-    bound_pair().0.local_addr().unwrap().port()
-}
-
-pub fn loopback(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
-
 /// Sends `signal` (e.g. "HUP") to `pid` with kill(1).
 pub fn kill(pid: u32, signal: &str) {
     let status = Command::new("kill").args([&format!("-{signal}"), &pid.to_string()]).status().unwrap();
