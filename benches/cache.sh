@@ -38,6 +38,7 @@
 # BENCH_HIT_DNSPERF (see 1), BENCH_FIXED_ROUNDS (default 2), BENCH_FIXED_QPS (default 50000),
 # BENCH_HIT_SECONDS (default 10), BENCH_MISS_NAMES (default 200000), BENCH_MISS_OUTSTANDING
 # (see 2),
+# BENCH_MISS_PEERS (default "stubborn unbound stubby"; a subset for quick comparisons),
 # BENCH_PHASES (default "hit miss"), BENCH_LOAD_MAX / BENCH_QUIET_WAIT (the wait for a
 # quiet machine: default 0.7 and 900 s), BENCH_OUT (report, default target/bench/cache.md;
 # raw data next to it as cache.tsv, configs in cache-configs/).
@@ -55,7 +56,7 @@ MISS_NAMES=${BENCH_MISS_NAMES:-200000}
 read -r -a MISS_QS <<<"${BENCH_MISS_OUTSTANDING:-100 500}"
 PHASES=" ${BENCH_PHASES:-hit miss} "
 HIT_PEERS=(stubborn unbound dnsmasq)
-MISS_PEERS=(stubborn unbound stubby)
+read -r -a MISS_PEERS <<<"${BENCH_MISS_PEERS:-stubborn unbound stubby}"
 HIT_NAMES=10
 MAX_ENTRIES=100000
 OUT=${BENCH_OUT:-$STB_REPO_ROOT/target/bench/cache.md}

@@ -23,3 +23,4 @@ pub mod systemd;
 pub mod tls;
 pub mod tools;
 pub mod upstream;
+mod wire;

@@ -23,7 +23,7 @@ use tokio::{
 use tracing::debug;
 
 use crate::{
-    cache::{Cache, CacheKey, ClientView, Lookup},
+    cache::{Cache, CacheKey, ClientView, Lookup, StoredAnswer},
     config::CacheConfig,
     message::{ClientQuery, Ede, add_ede, parse_upstream},
     metrics::metrics,
@@ -45,7 +45,14 @@ enum Failure {
 }
 
 /// An upstream answer and the connection that gave it.
-type Fetched = (Arc<Message>, Arc<ConnectionInfo>);
+#[derive(Clone)]
+struct Fetched {
+    message: Arc<Message>,
+    /// The answer as the cache stored it, when it did: rendered for each waiting client
+    /// like a hit, with no re-encoding.
+    stored: Option<StoredAnswer>,
+    via: Arc<ConnectionInfo>,
+}
 type Outcome = Result<Fetched, Failure>;
 
 /// Where an answer came from (for the query log).
@@ -218,8 +225,12 @@ impl Pipeline {
             inner.wait(rx).await
         };
         match outcome {
-            Ok((answer, via)) => {
-                Answer { wire: encode(query.answer_from_upstream(&answer)), source: Source::Upstream(via) }
+            Ok(Fetched { message, stored, via }) => {
+                let wire = match stored {
+                    Some(stored) => stored.render(&ClientView::from(query), Instant::now()),
+                    None => encode(query.answer_from_upstream(&message)),
+                };
+                Answer { wire, source: Source::Upstream(via) }
             }
             Err(failure) => {
                 if let Some(answer) = serve_stale.then(|| stale(inner)).flatten() {
@@ -271,9 +282,9 @@ impl Inner {
         let query = query.clone();
         tokio::spawn(async move {
             let outcome = match inner.fetch(&query).await {
-                Ok((wire, answer, via)) => {
-                    inner.cache.store_parsed(key.clone(), &wire, Instant::now());
-                    Ok((answer, via))
+                Ok((wire, message, via)) => {
+                    let (_, stored) = inner.cache.store_parsed(key.clone(), &wire, Instant::now());
+                    Ok(Fetched { message, stored, via })
                 }
                 Err(failure) => Err(failure),
             };

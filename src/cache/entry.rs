@@ -13,9 +13,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::policy::Decision;
-use super::wire::{QNAME_OFFSET, Scanned};
 use super::{AnswerKind, ClientView};
 use crate::message::CLASSIC_UDP_LIMIT;
+use crate::wire::{QNAME_OFFSET, Scanned};
 
 /// EDNS option code of Extended DNS Errors (RFC 8914 §2).
 const EDNS_OPTION_EDE: u16 = 15;

@@ -24,7 +24,6 @@ mod entry;
 mod policy;
 #[cfg(test)]
 mod tests;
-mod wire;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -217,6 +216,19 @@ impl Lookup {
             Lookup::Hit(w) | Lookup::HitPrefetch(w) | Lookup::Stale(w) => Some(w),
             Lookup::Miss => None,
         }
+    }
+}
+
+/// An answer as the cache just stored it, to render for the clients that were waiting
+/// for it (coalesced into one upstream query).
+#[derive(Debug, Clone)]
+pub struct StoredAnswer(Arc<Entry>);
+
+impl StoredAnswer {
+    /// The answer for `client`, exactly as a hit at `now` would render it (but never with
+    /// the "cached error" EDE: this SERVFAIL, if it is one, is the upstream's own).
+    pub fn render(&self, client: &ClientView<'_>, now: Instant) -> Vec<u8> {
+        self.0.render(client, Ttls::CountDown(self.0.elapsed_secs(now)), None)
     }
 }
 
@@ -417,51 +429,83 @@ impl Cache {
     /// under the key (fresh or stale), except that a SERVFAIL never replaces a
     /// servable answer. Never panics, whatever the octets.
     pub fn store(&self, key: CacheKey, upstream_answer: &[u8], now: Instant) -> StoreOutcome {
-        self.store_inner(key, upstream_answer, now, false)
+        self.store_inner(key, upstream_answer, now, false).0
     }
 
     /// Like [`Cache::store`], for an answer the caller has already parsed with
     /// hickory-proto successfully: skips that (costly) check. The pipeline parses every
     /// upstream answer anyway, so parsing it again here was a sixth of a miss's CPU.
-    pub fn store_parsed(&self, key: CacheKey, upstream_answer: &[u8], now: Instant) -> StoreOutcome {
+    /// When stored, also returns the entry, so that the clients waiting for this answer
+    /// get it rendered exactly as a hit would be, without re-encoding it.
+    pub fn store_parsed(
+        &self,
+        key: CacheKey,
+        upstream_answer: &[u8],
+        now: Instant,
+    ) -> (StoreOutcome, Option<StoredAnswer>) {
         self.store_inner(key, upstream_answer, now, true)
     }
 
-    fn store_inner(&self, key: CacheKey, upstream_answer: &[u8], now: Instant, parsed: bool) -> StoreOutcome {
+    fn store_inner(
+        &self,
+        key: CacheKey,
+        upstream_answer: &[u8],
+        now: Instant,
+        parsed: bool,
+    ) -> (StoreOutcome, Option<StoredAnswer>) {
+        let entry = match self.admit(&key, upstream_answer, now, parsed) {
+            Ok(entry) => entry,
+            Err(outcome) => return (outcome, None),
+        };
+        let outcome = StoreOutcome::Stored { kind: entry.kind, ttl: entry.ttl };
+        if let Some(map) = &self.map {
+            map.insert(key, entry.clone());
+        }
+        (outcome, Some(StoredAnswer(entry)))
+    }
+
+    /// The entry `upstream_answer` becomes under `key`, if the policy and the bounds let
+    /// it in; otherwise what [`Cache::store`] reports instead.
+    fn admit(
+        &self,
+        key: &CacheKey,
+        upstream_answer: &[u8],
+        now: Instant,
+        parsed: bool,
+    ) -> Result<Arc<Entry>, StoreOutcome> {
         use NotCacheable as Not;
         let Some(map) = &self.map else {
-            return StoreOutcome::NotCacheable(Not::Disabled);
+            return Err(StoreOutcome::NotCacheable(Not::Disabled));
         };
         if upstream_answer.len() > usize::from(u16::MAX) {
-            return StoreOutcome::NotCacheable(Not::TooLarge);
+            return Err(StoreOutcome::NotCacheable(Not::TooLarge));
         }
         if upstream_answer.get(4..6).is_some_and(|qd| qd != [0, 1]) {
-            return StoreOutcome::NotCacheable(Not::QuestionMismatch);
+            return Err(StoreOutcome::NotCacheable(Not::QuestionMismatch));
         }
-        let Ok(scanned) = wire::scan(upstream_answer) else {
-            return StoreOutcome::NotCacheable(Not::Malformed);
+        let Ok(scanned) = crate::wire::scan(upstream_answer) else {
+            return Err(StoreOutcome::NotCacheable(Not::Malformed));
         };
-        let decision = match policy::decide(upstream_answer, &scanned, &key, &self.cfg) {
+        let decision = match policy::decide(upstream_answer, &scanned, key, &self.cfg) {
             Ok(decision) => decision,
-            Err(reason) => return StoreOutcome::NotCacheable(reason),
+            Err(reason) => return Err(StoreOutcome::NotCacheable(reason)),
         };
         // Every hit is served from these octets: they must be a message our own
         // front end (hickory-proto) can read, rdata included.
         if !parsed && Message::from_vec(upstream_answer).is_err() {
-            return StoreOutcome::NotCacheable(Not::Malformed);
+            return Err(StoreOutcome::NotCacheable(Not::Malformed));
         }
         if decision.kind == AnswerKind::ServFail
-            && map.peek(&key).is_some_and(|old| old.kind != AnswerKind::ServFail && old.is_servable(now))
+            && map.peek(key).is_some_and(|old| old.kind != AnswerKind::ServFail && old.is_servable(now))
         {
-            return StoreOutcome::KeptExisting;
+            return Err(StoreOutcome::KeptExisting);
         }
         let stale_max = self.cfg.serve_stale.then_some(self.cfg.stale_max);
         let entry = Arc::new(Entry::new(upstream_answer, &scanned, &decision, now, stale_max));
-        if self.weighter.weight(&key, &entry) > self.max_entry_weight {
-            return StoreOutcome::NotCacheable(Not::TooLarge);
+        if self.weighter.weight(key, &entry) > self.max_entry_weight {
+            return Err(StoreOutcome::NotCacheable(Not::TooLarge));
         }
-        map.insert(key, entry);
-        StoreOutcome::Stored { kind: decision.kind, ttl: decision.ttl }
+        Ok(entry)
     }
 
     /// Entries held, stale ones included.

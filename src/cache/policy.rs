@@ -11,8 +11,8 @@
 
 use std::collections::HashMap;
 
-use super::wire::{self, Scanned, Section, TYPE_ANY, TYPE_CNAME, TYPE_RRSIG, TYPE_SIG, TYPE_SOA, TYPE_TSIG};
 use super::{AnswerKind, CacheConfig, CacheKey, NotCacheable};
+use crate::wire::{self, Scanned, Section, TYPE_ANY, TYPE_CNAME, TYPE_RRSIG, TYPE_SIG, TYPE_SOA, TYPE_TSIG};
 
 const FLAG_QR: u16 = 0x8000;
 const FLAG_TC: u16 = 0x0200;

@@ -180,11 +180,15 @@ fn an_answer_already_parsed_by_the_caller_is_stored_the_same_way() {
     let now = t0();
     let up = Answer::new("p.example.", RecordType::A).answer(a("p.example.", 300, 7));
     let k = key("p.example.", RecordType::A);
-    assert_eq!(c.store_parsed(k.clone(), &up.wire(), now), stored(300));
+    let (outcome, answer) = c.store_parsed(k.clone(), &up.wire(), now);
+    assert_eq!(outcome, stored(300));
     let qn = name("p.example.");
-    assert_eq!(ttls(&hit(c.lookup(&k, &view(&qn), now + secs(1)))), vec![299]);
+    let from_cache = hit(c.lookup(&k, &view(&qn), now + secs(1)));
+    assert_eq!(ttls(&from_cache), vec![299]);
+    // The waiting clients get what a hit would give them.
+    assert_eq!(parse(&answer.unwrap().render(&view(&qn), now + secs(1))), from_cache);
     // The policy checks still apply: a truncated answer is refused either way.
     let mut tc = up.wire();
     tc[2] |= 0x02;
-    assert!(matches!(c.store_parsed(k, &tc, now), StoreOutcome::NotCacheable(_)));
+    assert!(matches!(c.store_parsed(k, &tc, now), (StoreOutcome::NotCacheable(_), None)));
 }

@@ -6,6 +6,7 @@
 //! keepalive). It never decides where to connect or whether to retry: a query not answered
 //! before the connection closed fails with [`QueryError::Closed`] and the pool retries it.
 
+mod framing;
 mod task;
 
 use std::{
@@ -18,11 +19,6 @@ use std::{
     time::Duration,
 };
 
-use bytes::{Buf, BytesMut};
-use hickory_proto::{
-    op::{Header, Query},
-    serialize::binary::{BinDecodable, BinDecoder},
-};
 use tokio::{
     io::{AsyncRead, AsyncWrite},
     sync::{Notify, mpsc, oneshot},
@@ -133,8 +129,8 @@ impl fmt::Debug for Connection {
 }
 
 struct Submission {
+    /// A query with exactly one, uncompressed question (checked by [`Connection::query`]).
     wire: Vec<u8>,
-    question: Query,
     reply: oneshot::Sender<Result<Vec<u8>, QueryError>>,
 }
 
@@ -225,64 +221,9 @@ impl Connection {
     /// The caller bounds the wait: dropping this future abandons the query, which counts
     /// towards declaring the connection dead.
     pub async fn query(&self, wire: Vec<u8>) -> Result<Vec<u8>, QueryError> {
-        let question = question_of(&wire).ok_or(QueryError::Malformed)?;
+        framing::question_bytes(&wire).ok_or(QueryError::Malformed)?;
         let (reply, answer) = oneshot::channel();
-        self.submit.send(Submission { wire, question, reply }).await.map_err(|_| QueryError::Closed)?;
+        self.submit.send(Submission { wire, reply }).await.map_err(|_| QueryError::Closed)?;
         answer.await.unwrap_or(Err(QueryError::Closed))
-    }
-}
-
-/// The single question of a DNS message, if it has exactly one.
-fn question_of(wire: &[u8]) -> Option<Query> {
-    let mut decoder = BinDecoder::new(wire);
-    let header = Header::read(&mut decoder).ok()?;
-    if header.counts.queries != 1 {
-        return None;
-    }
-    Query::read(&mut decoder).ok()
-}
-
-/// Matching per RFC 7766 §7: name (hickory's `Name` equality ignores case), type and class.
-fn same_question(a: &Query, b: &Query) -> bool {
-    a.query_type() == b.query_type() && a.query_class() == b.query_class() && a.name() == b.name()
-}
-
-/// Takes one length-prefixed message off the front of `buf`, if a whole one is there.
-fn take_frame(buf: &mut BytesMut) -> Option<BytesMut> {
-    if buf.len() < 2 {
-        return None;
-    }
-    let len = u16::from_be_bytes([buf[0], buf[1]]) as usize;
-    if buf.len() < 2 + len {
-        buf.reserve(2 + len - buf.len());
-        return None;
-    }
-    buf.advance(2);
-    Some(buf.split_to(len))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn frames_split_across_reads_are_reassembled() {
-        let mut buf = BytesMut::new();
-        buf.extend_from_slice(&[0, 3, 1, 2]);
-        assert!(take_frame(&mut buf).is_none());
-        buf.extend_from_slice(&[3, 0, 1, 9]);
-        assert_eq!(&take_frame(&mut buf).unwrap()[..], &[1, 2, 3]);
-        assert_eq!(&take_frame(&mut buf).unwrap()[..], &[9]);
-        assert!(take_frame(&mut buf).is_none());
-    }
-
-    #[test]
-    fn questions_compare_case_insensitively() {
-        use hickory_proto::rr::{Name, RecordType};
-        let a = Query::query(Name::from_ascii("Example.TEST.").unwrap(), RecordType::A);
-        let b = Query::query(Name::from_ascii("example.test.").unwrap(), RecordType::A);
-        let c = Query::query(Name::from_ascii("example.test.").unwrap(), RecordType::AAAA);
-        assert!(same_question(&a, &b));
-        assert!(!same_question(&a, &c));
     }
 }

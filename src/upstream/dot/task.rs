@@ -4,7 +4,6 @@
 use std::{collections::HashMap, sync::Arc, sync::atomic::Ordering, time::Duration};
 
 use bytes::BytesMut;
-use hickory_proto::op::Query;
 use prometheus_client::metrics::histogram::Histogram;
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
@@ -14,8 +13,8 @@ use tokio::{
 use tracing::{debug, info, warn};
 
 use super::{
-    CloseReason, ConnectionInfo, ConnectionLimits, QueryError, Shared, Submission, question_of,
-    same_question, take_frame,
+    CloseReason, ConnectionInfo, ConnectionLimits, QueryError, Shared, Submission,
+    framing::{push_frame, question_bytes, same_question, take_frame},
 };
 use crate::{metrics::metrics, upstream::health::ConnectionHealth};
 
@@ -23,10 +22,14 @@ use crate::{metrics::metrics, upstream::health::ConnectionHealth};
 const SWEEP_EVERY: Duration = Duration::from_millis(50);
 /// Far enough away to mean "never" for a deadline that does not apply.
 const NEVER: Duration = Duration::from_secs(86_400);
+/// Queries waiting in the channel are written together, up to about this many octets:
+/// one TLS record and one system call for a burst instead of one per query.
+const WRITE_BATCH: usize = 16 * 1024;
 
 struct Pending {
     client_id: u16,
-    question: Query,
+    /// The query as sent (its question is matched against the answer's).
+    query: Vec<u8>,
     sent_at: Instant,
     reply: oneshot::Sender<Result<Vec<u8>, QueryError>>,
 }
@@ -55,21 +58,29 @@ pub(super) async fn run<S>(
     let mut pending: HashMap<u16, Pending> = HashMap::new();
     let mut health = ConnectionHealth::default();
     let mut buf = BytesMut::with_capacity(4096);
-    let mut frame = Vec::with_capacity(512);
+    let mut out = Vec::with_capacity(4096);
     let mut last_activity = Instant::now();
     let started = last_activity;
+    let mut next_sweep = started + SWEEP_EVERY;
     let mut answered = 0u64;
     // Taken once: observing it per answer is then one short lock, no label lookup.
     let rtt_histogram = metrics().upstream_rtt(&info.upstream_name);
+    // One timer for every deadline, moved rather than rebuilt on each turn.
+    let timer = sleep_until(started + NEVER);
+    tokio::pin!(timer);
 
     let reason = loop {
         let now = Instant::now();
         // Queries whose waiters left (answered elsewhere by a hedge, or the client gave up)
-        // free their slot and count as unanswered.
-        let before = pending.len();
-        pending.retain(|_, p| !p.reply.is_closed());
-        if pending.len() < before {
-            health.on_abandoned((before - pending.len()) as u32, pending.len());
+        // free their slot and count as unanswered. Checked every SWEEP_EVERY, not per
+        // message: it walks every query in flight.
+        if now >= next_sweep {
+            next_sweep = now + SWEEP_EVERY;
+            let before = pending.len();
+            pending.retain(|_, p| !p.reply.is_closed());
+            if pending.len() < before {
+                health.on_abandoned((before - pending.len()) as u32, pending.len());
+            }
         }
         if let Some(dead) = health.dead(limits.dead, now) {
             warn!(
@@ -100,8 +111,10 @@ pub(super) async fn run<S>(
         }
         let has_room = !draining && pending.len() < limits.max_inflight;
         let silence_check = health.next_check(limits.dead).unwrap_or(now + NEVER);
-        let next_check =
-            if pending.is_empty() { silence_check } else { (now + SWEEP_EVERY).min(silence_check) };
+        let wake = if pending.is_empty() { idle_deadline } else { next_sweep }.min(silence_check);
+        if timer.deadline() != wake {
+            timer.as_mut().reset(wake);
+        }
         tokio::select! {
             read = reader.read_buf(&mut buf) => match read {
                 Ok(0) => break CloseReason::Failed("closed by upstream"),
@@ -121,29 +134,35 @@ pub(super) async fn run<S>(
                     shared.state.lock().unwrap_or_else(|e| e.into_inner()).rtt = health.rtt;
                 }
             },
-            submission = rx.recv(), if has_room => match submission {
-                None => break CloseReason::Unused,
-                Some(sub) if sub.reply.is_closed() => {}
-                Some(Submission { mut wire, question, reply }) => {
-                    let id = fresh_id(&pending);
-                    let client_id = u16::from_be_bytes([wire[0], wire[1]]);
-                    wire[..2].copy_from_slice(&id.to_be_bytes());
-                    frame.clear();
-                    frame.extend_from_slice(&(wire.len() as u16).to_be_bytes());
-                    frame.extend_from_slice(&wire);
-                    // Length and message in one write (RFC 7858 §3.3, RFC 7766 §8).
-                    if writer.write_all(&frame).await.is_err() || writer.flush().await.is_err() {
-                        let _ = reply.send(Err(QueryError::Closed));
-                        break CloseReason::Failed("write error");
+            submission = rx.recv(), if has_room => {
+                let Some(first) = submission else { break CloseReason::Unused };
+                // Everything already queued goes out with it, in one write.
+                let now = Instant::now();
+                out.clear();
+                let mut next = Some(first);
+                while let Some(Submission { mut wire, reply }) = next {
+                    if !reply.is_closed() {
+                        let id = fresh_id(&pending);
+                        let client_id = u16::from_be_bytes([wire[0], wire[1]]);
+                        wire[..2].copy_from_slice(&id.to_be_bytes());
+                        push_frame(&mut out, &wire);
+                        pending.insert(id, Pending { client_id, query: wire, sent_at: now, reply });
+                        health.on_sent(now, pending.len());
                     }
-                    let now = Instant::now();
-                    pending.insert(id, Pending { client_id, question, sent_at: now, reply });
-                    health.on_sent(now, pending.len());
-                    last_activity = now;
+                    let room = pending.len() < limits.max_inflight && out.len() < WRITE_BATCH;
+                    next = if room { rx.try_recv().ok() } else { None };
                 }
+                if out.is_empty() {
+                    continue;
+                }
+                // Each length prefix and its message in one write (RFC 7858 §3.3, RFC
+                // 7766 §8), and every message of the batch in the same one.
+                if writer.write_all(&out).await.is_err() || writer.flush().await.is_err() {
+                    break CloseReason::Failed("write error");
+                }
+                last_activity = now;
             },
-            _ = sleep_until(idle_deadline), if pending.is_empty() => {}
-            _ = sleep_until(next_check) => {}
+            _ = &mut timer => {}
             _ = shared.changed.notified() => {}
         }
     };
@@ -186,13 +205,13 @@ fn deliver(
     rtt_histogram: &Histogram,
     now: Instant,
 ) -> bool {
-    let Some(question) = question_of(&message) else {
+    let Some(question) = question_bytes(&message) else {
         debug!(len = message.len(), "ignoring an upstream message without one question");
         return false;
     };
     let id = u16::from_be_bytes([message[0], message[1]]);
     match pending.get(&id) {
-        Some(p) if same_question(&p.question, &question) => {}
+        Some(p) if question_bytes(&p.query).is_some_and(|q| same_question(q, question)) => {}
         Some(_) => {
             debug!(id, "ignoring an upstream answer whose question does not match");
             return false;

@@ -1,4 +1,5 @@
-//! A small, strict walker over one DNS message in wire form (RFC 1035 §4.1).
+//! A small, strict walker over one DNS message in wire form (RFC 1035 §4.1), shared by
+//! the cache and the upstream answer path.
 //!
 //! Owns: finding the byte offsets the cache patches on a hit (question name, every TTL
 //! field, the OPT pseudo-RR) and decoding owner names for the policy. It only reads; it
@@ -9,28 +10,28 @@
 use std::ops::Range;
 
 /// The fixed DNS header (RFC 1035 §4.1.1).
-pub(super) const HEADER_LEN: usize = 12;
+pub(crate) const HEADER_LEN: usize = 12;
 /// Where the question name starts: right after the header.
-pub(super) const QNAME_OFFSET: usize = HEADER_LEN;
+pub(crate) const QNAME_OFFSET: usize = HEADER_LEN;
 /// A name is at most 255 octets in wire form (RFC 1035 §2.3.4).
 const MAX_NAME_LEN: usize = 255;
 
-pub(super) const TYPE_CNAME: u16 = 5;
-pub(super) const TYPE_SOA: u16 = 6;
-pub(super) const TYPE_SIG: u16 = 24;
-pub(super) const TYPE_OPT: u16 = 41;
-pub(super) const TYPE_RRSIG: u16 = 46;
-pub(super) const TYPE_TSIG: u16 = 250;
-pub(super) const TYPE_ANY: u16 = 255;
+pub(crate) const TYPE_CNAME: u16 = 5;
+pub(crate) const TYPE_SOA: u16 = 6;
+pub(crate) const TYPE_SIG: u16 = 24;
+pub(crate) const TYPE_OPT: u16 = 41;
+pub(crate) const TYPE_RRSIG: u16 = 46;
+pub(crate) const TYPE_TSIG: u16 = 250;
+pub(crate) const TYPE_ANY: u16 = 255;
 
 /// The message is not a well-formed DNS message (or uses something we do not walk,
 /// such as the obsolete extended label types).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Malformed;
+pub(crate) struct Malformed;
 
 /// The section a resource record was found in (RFC 1035 §4.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Section {
+pub(crate) enum Section {
     Answer,
     Authority,
     Additional,
@@ -38,7 +39,7 @@ pub(super) enum Section {
 
 /// One resource record other than OPT.
 #[derive(Debug, Clone)]
-pub(super) struct Rr {
+pub(crate) struct Rr {
     pub section: Section,
     /// Owner name, lowercased, uncompressed wire form.
     pub owner: Vec<u8>,
@@ -52,16 +53,20 @@ pub(super) struct Rr {
 
 /// The OPT pseudo-RR (RFC 6891 §6.1.2), if the message carries one.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Opt {
+pub(crate) struct Opt {
     /// Where the OPT RR starts and ends in the message.
     pub span: (usize, usize),
+    /// Where its RDATA (the EDNS options) starts and ends.
+    pub rdata: (usize, usize),
+    /// The EDNS version (RFC 6891 §6.1.3).
+    pub version: u8,
     /// The upper 8 bits of the extended RCODE (RFC 6891 §6.1.3).
     pub ext_rcode: u8,
 }
 
 /// What the walker found in one message.
 #[derive(Debug, Clone)]
-pub(super) struct Scanned {
+pub(crate) struct Scanned {
     pub flags: u16,
     /// Question name, lowercased, uncompressed wire form; it is also exactly the octets
     /// at [`QNAME_OFFSET`] in the message (the walker rejects a compressed question).
@@ -99,7 +104,7 @@ fn u32_at(wire: &[u8], at: usize) -> Result<u32, Malformed> {
 /// Returns the lowercased uncompressed name and the offset just past the name as it
 /// sits at `pos`. A pointer must point before the run of labels it ends, so every jump
 /// goes strictly backwards and the walk terminates.
-pub(super) fn read_name(wire: &[u8], pos: usize) -> Result<(Vec<u8>, usize), Malformed> {
+pub(crate) fn read_name(wire: &[u8], pos: usize) -> Result<(Vec<u8>, usize), Malformed> {
     let mut name = Vec::with_capacity(32);
     let mut at = pos;
     let mut run_start = pos;
@@ -142,7 +147,7 @@ pub(super) fn read_name(wire: &[u8], pos: usize) -> Result<(Vec<u8>, usize), Mal
 /// Walks the whole message. Requires exactly one question (the caller checks QDCOUNT
 /// first to give a better reason), an uncompressed question name, sane section counts,
 /// at most one OPT and only in the additional section, and no trailing octets.
-pub(super) fn scan(wire: &[u8]) -> Result<Scanned, Malformed> {
+pub(crate) fn scan(wire: &[u8]) -> Result<Scanned, Malformed> {
     if wire.len() < HEADER_LEN {
         return Err(Malformed);
     }
@@ -186,7 +191,12 @@ pub(super) fn scan(wire: &[u8]) -> Result<Scanned, Malformed> {
                 if section != Section::Additional || opt.is_some() || owner != [0] {
                     return Err(Malformed);
                 }
-                opt = Some(Opt { span: (start, at), ext_rcode: (ttl >> 24) as u8 });
+                opt = Some(Opt {
+                    span: (start, at),
+                    rdata: (rdata.start, rdata.end),
+                    version: (ttl >> 16) as u8,
+                    ext_rcode: (ttl >> 24) as u8,
+                });
                 continue;
             }
             records.push(Rr { section, owner, rtype, class, ttl, ttl_offset: after + 4, rdata });
@@ -198,8 +208,25 @@ pub(super) fn scan(wire: &[u8]) -> Result<Scanned, Malformed> {
     Ok(Scanned { flags, qname, qtype, qclass, records, opt })
 }
 
+/// The data of the first EDNS option `code` in the OPT (RFC 6891 §6.1.2), if present
+/// and whole.
+pub(crate) fn edns_option<'a>(wire: &'a [u8], opt: &Opt, code: u16) -> Option<&'a [u8]> {
+    let options = wire.get(opt.rdata.0..opt.rdata.1)?;
+    let mut at = 0;
+    while at + 4 <= options.len() {
+        let this = u16::from_be_bytes([options[at], options[at + 1]]);
+        let len = usize::from(u16::from_be_bytes([options[at + 2], options[at + 3]]));
+        let data = options.get(at + 4..at + 4 + len)?;
+        if this == code {
+            return Some(data);
+        }
+        at += 4 + len;
+    }
+    None
+}
+
 /// The target of a CNAME record, lowercased; it must lie inside the RDATA.
-pub(super) fn cname_target(wire: &[u8], rr: &Rr) -> Result<Vec<u8>, Malformed> {
+pub(crate) fn cname_target(wire: &[u8], rr: &Rr) -> Result<Vec<u8>, Malformed> {
     let (target, end) = read_name(wire, rr.rdata.start)?;
     if end != rr.rdata.end {
         return Err(Malformed);
@@ -209,7 +236,7 @@ pub(super) fn cname_target(wire: &[u8], rr: &Rr) -> Result<Vec<u8>, Malformed> {
 
 /// The SOA MINIMUM field: the last four octets of the RDATA, after MNAME, RNAME and the
 /// four other counters (RFC 1035 §3.3.13), so no name needs decoding.
-pub(super) fn soa_minimum(wire: &[u8], rr: &Rr) -> Result<u32, Malformed> {
+pub(crate) fn soa_minimum(wire: &[u8], rr: &Rr) -> Result<u32, Malformed> {
     // Two one-octet names (root) plus five 32-bit fields is the smallest SOA.
     if rr.rdata.len() < 22 {
         return Err(Malformed);
@@ -218,6 +245,6 @@ pub(super) fn soa_minimum(wire: &[u8], rr: &Rr) -> Result<u32, Malformed> {
 }
 
 /// The type an RRSIG covers (RFC 4034 §3.1), so signatures group with their RRset.
-pub(super) fn rrsig_covered(wire: &[u8], rr: &Rr) -> u16 {
+pub(crate) fn rrsig_covered(wire: &[u8], rr: &Rr) -> u16 {
     if rr.rdata.len() >= 2 { u16_at(wire, rr.rdata.start).unwrap_or(0) } else { 0 }
 }
