@@ -38,7 +38,8 @@
 # BENCH_HIT_DNSPERF (see 1), BENCH_FIXED_ROUNDS (default 2), BENCH_FIXED_QPS (default 50000),
 # BENCH_HIT_SECONDS (default 10), BENCH_MISS_NAMES (default 200000), BENCH_MISS_OUTSTANDING
 # (see 2),
-# BENCH_MISS_PEERS (default "stubborn unbound stubby"; a subset for quick comparisons),
+# BENCH_PERF (a path prefix: perf-record stubborn for 3 s of each miss run into
+# PREFIX.missQ.data), BENCH_MISS_PEERS (default "stubborn unbound stubby"; a subset for quick comparisons),
 # BENCH_PHASES (default "hit miss"), BENCH_LOAD_MAX / BENCH_QUIET_WAIT (the wait for a
 # quiet machine: default 0.7 and 900 s), BENCH_OUT (report, default target/bench/cache.md;
 # raw data next to it as cache.tsv, configs in cache-configs/).
@@ -197,6 +198,10 @@ if [[ $PHASES == *" miss "* ]]; then
             sleep 2
             idle=$(bench_rss_kib "$pid")
             out=$T/miss$q-$peer.dnsperf
+            if [[ -n ${BENCH_PERF:-} && $peer == stubborn ]]; then
+                # A 3 s CPU profile from 1 s into the run (a build with symbols helps).
+                (sleep 1 && perf record -F 1999 -g -p "$pid" -o "$BENCH_PERF.miss$q.data" -- sleep 3) >/dev/null 2>&1 &
+            fi
             measure "miss$q" "$peer" 1 "$pid" "$out" "$(bench_port "$peer")" \
                 -d "$T/miss.queries" -c 16 -T 2 -q "$q" -n 1 -l 90 -t 5 -v
             after=$(bench_rss_kib "$pid")
