@@ -136,7 +136,10 @@ pub(super) async fn run<S>(
             },
             submission = rx.recv(), if has_room => {
                 let Some(first) = submission else { break CloseReason::Unused };
-                // Everything already queued goes out with it, in one write.
+                // Everything already queued goes out with it, in one write; yielding once
+                // first lets the tasks that are about to submit (woken by the same burst
+                // of client queries) queue theirs.
+                tokio::task::yield_now().await;
                 let now = Instant::now();
                 out.clear();
                 let mut next = Some(first);
