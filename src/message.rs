@@ -75,7 +75,8 @@ impl ClientQuery {
         wire.extend_from_slice(&self.id.to_be_bytes());
         // QR=0, OPCODE=QUERY, RD as asked; AD and CD as asked (RFC 6840 §5.7, §5.9).
         let flags3 = u8::from(self.recursion_desired);
-        let flags4 = if self.authentic_data { 0x20 } else { 0 } | if self.checking_disabled { 0x10 } else { 0 };
+        let flags4 =
+            if self.authentic_data { 0x20 } else { 0 } | if self.checking_disabled { 0x10 } else { 0 };
         // QDCOUNT 1, ANCOUNT 0, NSCOUNT 0, ARCOUNT 1 (the OPT).
         wire.extend_from_slice(&[flags3, flags4, 0, 1, 0, 0, 0, 0, 0, 1]);
         for label in name.iter() {
@@ -264,12 +265,17 @@ mod tests {
 
     #[test]
     fn upstream_query_reads_back_as_the_client_asked() {
-        for (rd, cd, ad, dnssec_ok, pad) in
-            [(true, false, false, false, true), (false, true, true, true, false), (true, true, false, true, true)]
-        {
+        for (rd, cd, ad, dnssec_ok, pad) in [
+            (true, false, false, false, true),
+            (false, true, true, true, false),
+            (true, true, false, true, true),
+        ] {
             let mut q = query(Some(ClientEdns { dnssec_ok, max_payload: 1400 }));
             (q.recursion_desired, q.checking_disabled, q.authentic_data) = (rd, cd, ad);
-            q.query = Query::query(Name::from_ascii("A.Much-Longer.Name.Than-The-Other.Example.").unwrap(), RecordType::AAAA);
+            q.query = Query::query(
+                Name::from_ascii("A.Much-Longer.Name.Than-The-Other.Example.").unwrap(),
+                RecordType::AAAA,
+            );
             let wire = q.upstream_wire(pad);
             let msg = Message::from_vec(&wire).unwrap();
             assert_eq!(msg.metadata.id, 0x1234);
@@ -283,8 +289,13 @@ mod tests {
             assert_eq!(msg.queries[0].name().to_ascii(), "A.Much-Longer.Name.Than-The-Other.Example.");
             assert!(msg.answers.is_empty() && msg.authorities.is_empty() && msg.additionals.is_empty());
             let edns = msg.edns.unwrap();
-            assert_eq!((edns.max_payload(), edns.flags().dnssec_ok, edns.version()), (EDNS_PAYLOAD, dnssec_ok, 0));
-            assert!(matches!(edns.option(EdnsCode::Keepalive), Some(EdnsOption::Unknown(_, d)) if d.is_empty()));
+            assert_eq!(
+                (edns.max_payload(), edns.flags().dnssec_ok, edns.version()),
+                (EDNS_PAYLOAD, dnssec_ok, 0)
+            );
+            assert!(
+                matches!(edns.option(EdnsCode::Keepalive), Some(EdnsOption::Unknown(_, d)) if d.is_empty())
+            );
             assert_eq!(edns.option(EdnsCode::Padding).is_some(), pad);
             assert_eq!(wire.len() % QUERY_PADDING_BLOCK == 0, pad);
         }

@@ -11,6 +11,8 @@
 
 use std::{
     collections::HashMap,
+    future::Future,
+    pin::Pin,
     sync::{Arc, Mutex, RwLock},
     time::Duration,
 };
@@ -87,6 +89,33 @@ pub struct Answer {
     pub source: Source,
 }
 type Waiters = Mutex<HashMap<CacheKey, watch::Receiver<Option<Outcome>>>>;
+/// One upstream fetch: asks, stores the answer and tells every waiter.
+type Fetch = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// A fetch run inline by the client that started it, handed to a task of its own if that
+/// client stops waiting before it is done.
+struct DetachOnDrop(Option<Fetch>);
+
+impl DetachOnDrop {
+    fn new(fetch: Fetch) -> Self {
+        Self(Some(fetch))
+    }
+
+    async fn run(&mut self) {
+        if let Some(fetch) = self.0.as_mut() {
+            fetch.await;
+            self.0 = None;
+        }
+    }
+}
+
+impl Drop for DetachOnDrop {
+    fn drop(&mut self) {
+        if let (Some(fetch), Ok(runtime)) = (self.0.take(), tokio::runtime::Handle::try_current()) {
+            runtime.spawn(fetch);
+        }
+    }
+}
 
 /// The query pipeline; cheap to clone (shared state).
 #[derive(Clone)]
@@ -200,7 +229,17 @@ impl Pipeline {
         metrics().cache_miss();
         let inner = &self.current();
         let key = CacheKey::from(query);
-        let rx = Inner::join_or_fetch(inner, query, key.clone());
+        let (rx, fetch) = Inner::join_or_start(inner, query, key.clone());
+        // The first client to ask runs the fetch itself (no task to spawn and wake); should
+        // it stop waiting (a stale answer, a closed TCP connection), the fetch carries on
+        // as a task of its own for everyone else.
+        let mut fetch = fetch.map(DetachOnDrop::new);
+        let rx = async move {
+            if let Some(fetch) = fetch.as_mut() {
+                fetch.run().await;
+            }
+            rx
+        };
         let stale = |inner: &Inner| {
             let wire = inner.stale(&key, query)?;
             metrics().stale_answer();
@@ -208,7 +247,7 @@ impl Pipeline {
         };
         let serve_stale = inner.serve_stale && use_cache;
         let outcome = if serve_stale {
-            let wait = inner.wait(rx);
+            let wait = async { inner.wait(rx.await).await };
             tokio::pin!(wait);
             tokio::select! {
                 outcome = &mut wait => outcome,
@@ -222,7 +261,7 @@ impl Pipeline {
                 }
             }
         } else {
-            inner.wait(rx).await
+            inner.wait(rx.await).await
         };
         match outcome {
             Ok(Fetched { message, stored, via }) => {
@@ -265,22 +304,37 @@ fn encode(msg: Message) -> Vec<u8> {
 
 impl Inner {
     /// The channel on which the answer for `key` will arrive: an upstream fetch already
-    /// under way, or a new one.
+    /// under way, or a new one started as a task of its own (prefetch).
     fn join_or_fetch(
         self: &Arc<Self>,
         query: &ClientQuery,
         key: CacheKey,
     ) -> watch::Receiver<Option<Outcome>> {
+        let (rx, fetch) = Self::join_or_start(self, query, key);
+        if let Some(fetch) = fetch {
+            tokio::spawn(fetch);
+        }
+        rx
+    }
+
+    /// The channel on which the answer for `key` will arrive, and, when no fetch for it
+    /// is under way, the new fetch: the caller must run it to completion (or spawn it),
+    /// or every waiter is left without an answer until its timeout.
+    fn join_or_start(
+        self: &Arc<Self>,
+        query: &ClientQuery,
+        key: CacheKey,
+    ) -> (watch::Receiver<Option<Outcome>>, Option<Fetch>) {
         let mut waiters = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(rx) = waiters.get(&key) {
-            return rx.clone();
+            return (rx.clone(), None);
         }
         let (tx, rx) = watch::channel(None);
         waiters.insert(key.clone(), rx.clone());
         drop(waiters);
         let inner = self.clone();
         let query = query.clone();
-        tokio::spawn(async move {
+        let fetch = Box::pin(async move {
             let outcome = match inner.fetch(&query).await {
                 Ok((wire, message, via)) => {
                     let (_, stored) = inner.cache.store_parsed(key.clone(), &wire, Instant::now());
@@ -291,7 +345,7 @@ impl Inner {
             inner.in_flight.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
             let _ = tx.send(Some(outcome));
         });
-        rx
+        (rx, Some(fetch))
     }
 
     async fn wait(&self, mut rx: watch::Receiver<Option<Outcome>>) -> Outcome {
