@@ -82,7 +82,7 @@ impl UpstreamTls {
         } else {
             // Config validation only lets opportunistic upstreams get here (RFC 8310 §5:
             // opportunistic privacy may use unauthenticated encryption).
-            Arc::new(KeyVerifier { policy: KeyPolicy::EncryptOnly, algorithms })
+            encrypt_only_verifier()
         };
         let config = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -108,6 +108,16 @@ impl UpstreamTls {
     {
         self.connector.connect(self.server_name.clone(), stream).await.map_err(classify_handshake_error)
     }
+}
+
+/// A verifier that authenticates nothing but still reads the leaf and checks the
+/// handshake signature against its key: for opportunistic upstreams (RFC 8310 §5), and
+/// for `stubborn pin`, which must see a chain before anyone can pin it.
+pub fn encrypt_only_verifier() -> Arc<dyn ServerCertVerifier> {
+    Arc::new(KeyVerifier {
+        policy: KeyPolicy::EncryptOnly,
+        algorithms: provider().signature_verification_algorithms,
+    })
 }
 
 fn upstream_ip(upstream: &UpstreamConfig) -> IpAddr {

@@ -56,19 +56,6 @@ fn the_daemon_refuses_to_start_on_a_bad_config() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("server.bogus"));
 }
 
-/// Kills the daemon if the test fails before stopping it, so no daemon outlives its test
-/// (and holds the test runner's pipes open).
-struct KillOnDrop(Option<std::process::Child>);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
 #[tokio::test]
 async fn the_daemon_answers_and_exits_zero_on_sigterm() {
     let up = TestUpstream::start(UpstreamOptions::default()).await;
@@ -83,7 +70,7 @@ async fn the_daemon_answers_and_exits_zero_on_sigterm() {
             up.leaf_key_pin
         ),
     );
-    let mut guard = KillOnDrop(Some(
+    let mut guard = common::KillOnDrop(Some(
         Command::new(BIN)
             .arg("--config")
             .arg(&path)

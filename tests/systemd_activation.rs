@@ -224,18 +224,6 @@ fn descriptors_we_cannot_serve_on_are_refused_by_number() {
     }
 }
 
-/// Kills the daemon if a failed assertion leaves it running.
-struct KillOnDrop(Option<std::process::Child>);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
 #[tokio::test]
 async fn binary_serves_on_inherited_sockets_instead_of_binding() {
     let up = TestUpstream::start(UpstreamOptions::default()).await;
@@ -258,7 +246,7 @@ async fn binary_serves_on_inherited_sockets_instead_of_binding() {
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     pass_fds(&mut cmd, &[udp.as_raw_fd(), tcp.as_raw_fd()]);
-    let mut child = KillOnDrop(Some(cmd.spawn().unwrap()));
+    let mut child = common::KillOnDrop(Some(cmd.spawn().unwrap()));
     drop((udp, tcp));
 
     let wire = query(1, "a.test", RecordType::A);

@@ -10,19 +10,15 @@
 
 use std::{fmt::Write as _, net::SocketAddr, sync::Arc, time::Duration};
 
-use rustls::{
-    ClientConfig, DigitallySignedStruct, SignatureScheme,
-    client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
-    crypto::WebPkiSupportedAlgorithms,
-};
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::ClientConfig;
+use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::{net::TcpStream, task::JoinSet, time::timeout};
 use tokio_rustls::TlsConnector;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::{
     config::{Config, Pin},
-    tls::{TlsConnectError, UpstreamTls, cert_fingerprint, key_fingerprint, provider},
+    tls::{TlsConnectError, UpstreamTls, cert_fingerprint, encrypt_only_verifier, key_fingerprint, provider},
 };
 
 /// The DNS-over-TLS port (RFC 7858 §3.1), used when the target names none.
@@ -127,13 +123,12 @@ pub async fn discover(addr: SocketAddr, tls_name: Option<&str>) -> Result<Vec<Ch
         // An IP-address server name sends no SNI, as the daemon does without tls_name.
         None => ServerName::IpAddress(addr.ip().into()),
     };
-    let provider = provider();
-    let verifier = AcceptAnyChain { algorithms: provider.signature_verification_algorithms };
-    let config = ClientConfig::builder_with_provider(provider)
+    // Certificates are read here, not judged; the handshake signature is still checked.
+    let config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| PinToolError::Setup(e.to_string()))?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_custom_certificate_verifier(encrypt_only_verifier())
         .with_no_client_auth();
     let tcp = connect(addr).await.map_err(|reason| PinToolError::Connect { addr, reason })?;
     let tls = timeout(STEP_TIMEOUT, TlsConnector::from(Arc::new(config)).connect(server_name, tcp))
@@ -205,48 +200,6 @@ pub fn report(addr: SocketAddr, tls_name: Option<&str>, chain: &[ChainEntry]) ->
     }
     let _ = writeln!(out, "]");
     out
-}
-
-/// An accept-anything verifier, for discovery only: certificates are read, not judged,
-/// but the handshake signature is still verified against the presented leaf key.
-#[derive(Debug)]
-struct AcceptAnyChain {
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for AcceptAnyChain {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
 }
 
 /// What checking one address found.

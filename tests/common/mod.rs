@@ -40,3 +40,16 @@ pub fn private_listen_addr() -> std::net::SocketAddr {
         }
     }
 }
+
+/// Kills a child daemon if the test fails before stopping it, so no daemon outlives its
+/// test (and holds the test runner's pipes open).
+pub struct KillOnDrop(pub Option<std::process::Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
