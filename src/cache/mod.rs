@@ -55,8 +55,9 @@ pub const SERVFAIL_TTL_CEILING: u32 = 300;
 pub const STALE_MAX_CEILING: Duration = Duration::from_secs(7 * 86_400);
 /// Bytes charged per entry on top of its key, its `Entry` and their heap octets: the
 /// cache slot, hash table and ghost share, the Arc header, allocator rounding. Set so
-/// that the estimate stays above what is measured (`tests/bench.rs`: 375 B charged for
-/// a two-A answer that grows RSS by about 222 B at 100 000 entries).
+/// that the estimate stays above what is measured: about 365 B are charged for a
+/// one-A answer, and 100 000 of them grow the daemon's RSS by about 330 B each
+/// (`benches/cache.sh`, docs/benchmarks.md).
 const PER_ENTRY_OVERHEAD: usize = 160;
 /// The least any entry is charged: key, entry and overhead, a 12-octet message and one
 /// TTL offset. At most `max_bytes` / this many entries fit.
@@ -76,7 +77,7 @@ pub struct CacheConfig {
     pub max_entries: usize,
     /// The most bytes charged (see [`Cache::weight_bytes`]). 0 disables the cache.
     /// Default 64 MiB. A typical answer (two A records) is charged about 375 bytes and
-    /// uses 220 to 350 bytes of RSS, so 100 000 answers of up to ~350 octets fit;
+    /// uses about 330 bytes of RSS, so 100 000 answers of up to ~350 octets fit;
     /// this bound is for caches of large answers (TXT, DNSKEY, long chains).
     pub max_bytes: usize,
     /// Positive TTLs are raised to this (RFC 2181 §8 allows a cache to differ). Default 0.
