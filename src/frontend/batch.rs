@@ -43,8 +43,9 @@ impl Default for RecvBatch {
 }
 
 impl RecvBatch {
-    /// Blocks until at least one datagram is there (or the socket's read timeout passes),
-    /// then takes up to [`BATCH`] of them. Returns how many.
+    /// Takes up to [`BATCH`] datagrams: on a non-blocking socket those already waiting
+    /// (`WouldBlock` when there are none), on a blocking one at least one. Returns how
+    /// many.
     pub fn recv(&mut self, socket: &impl AsRawFd) -> io::Result<usize> {
         let fd: RawFd = socket.as_raw_fd();
         let mut names: [SockAddrStorage; BATCH] = std::array::from_fn(|_| SockAddrStorage::zeroed());

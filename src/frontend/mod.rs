@@ -26,7 +26,6 @@ use std::{
         Arc, RwLock,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
-    thread::JoinHandle,
     time::Duration,
 };
 
@@ -138,8 +137,6 @@ impl Context {
 pub struct Frontend {
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
-    udp_stop: Arc<AtomicBool>,
-    udp_threads: Vec<JoinHandle<()>>,
     ctx: Arc<Context>,
     /// Addresses served (UDP and TCP on each).
     pub local_addrs: Vec<SocketAddr>,
@@ -168,16 +165,13 @@ impl Frontend {
         });
         let (stop, stopped) = watch::channel(false);
         let mut tasks = JoinSet::new();
-        let udp_stop = Arc::new(AtomicBool::new(false));
-        let mut udp_threads = Vec::new();
-        for (i, socket) in listeners.udp.into_iter().enumerate() {
-            let (ctx, stop, runtime) = (ctx.clone(), udp_stop.clone(), tokio::runtime::Handle::current());
-            let thread = std::thread::Builder::new().name(format!("udp-{i}")).spawn(move || {
-                if let Err(err) = udp::serve(socket, ctx, stop, runtime) {
+        for socket in listeners.udp {
+            let (ctx, stopped) = (ctx.clone(), stopped.clone());
+            tasks.spawn(async move {
+                if let Err(err) = udp::serve(socket, ctx, stopped).await {
                     warn!(%err, "udp listener failed");
                 }
-            })?;
-            udp_threads.push(thread);
+            });
         }
         for listener in listeners.tcp {
             let listener = tokio::net::TcpListener::from_std(listener)?;
@@ -186,7 +180,7 @@ impl Frontend {
         for addr in &listeners.addrs {
             info!(%addr, "listening on udp and tcp");
         }
-        Ok(Self { stop, tasks, udp_stop, udp_threads, ctx, local_addrs: listeners.addrs })
+        Ok(Self { stop, tasks, ctx, local_addrs: listeners.addrs })
     }
 
     /// Replaces the access list (config reload).
@@ -208,7 +202,6 @@ impl Frontend {
     /// closes every socket.
     pub async fn shutdown(mut self, drain: Duration) {
         let _ = self.stop.send(true);
-        self.udp_stop.store(true, Ordering::Relaxed);
         let deadline = Instant::now() + drain;
         while self.in_flight() > 0 && Instant::now() < deadline {
             sleep(Duration::from_millis(10)).await;
@@ -218,8 +211,5 @@ impl Frontend {
             warn!(unfinished, "shutting down with queries still in flight");
         }
         self.tasks.shutdown().await;
-        // Each UDP thread notices the stop within its receive timeout.
-        let threads = std::mem::take(&mut self.udp_threads);
-        let _ = tokio::task::spawn_blocking(move || threads.into_iter().for_each(|t| drop(t.join()))).await;
     }
 }
