@@ -62,14 +62,7 @@ stb_preflight openssl unbound unbound-checkconf kdig dnsperf awk
 NS=$(stb_ns_name ab)
 stb_ns_create "$NS"
 T=$STB_TMP
-stb_make_pki "$T" || stb_fatal "$STB_NAME" "openssl failed" "$T/openssl.log"
-PIN=$STB_PIN
-STB_UPSTREAM_THREADS=2 STB_UPSTREAM_LOG_QUERIES=no STB_UPSTREAM_FLOOD_ZONE=flood.test \
-    stb_unbound_upstream_conf "$T/upstream.conf" "$T" 127.0.0.2@853 127.0.0.2@53
-stb_start_unbound "$NS" "$T/upstream.conf" "$T/upstream.log" 127.0.0.2@853 127.0.0.2@53
-UPSTREAM_PID=$STB_UNBOUND_PID
-stb_retry 30 stb_exec "$NS" kdig @127.0.0.2 -p 853 +tls +tls-pin="$PIN" +time=2 +retry=0 +short a.test >/dev/null ||
-    stb_fatal "$STB_NAME" "upstream unbound does not answer DoT" "$T/upstream.log"
+bench_start_dot_upstream "$NS" "$T"
 bench_conf_stubborn "$T/ab-stubborn.toml" strict "$PIN" "${AB_CACHE_TOML:-[cache]
 max_entries = 100000}" 127.0.0.2
 bench_conf_unbound "$(bench_conf_file "$T" unbound ab)" "$T" 2 127.0.0.2

@@ -91,14 +91,7 @@ START=$(date +%s)
 LOAD_START=$(bench_loadavg)
 
 # --- upstream -------------------------------------------------------------------------------
-stb_make_pki "$T" || stb_fatal "$STB_NAME" "openssl failed" "$T/openssl.log"
-PIN=$STB_PIN
-STB_UPSTREAM_THREADS=2 STB_UPSTREAM_LOG_QUERIES=no STB_UPSTREAM_FLOOD_ZONE=flood.test \
-    stb_unbound_upstream_conf "$T/upstream.conf" "$T" 127.0.0.2@853 127.0.0.2@53
-stb_start_unbound "$NS" "$T/upstream.conf" "$T/upstream.log" 127.0.0.2@853 127.0.0.2@53
-UPSTREAM_PID=$STB_UNBOUND_PID
-stb_retry 30 stb_exec "$NS" kdig @127.0.0.2 -p 853 +tls +tls-pin="$PIN" +time=2 +retry=0 +short a.test ||
-    stb_fatal "$STB_NAME" "upstream unbound does not answer DoT" "$T/upstream.log"
+bench_start_dot_upstream "$NS" "$T"
 got=$(stb_exec "$NS" kdig @127.0.0.2 -p 853 +tls +tls-pin="$PIN" +time=2 +retry=0 +short u7.flood.test)
 [[ $got == 192.0.2.1 ]] || stb_fatal "$STB_NAME" "upstream: u7.flood.test answered '$got', want 192.0.2.1" "$T/upstream.log"
 

@@ -165,6 +165,22 @@ bench_peer_version() {
     esac
 }
 
+# bench_start_dot_upstream NS DIR: the upstream every peer forwards to: unbound (2 threads,
+# no query log) serving the test zone and every name under flood.test over DoT on
+# 127.0.0.2:853 and plain DNS on 127.0.0.2:53, with a fresh PKI in DIR; waits until it
+# answers DoT. Sets PIN (its key pin) and UPSTREAM_PID. Exits through stb_fatal on failure.
+bench_start_dot_upstream() {
+    local ns=$1 dir=$2
+    stb_make_pki "$dir" || stb_fatal "$STB_NAME" "openssl failed" "$dir/openssl.log"
+    PIN=$STB_PIN
+    STB_UPSTREAM_THREADS=2 STB_UPSTREAM_LOG_QUERIES=no STB_UPSTREAM_FLOOD_ZONE=flood.test \
+        stb_unbound_upstream_conf "$dir/upstream.conf" "$dir" 127.0.0.2@853 127.0.0.2@53
+    stb_start_unbound "$ns" "$dir/upstream.conf" "$dir/upstream.log" 127.0.0.2@853 127.0.0.2@53
+    UPSTREAM_PID=$STB_UNBOUND_PID
+    stb_retry 30 stb_exec "$ns" kdig @127.0.0.2 -p 853 +tls +tls-pin="$PIN" +time=2 +retry=0 +short a.test >/dev/null ||
+        stb_fatal "$STB_NAME" "upstream unbound does not answer DoT" "$dir/upstream.log"
+}
+
 # bench_start_peer NS DIR PEER TAG: start PEER with the config bench_conf_file DIR PEER TAG
 # (written beforehand), log to DIR/TAG-PEER.log, wait (≤ 10 s) for its UDP listener (and
 # TCP for stubborn). Sets BENCH_PID; stb_fatal if it does not come up.

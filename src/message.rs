@@ -18,6 +18,10 @@ use hickory_proto::{
 pub const EDNS_PAYLOAD: u16 = 1232;
 /// Queries on encrypted transports are padded to a multiple of this (RFC 8467 §4.1).
 pub const QUERY_PADDING_BLOCK: usize = 128;
+/// EDNS option code of Extended DNS Errors (RFC 8914 §2).
+pub const EDNS_OPTION_EDE: u16 = 15;
+/// The fixed part of an OPT RR: root owner, TYPE, CLASS, TTL, RDLENGTH (RFC 6891 §6.1.2).
+pub const OPT_FIXED_LEN: usize = 11;
 /// The largest UDP answer a client without EDNS can take (RFC 1035 §4.2.1).
 pub const CLASSIC_UDP_LIMIT: u16 = 512;
 /// An EDNS option (from the local/experimental range, RFC 6891 §9) by which a client
@@ -68,7 +72,6 @@ impl ClientQuery {
     /// builds one, and the fixed layout (header, the question as the client spelled it,
     /// one OPT) is short enough to check whole in the tests.
     pub fn upstream_wire(&self, pad: bool) -> Vec<u8> {
-        const OPT_FIXED_LEN: usize = 11;
         const OPTION_HEADER_LEN: usize = 4;
         let name = self.query.name();
         let mut wire = Vec::with_capacity(QUERY_PADDING_BLOCK);
@@ -97,7 +100,7 @@ impl ClientQuery {
         });
         let rdlen = OPTION_HEADER_LEN + fill.map_or(0, |f| OPTION_HEADER_LEN + f);
         wire.push(0); // owner: the root
-        wire.extend_from_slice(&41u16.to_be_bytes()); // TYPE OPT
+        wire.extend_from_slice(&crate::wire::TYPE_OPT.to_be_bytes());
         wire.extend_from_slice(&EDNS_PAYLOAD.to_be_bytes());
         // TTL: extended RCODE 0, version 0, DO copied (RFC 3225 §3), the other flags 0.
         wire.extend_from_slice(&[0, 0, if self.dnssec_ok() { 0x80 } else { 0 }, 0]);
@@ -218,7 +221,7 @@ pub fn add_ede(msg: &mut Message, code: Ede, text: &str) {
     };
     let mut data = (code as u16).to_be_bytes().to_vec();
     data.extend_from_slice(text.as_bytes());
-    edns.options_mut().insert(EdnsOption::Unknown(15, data));
+    edns.options_mut().insert(EdnsOption::Unknown(EDNS_OPTION_EDE, data));
 }
 
 /// An upstream answer that cannot be parsed or is not an answer.

@@ -14,15 +14,10 @@ use tokio::time::Instant;
 
 use super::policy::Decision;
 use super::{AnswerKind, ClientView};
-use crate::message::CLASSIC_UDP_LIMIT;
+use crate::message::{CLASSIC_UDP_LIMIT, EDNS_OPTION_EDE, OPT_FIXED_LEN};
+use crate::wire::TYPE_OPT;
 use crate::wire::{QNAME_OFFSET, Scanned};
 
-/// EDNS option code of Extended DNS Errors (RFC 8914 §2).
-const EDNS_OPTION_EDE: u16 = 15;
-/// RR type of OPT (RFC 6891 §6.1.2).
-const TYPE_OPT: u16 = 41;
-/// The fixed part of an OPT RR: root owner, TYPE, CLASS, TTL, RDLENGTH.
-const OPT_FIXED_LEN: usize = 11;
 /// An EDE option without EXTRA-TEXT: code, length, INFO-CODE.
 const EDE_FIXED_LEN: usize = 6;
 /// EXTRA-TEXT beyond this is cut (at a char boundary): it is diagnostic only (§6).

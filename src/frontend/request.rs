@@ -13,7 +13,7 @@ use hickory_proto::{
 };
 use ipnet::IpNet;
 
-use crate::message::{BYPASS_CACHE_OPTION, ClientEdns, ClientQuery};
+use crate::message::{BYPASS_CACHE_OPTION, ClientEdns, ClientQuery, EDNS_OPTION_EDE};
 
 /// The verdict on one client packet.
 #[derive(Debug)]
@@ -156,9 +156,6 @@ pub fn fit_udp(answer: Vec<u8>, limit: u16) -> Vec<u8> {
     }
     msg.truncate().to_vec().unwrap_or_default()
 }
-
-/// EDNS option code of Extended DNS Errors (RFC 8914 §2).
-const EDNS_OPTION_EDE: u16 = 15;
 
 #[cfg(test)]
 mod tests {

@@ -61,7 +61,7 @@ pub(super) async fn serve(
                     break;
                 }
             };
-            answer_batch(&received, n, &ctx, &sender, &mut out, |miss| drop(tokio::spawn(miss)));
+            answer_batch(&received, n, &ctx, &sender, &mut out);
             batch::send(&socket, &out);
             out.clear();
         }
@@ -71,18 +71,14 @@ pub(super) async fn serve(
     }
 }
 
-/// The work of one cache miss: resolved upstream, answered, logged.
-type Miss = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
-
 /// Answers the `n` datagrams of one receive batch: refusals and cache hits go into `out`
-/// (sent as one batch by the caller), each admitted miss goes to `spawn`.
+/// (sent as one batch by the caller), each admitted miss becomes a task.
 fn answer_batch(
     received: &RecvBatch,
     n: usize,
     ctx: &Arc<Context>,
     sender: &Arc<Replies>,
     out: &mut Vec<(Vec<u8>, SocketAddr)>,
-    mut spawn: impl FnMut(Miss),
 ) {
     let acl = ctx.acl();
     for i in 0..n {
@@ -105,7 +101,7 @@ fn answer_batch(
                 }
                 let Some(permit) = ctx.admit() else { continue };
                 let (sender, ctx) = (sender.clone(), ctx.clone());
-                spawn(Box::pin(async move {
+                tokio::spawn(async move {
                     let answer = ctx.pipeline.answer(&query).await;
                     ctx.metrics.answered(Udp, &answer.wire);
                     let rcode = started.map(|_| querylog::rcode_name(&answer.wire));
@@ -114,7 +110,7 @@ fn answer_batch(
                     if let (Some(started), Some(rcode)) = (started, rcode) {
                         querylog::log(Udp, src, &query.query, &rcode, &answer.source, started);
                     }
-                }));
+                });
             }
         }
     }

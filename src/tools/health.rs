@@ -191,11 +191,14 @@ fn judge(
     elapsed: Duration,
 ) -> Result<Healthy, Unhealthy> {
     let rcode = reply.metadata.response_code;
-    let ede = reply.edns.as_ref().and_then(|e| match e.option(EdnsCode::Unknown(15)) {
-        Some(EdnsOption::Unknown(_, data)) if data.len() >= 2 => {
-            Some((u16::from_be_bytes([data[0], data[1]]), String::from_utf8_lossy(&data[2..]).into_owned()))
+    let ede = reply.edns.as_ref().and_then(|e| {
+        match e.option(EdnsCode::Unknown(crate::message::EDNS_OPTION_EDE)) {
+            Some(EdnsOption::Unknown(_, data)) if data.len() >= 2 => Some((
+                u16::from_be_bytes([data[0], data[1]]),
+                String::from_utf8_lossy(&data[2..]).into_owned(),
+            )),
+            _ => None,
         }
-        _ => None,
     });
     // EDE 3: a stale answer, which means no upstream answered.
     if rcode == ResponseCode::NoError && ede.as_ref().is_none_or(|(code, _)| *code != 3) {
