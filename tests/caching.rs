@@ -134,6 +134,25 @@ async fn a_dead_upstream_gets_stale_answers_with_ede_3_then_the_refresh_lands() 
 }
 
 #[tokio::test]
+async fn a_stale_answer_does_not_cancel_the_refresh_it_raced() {
+    // The client that started the refresh gets a stale answer after 200 ms and is gone; the
+    // upstream answers at 600 ms, and that answer must still reach the cache.
+    let up = TestUpstream::start(UpstreamOptions::default()).await;
+    let stub = stub_with(&up, "[cache]\nserve_stale = true\nstale_answer_after_ms = 200\n").await;
+    assert_eq!(ask(&stub, "ttl1.test", RecordType::A).await.answers[0].ttl, 1);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    up.set_fault(Fault::Delay(Duration::from_millis(600)));
+    let stale = ask(&stub, "ttl1.test", RecordType::A).await;
+    assert_eq!(ede_code(&stale), Some(3), "Stale Answer while the upstream is slow");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let asked = up.queries_received();
+    let refreshed = ask(&stub, "ttl1.test", RecordType::A).await;
+    assert_eq!(ede_code(&refreshed), None, "the refresh landed in the cache");
+    assert_eq!(refreshed.answers[0].ttl, 1);
+    assert_eq!(up.queries_received(), asked, "answered from the cache, no new upstream query");
+}
+
+#[tokio::test]
 async fn a_hit_near_expiry_prefetches_once() {
     let up = TestUpstream::start(UpstreamOptions::default()).await;
     // a.test's TTL 300 capped at 2 s: the last 10% is the final 200 ms.
