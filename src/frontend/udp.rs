@@ -15,6 +15,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
+use tokio::io::{Interest, unix::AsyncFd};
 use tracing::debug;
 
 use super::{
@@ -38,26 +39,32 @@ pub(super) async fn serve(
 ) -> io::Result<()> {
     socket.set_nonblocking(true)?;
     let sender = Arc::new(Replies { socket: socket.try_clone()?, queue: Mutex::new(Vec::new()) });
-    let socket = tokio::net::UdpSocket::from_std(socket)?;
+    // Readable interest only: registered for writability too (as tokio's UdpSocket is),
+    // every answer the kernel hands on would queue an EPOLLOUT event and could wake a
+    // parked worker for nothing. Answers are sent without waiting for room: a datagram
+    // the kernel cannot take is dropped, as the network may drop it anyway.
+    // SAFETY: a std UdpSocket owns its descriptor, open and the same until it is dropped
+    // with the AsyncFd.
+    let socket = unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }.map_err(io::Error::from)?;
     let mut received = RecvBatch::default();
     let mut out: Vec<(Vec<u8>, SocketAddr)> = Vec::with_capacity(batch::BATCH);
     loop {
-        tokio::select! {
+        let mut ready = tokio::select! {
             ready = socket.readable() => ready?,
             _ = stopped.changed() => return Ok(()),
-        }
+        };
         // Until the socket is drained, but after a few batches the worker's other tasks
         // (misses, upstream connections) get a turn.
         let mut drained = false;
         for _ in 0..BATCHES_PER_TURN {
-            let n = match socket.try_io(tokio::io::Interest::READABLE, || received.recv(&socket)) {
-                Ok(n) => n,
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                    drained = true;
+            let n = match ready.try_io(|socket| received.recv(socket)) {
+                Ok(Ok(n)) => n,
+                Ok(Err(err)) => {
+                    debug!(%err, "udp receive error");
                     break;
                 }
-                Err(err) => {
-                    debug!(%err, "udp receive error");
+                Err(_would_block) => {
+                    drained = true;
                     break;
                 }
             };
@@ -65,6 +72,7 @@ pub(super) async fn serve(
             batch::send(&socket, &out);
             out.clear();
         }
+        drop(ready);
         if !drained {
             tokio::task::yield_now().await;
         }
