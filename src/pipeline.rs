@@ -92,6 +92,18 @@ type Waiters = Mutex<HashMap<CacheKey, watch::Receiver<Option<Outcome>>>>;
 /// One upstream fetch: asks, stores the answer and tells every waiter.
 type Fetch = Pin<Box<dyn Future<Output = ()> + Send>>;
 
+/// A question the cache had no fresh answer for, and the key it was looked up by.
+pub struct Miss(CacheKey);
+
+/// What [`Inner::join_or_start`] found.
+enum Started {
+    /// A fresh answer, stored since the caller's lookup missed.
+    Cached(Vec<u8>),
+    /// The channel the upstream answer will arrive on, and the fetch to run when this
+    /// caller started it.
+    Waiting(watch::Receiver<Option<Outcome>>, Option<Fetch>),
+}
+
 /// A fetch run inline by the client that started it, handed to a task of its own if that
 /// client stops waiting before it is done.
 struct DetachOnDrop(Option<Fetch>);
@@ -191,24 +203,25 @@ impl Pipeline {
 
     /// The cache's fresh answer for `query`, if it has one: the hot path, no await. A hit
     /// near expiry starts one background refresh (prefetch); no client waits for it.
-    /// Always None for a query with `bypass_cache`.
-    pub fn cached(&self, query: &ClientQuery) -> Option<Vec<u8>> {
-        if query.bypass_cache {
-            return None;
-        }
+    /// Always a miss for a query with `bypass_cache`. The miss carries the key it was
+    /// looked up by, for [`Pipeline::answer_miss`].
+    pub fn cached(&self, query: &ClientQuery) -> Result<Vec<u8>, Miss> {
         let key = CacheKey::from(query);
+        if query.bypass_cache {
+            return Err(Miss(key));
+        }
         let inner = self.current();
         match inner.cache.lookup(&key, &ClientView::from(query), Instant::now()) {
             Lookup::Hit(wire) => {
                 metrics().cache_hit();
-                Some(wire)
+                Ok(wire)
             }
             Lookup::HitPrefetch(wire) => {
                 metrics().cache_hit();
                 Inner::join_or_fetch(&inner, query, key);
-                Some(wire)
+                Ok(wire)
             }
-            Lookup::Stale(_) | Lookup::Miss => None,
+            Lookup::Stale(_) | Lookup::Miss => Err(Miss(key)),
         }
     }
 
@@ -222,14 +235,26 @@ impl Pipeline {
     /// `bypass_cache` is answered from upstream or fails: no fresh or stale cache entry
     /// can stand in for an upstream that does not answer.
     pub async fn answer(&self, query: &ClientQuery) -> Answer {
-        let use_cache = !query.bypass_cache;
-        if let Some(wire) = self.cached(query) {
-            return Answer { wire, source: Source::Cache };
+        match self.cached(query) {
+            Ok(wire) => Answer { wire, source: Source::Cache },
+            Err(miss) => self.answer_miss(query, miss).await,
         }
-        metrics().cache_miss();
+    }
+
+    /// [`Pipeline::answer`] for a query [`Pipeline::cached`] just missed: the front end
+    /// answers hits where it read them and hands only misses on, and the key is built
+    /// and looked up once.
+    pub async fn answer_miss(&self, query: &ClientQuery, Miss(key): Miss) -> Answer {
+        let use_cache = !query.bypass_cache;
         let inner = &self.current();
-        let key = CacheKey::from(query);
-        let (rx, fetch) = Inner::join_or_start(inner, query, key.clone());
+        let (rx, fetch) = match Inner::join_or_start(inner, query, key.clone(), use_cache) {
+            Started::Cached(wire) => {
+                metrics().cache_hit();
+                return Answer { wire, source: Source::Cache };
+            }
+            Started::Waiting(rx, fetch) => (rx, fetch),
+        };
+        metrics().cache_miss();
         // The first client to ask runs the fetch itself (no task to spawn and wake); should
         // it stop waiting (a stale answer, a closed TCP connection), the fetch carries on
         // as a task of its own for everyone else.
@@ -305,29 +330,31 @@ fn encode(msg: Message) -> Vec<u8> {
 impl Inner {
     /// The channel on which the answer for `key` will arrive: an upstream fetch already
     /// under way, or a new one started as a task of its own (prefetch).
-    fn join_or_fetch(
-        self: &Arc<Self>,
-        query: &ClientQuery,
-        key: CacheKey,
-    ) -> watch::Receiver<Option<Outcome>> {
-        let (rx, fetch) = Self::join_or_start(self, query, key);
-        if let Some(fetch) = fetch {
+    fn join_or_fetch(self: &Arc<Self>, query: &ClientQuery, key: CacheKey) {
+        if let Started::Waiting(_, Some(fetch)) = Self::join_or_start(self, query, key, false) {
             tokio::spawn(fetch);
         }
-        rx
     }
 
-    /// The channel on which the answer for `key` will arrive, and, when no fetch for it
-    /// is under way, the new fetch: the caller must run it to completion (or spawn it),
-    /// or every waiter is left without an answer until its timeout.
-    fn join_or_start(
-        self: &Arc<Self>,
-        query: &ClientQuery,
-        key: CacheKey,
-    ) -> (watch::Receiver<Option<Outcome>>, Option<Fetch>) {
+    /// Joins the upstream fetch under way for `key` or, when there is none, starts one:
+    /// the caller must run it to completion (or spawn it), or every waiter is left
+    /// without an answer until its timeout. With `recheck`, the cache is looked at again
+    /// before a fetch starts: a fetch for `key` may have stored its answer and finished
+    /// since the caller's lookup missed, and a fetch stores before it leaves `in_flight`,
+    /// so a look under the same lock misses nothing.
+    fn join_or_start(self: &Arc<Self>, query: &ClientQuery, key: CacheKey, recheck: bool) -> Started {
         let mut waiters = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(rx) = waiters.get(&key) {
-            return (rx.clone(), None);
+            return Started::Waiting(rx.clone(), None);
+        }
+        if recheck {
+            // Served as a hit, but no prefetch from here: the entry is either new or was
+            // refreshed a moment ago, and a prefetch would need this lock.
+            if let Lookup::Hit(wire) | Lookup::HitPrefetch(wire) =
+                self.cache.lookup(&key, &ClientView::from(query), Instant::now())
+            {
+                return Started::Cached(wire);
+            }
         }
         let (tx, rx) = watch::channel(None);
         waiters.insert(key.clone(), rx.clone());
@@ -345,7 +372,7 @@ impl Inner {
             inner.in_flight.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
             let _ = tx.send(Some(outcome));
         });
-        (rx, Some(fetch))
+        Started::Waiting(rx, Some(fetch))
     }
 
     async fn wait(&self, mut rx: watch::Receiver<Option<Outcome>>) -> Outcome {

@@ -206,3 +206,28 @@ async fn queries_without_edns_get_answers_without_opt() {
     assert!(m.edns.is_none(), "no OPT for a non-EDNS client (RFC 6891 §7)");
     assert_eq!(answer_strings(&m), vec!["192.0.2.1".to_string()]);
 }
+
+#[tokio::test]
+async fn a_miss_overtaken_by_a_finished_fetch_is_answered_from_the_cache() {
+    // The front end looked the question up and missed; before it joins the upstream fetch,
+    // another client's fetch for the same question stores its answer and is done. The late
+    // client gets that answer; it does not send the question upstream a second time.
+    let up = upstream(Fault::None).await;
+    let mut stub = Stub::pinned(&up).await;
+    let pipeline = stub.daemon().pipeline().clone();
+    let late = support::client_query(7, "A.test.", RecordType::A);
+    let miss = pipeline.cached(&late).expect_err("nothing cached yet");
+    let first = parse(&udp_query(stub.addr, &query(1, "a.test", RecordType::A), UDP_WAIT).await.unwrap());
+    assert_eq!(answer_strings(&first), ["192.0.2.1"]);
+    assert_eq!(up.queries_received(), 1);
+    let answer = pipeline.answer_miss(&late, miss).await;
+    assert!(matches!(answer.source, stubborn::pipeline::Source::Cache), "from the cache: {}", answer.source);
+    let m = parse(&answer.wire);
+    assert_eq!(
+        (m.metadata.id, m.queries[0].name().to_ascii()),
+        (7, "A.test.".to_string()),
+        "as the late client's own"
+    );
+    assert_eq!(answer_strings(&m), ["192.0.2.1"]);
+    assert_eq!(up.queries_received(), 1, "no second upstream query");
+}

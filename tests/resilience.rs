@@ -172,15 +172,7 @@ async fn an_unanswered_query_gets_servfail_with_ede_22_exactly_at_query_timeout(
         config.server.query_timeout,
         &config.cache,
     );
-    let q = stubborn::message::ClientQuery {
-        id: 9,
-        query: hickory_proto::op::Query::query("a.test.".parse().unwrap(), RecordType::A),
-        recursion_desired: true,
-        checking_disabled: false,
-        authentic_data: false,
-        edns: Some(stubborn::message::ClientEdns { dnssec_ok: false, max_payload: 1232 }),
-        bypass_cache: false,
-    };
+    let q = support::client_query(9, "a.test.", RecordType::A);
     let started = tokio::time::Instant::now();
     let m = parse(&pipeline.resolve(&q).await);
     assert_eq!(started.elapsed(), Duration::from_millis(4000), "the bound is query_timeout_ms, on the dot");

@@ -94,13 +94,16 @@ async fn connection(
             }
             Verdict::Query(query) => {
                 let started = ctx.query_clock();
-                if let Some(wire) = ctx.pipeline.cached(&query) {
-                    ctx.answered(Tcp, src, &query.query, &wire, &Source::Cache, started);
-                    if answers.send(wire).await.is_err() {
-                        break;
+                let miss = match ctx.pipeline.cached(&query) {
+                    Err(miss) => miss,
+                    Ok(wire) => {
+                        ctx.answered(Tcp, src, &query.query, &wire, &Source::Cache, started);
+                        if answers.send(wire).await.is_err() {
+                            break;
+                        }
+                        continue;
                     }
-                    continue;
-                }
+                };
                 // Back-pressure: a client with too many queries in flight waits.
                 let Ok(turn) = depth.clone().acquire_owned().await else {
                     break;
@@ -108,7 +111,7 @@ async fn connection(
                 let Some(permit) = ctx.admit() else { continue };
                 let (ctx, answers) = (ctx.clone(), answers.clone());
                 tokio::spawn(async move {
-                    let answer = ctx.pipeline.answer(&query).await;
+                    let answer = ctx.pipeline.answer_miss(&query, miss).await;
                     ctx.answered(Tcp, src, &query.query, &answer.wire, &answer.source, started);
                     let _ = answers.send(answer.wire).await;
                     drop((permit, turn));

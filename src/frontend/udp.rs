@@ -45,7 +45,8 @@ pub(super) async fn serve(
     // the kernel cannot take is dropped, as the network may drop it anyway.
     // SAFETY: a std UdpSocket owns its descriptor, open and the same until it is dropped
     // with the AsyncFd.
-    let socket = unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }.map_err(io::Error::from)?;
+    let socket =
+        unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }.map_err(io::Error::from)?;
     let mut received = RecvBatch::default();
     let mut out: Vec<(Vec<u8>, SocketAddr)> = Vec::with_capacity(batch::BATCH);
     loop {
@@ -102,15 +103,18 @@ fn answer_batch(
             Verdict::Query(query) => {
                 let limit = query.udp_limit();
                 let started = ctx.query_clock();
-                if let Some(wire) = ctx.pipeline.cached(&query) {
-                    ctx.answered(Udp, src, &query.query, &wire, &Source::Cache, started);
-                    out.push((fit_udp(wire, limit), src));
-                    continue;
-                }
+                let miss = match ctx.pipeline.cached(&query) {
+                    Err(miss) => miss,
+                    Ok(wire) => {
+                        ctx.answered(Udp, src, &query.query, &wire, &Source::Cache, started);
+                        out.push((fit_udp(wire, limit), src));
+                        continue;
+                    }
+                };
                 let Some(permit) = ctx.admit() else { continue };
                 let (sender, ctx) = (sender.clone(), ctx.clone());
                 tokio::spawn(async move {
-                    let answer = ctx.pipeline.answer(&query).await;
+                    let answer = ctx.pipeline.answer_miss(&query, miss).await;
                     ctx.metrics.answered(Udp, &answer.wire);
                     let rcode = started.map(|_| querylog::rcode_name(&answer.wire));
                     sender.send(fit_udp(answer.wire, limit), src).await;

@@ -80,3 +80,25 @@ impl Stub {
 }
 
 pub const UDP_WAIT: Duration = Duration::from_secs(5);
+
+/// The parsed form of a client's A-or-other query for `name`, as the front end hands it
+/// to the pipeline: RD set, EDNS with 1232 octets, no DO, CD or AD.
+pub fn client_query(
+    id: u16,
+    name: &str,
+    rtype: hickory_proto::rr::RecordType,
+) -> stubborn::message::ClientQuery {
+    stubborn::message::ClientQuery {
+        id,
+        // from_ascii keeps the case as written (parse() would fold it, as IDNA does).
+        query: hickory_proto::op::Query::query(
+            hickory_proto::rr::Name::from_ascii(name).expect("a valid name"),
+            rtype,
+        ),
+        recursion_desired: true,
+        checking_disabled: false,
+        authentic_data: false,
+        edns: Some(stubborn::message::ClientEdns { dnssec_ok: false, max_payload: 1232 }),
+        bypass_cache: false,
+    }
+}
