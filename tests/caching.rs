@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::{
     Fault, TestUpstream, UpstreamOptions,
-    dns::{QueryOptions, answer_strings, build_query, parse, query},
+    dns::{QueryOptions, answer_strings, build_query, parse, query, write_frame},
     udp_query,
 };
 use hickory_proto::{
@@ -18,6 +18,7 @@ use hickory_proto::{
     rr::{RecordType, rdata::opt::EdnsOption},
 };
 use support::{Auth, Stub, UDP_WAIT, upstream_block};
+use tokio::net::TcpStream;
 
 async fn stub_with(up: &TestUpstream, extra: &str) -> Stub {
     let dir = tempfile::tempdir().unwrap();
@@ -149,6 +150,31 @@ async fn a_stale_answer_does_not_cancel_the_refresh_it_raced() {
     let refreshed = ask(&stub, "ttl1.test", RecordType::A).await;
     assert_eq!(ede_code(&refreshed), None, "the refresh landed in the cache");
     assert_eq!(refreshed.answers[0].ttl, 1);
+    assert_eq!(up.queries_received(), asked, "answered from the cache, no new upstream query");
+}
+
+#[tokio::test]
+async fn a_tcp_client_hanging_up_does_not_cancel_the_fetch_it_started() {
+    // The client asks over TCP and hangs up at about 100 ms; the upstream answers at 600 ms,
+    // and that answer must still reach the cache. (Today the TCP front end runs each query
+    // as a task of its own that outlives the connection; were the query dropped with the
+    // connection, the pipeline's hand-over of the unfinished fetch would have to save it.)
+    let up = TestUpstream::start(UpstreamOptions {
+        fault: Fault::Delay(Duration::from_millis(600)),
+        ..Default::default()
+    })
+    .await;
+    let stub = stub_with(&up, "").await;
+    let mut tcp = TcpStream::connect(stub.addr).await.unwrap();
+    write_frame(&mut tcp, &query(9, "a.test", RecordType::A)).await.unwrap();
+    assert!(up.wait_for_queries(1, Duration::from_secs(2)).await, "the stub asked upstream");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(tcp);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let asked = up.queries_received();
+    let cached = ask(&stub, "a.test", RecordType::A).await;
+    assert_eq!(cached.metadata.response_code, ResponseCode::NoError, "the hung-up client's fetch finished");
+    assert_eq!(answer_strings(&cached), vec!["192.0.2.1".to_string()]);
     assert_eq!(up.queries_received(), asked, "answered from the cache, no new upstream query");
 }
 

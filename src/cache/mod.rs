@@ -65,6 +65,17 @@ fn min_entry_weight() -> usize {
     size_of::<CacheKey>() + size_of::<Entry>() + PER_ENTRY_OVERHEAD + wire::HEADER_LEN + 2
 }
 
+/// The item count quick_cache is told to expect: the tighter of `max_entries` and how many
+/// of the lightest entries fit in `max_bytes`, at least 1. quick_cache sizes its tables,
+/// and its ghost list of evicted keys (half as many slots, each as large as a live one),
+/// from this estimate. When the byte bound is the tighter one, `max_entries` overstated
+/// it: 8 MiB with a million entries allowed grew 19 MiB of RSS after 200 000 names,
+/// mostly ghosts.
+fn estimated_items(cfg: &CacheConfig) -> usize {
+    let fit_by_bytes = cfg.max_bytes / min_entry_weight();
+    cfg.max_entries.min(fit_by_bytes).max(1)
+}
+
 /// quick_cache's default share of a shard for its "hot" queue (not exported by it).
 const QUICK_CACHE_HOT_ALLOCATION: f64 = 0.97;
 /// Shards of the concurrent map (fewer for small caches: at least 32 entries each).
@@ -357,15 +368,10 @@ impl Cache {
         let max_entry_weight =
             ((shard_bytes as f64 * hot_allocation) as u64).clamp(shard_bytes.min(1), shard_bytes);
         let map = (shard_entries > 0 && shard_bytes > 0).then(|| {
-            // quick_cache sizes its tables, and its ghost list of evicted keys (half as
-            // many slots, each as large as a live one), from this estimate. When the byte
-            // bound is the tighter one, `max_entries` overstated it: 8 MiB with a million
-            // entries allowed grew 19 MiB of RSS after 200 000 names, mostly ghosts.
-            let fit_by_bytes = cfg.max_bytes / min_entry_weight();
             let options = OptionsBuilder::new()
                 .shards(shards)
                 .hot_allocation(hot_allocation)
-                .estimated_items_capacity(cfg.max_entries.min(fit_by_bytes).max(1))
+                .estimated_items_capacity(estimated_items(&cfg))
                 .weight_capacity(shard_bytes * shards as u64)
                 .build()
                 .expect("both capacities are set");

@@ -105,3 +105,21 @@ fn resizing_keeps_answers_within_the_new_bounds() {
     let off = c.resized(CacheConfig { max_entries: 0, ..CacheConfig::default() });
     assert!(off.is_empty());
 }
+
+#[test]
+fn quick_cache_is_told_to_expect_the_tighter_bound_of_entries() {
+    // quick_cache sizes its ghost list (and tables) from this estimate: taking
+    // `max_entries` alone when `max_bytes` is the tighter bound made an 8 MiB cache
+    // allowed a million entries keep ghosts for half a million (19 MiB of RSS).
+    let bytes_bound = CacheConfig { max_entries: 1_000_000, max_bytes: 8 << 20, ..CacheConfig::default() };
+    let fit_by_bytes = (8 << 20) / min_entry_weight();
+    assert!(fit_by_bytes < 100_000, "8 MiB holds at most {fit_by_bytes} of the lightest entries");
+    assert_eq!(estimated_items(&bytes_bound), fit_by_bytes, "the byte bound is the tighter one");
+
+    let entry_bound = CacheConfig { max_entries: 1000, max_bytes: 64 << 20, ..CacheConfig::default() };
+    assert_eq!(estimated_items(&entry_bound), 1000, "the entry bound is the tighter one");
+
+    // A byte bound below one entry still asks for one slot (quick_cache wants at least 1).
+    let tiny = CacheConfig { max_entries: 10, max_bytes: 1, ..CacheConfig::default() };
+    assert_eq!(estimated_items(&tiny), 1);
+}
