@@ -256,7 +256,7 @@ impl Pipeline {
         };
         metrics().cache_miss();
         // The first client to ask runs the fetch itself (no task to spawn and wake); should
-        // it stop waiting (a stale answer, a closed TCP connection), the fetch carries on
+        // it stop waiting (it was answered from stale data), the fetch carries on
         // as a task of its own for everyone else.
         let mut fetch = fetch.map(DetachOnDrop::new);
         let rx = async move {
