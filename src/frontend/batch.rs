@@ -1,16 +1,20 @@
 //! Batched UDP I/O: `recvmmsg` takes every datagram waiting (up to a batch) in one system
-//! call, `sendmmsg` sends every answer of a batch in one. On the cache-hit path system
-//! calls are most of the cost (measured: ~7 µs of CPU per query with one `recvfrom` and
-//! one `sendto` each), so fewer calls per query is where the speed is.
+//! call, `sendmmsg` sends every answer of a batch in one, and answers of equal length to
+//! one client leave as one UDP GSO send. On the cache-hit path the kernel's per-datagram
+//! work is most of the cost (measured: ~7 µs of CPU per query with one `recvfrom` and one
+//! `sendto` each, 4.4 µs with batches, 3.0 µs with GSO as well), so fewer passes through
+//! it per query is where the speed is.
 //!
-//! The only unsafe code of the front end lives here, around the two libc calls; the rest
+//! The only unsafe code of the front end lives here, around the libc calls; the rest
 //! sees safe slices and `SocketAddr`s.
 
 use std::{
     io,
     mem::{size_of, zeroed},
     net::SocketAddr,
+    ops::Range,
     os::fd::{AsRawFd, RawFd},
+    sync::atomic::{AtomicBool, Ordering},
 };
 
 use socket2::{SockAddr, SockAddrStorage};
@@ -95,32 +99,118 @@ impl RecvBatch {
     }
 }
 
-/// Sends every `(answer, client)` in `out` with as few `sendmmsg` calls as possible. A
-/// datagram the kernel refuses is skipped (logged by the caller's counters, not retried).
-pub fn send(socket: &impl AsRawFd, out: &[(Vec<u8>, SocketAddr)]) {
-    let fd = socket.as_raw_fd();
-    let mut rest = out;
+/// Linux's `UDP_SEGMENT` (`<linux/udp.h>`, since 4.18; not in the libc crate for glibc):
+/// the control message that makes one send carry several datagrams.
+const UDP_SEGMENT: libc::c_int = 103;
+/// Answers at most this long are sent as segments of one send: 1232 octets fit any IPv6
+/// path (RFC 9715's size), so the kernel never refuses a segment for the path's MTU.
+const SEGMENT_MAX: usize = 1232;
+/// Cleared for good after the kernel refused a segmented send (an old kernel, or a
+/// route through a device or transform that cannot take one).
+static SEGMENTING: AtomicBool = AtomicBool::new(true);
+
+/// Sends every `(answer, client)` in `out` with as few `sendmmsg` calls as possible, and
+/// answers of equal length to the same client (a client that sent several queries from
+/// one socket, as resolver libraries do for A and AAAA) as one UDP GSO send: the kernel
+/// walks its send path once for the lot and cuts the datagrams at the end, which costs
+/// far less than one pass each. `out` is reordered; order between datagrams means
+/// nothing in UDP. A datagram the kernel refuses is skipped (not retried), except that
+/// a refused segmented send is sent again datagram by datagram.
+pub fn send(socket: &impl AsRawFd, out: &mut [(Vec<u8>, SocketAddr)]) {
+    send_with(socket, out, &SEGMENTING);
+}
+
+/// [`send`], with the switch that a refused segmented send clears.
+fn send_with(socket: &impl AsRawFd, out: &mut [(Vec<u8>, SocketAddr)], segmenting_on: &AtomicBool) {
+    let segmenting = segmenting_on.load(Ordering::Relaxed);
+    if segmenting && out.len() > 1 {
+        // Stable: answers of equal length to one client keep their order.
+        out.sort_by(|(a, to_a), (b, to_b)| to_a.cmp(to_b).then(b.len().cmp(&a.len())));
+    }
+    let mut rest = &out[..];
     while !rest.is_empty() {
         let chunk = &rest[..rest.len().min(BATCH)];
-        let names: Vec<SockAddr> = chunk.iter().map(|(_, to)| SockAddr::from(*to)).collect();
-        // SAFETY: all-zero is a valid value for these plain C structs.
-        let mut iovs: [libc::iovec; BATCH] = unsafe { zeroed() };
-        let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { zeroed() };
-        for (i, ((wire, _), name)) in chunk.iter().zip(&names).enumerate() {
-            iovs[i].iov_base = wire.as_ptr() as *mut libc::c_void;
-            iovs[i].iov_len = wire.len();
-            hdrs[i].msg_hdr.msg_name = name.as_ptr() as *mut libc::c_void;
-            hdrs[i].msg_hdr.msg_namelen = name.len();
-            hdrs[i].msg_hdr.msg_iov = &mut iovs[i];
-            hdrs[i].msg_hdr.msg_iovlen = 1;
+        let runs = segment_runs(chunk, segmenting);
+        match send_runs(socket.as_raw_fd(), chunk, &runs) {
+            Ok(()) => rest = &rest[chunk.len()..],
+            Err(failed) => {
+                let run = runs[failed].clone();
+                if run.len() > 1 {
+                    // Keep the answers: one datagram each, and no segmenting from now on.
+                    segmenting_on.store(false, Ordering::Relaxed);
+                    send_with(&socket.as_raw_fd(), &mut chunk[run.clone()].to_vec(), segmenting_on);
+                }
+                rest = &rest[run.end..];
+            }
         }
-        // SAFETY: the headers point at `iovs`, `names` and the answers in `chunk`, all alive
-        // for the call; the kernel only reads them.
-        let sent = unsafe { libc::sendmmsg(fd, hdrs.as_mut_ptr(), chunk.len() as u32, 0) };
-        // On an error the first datagram is the one the kernel refused: skip it.
-        let done = if sent <= 0 { 1 } else { sent as usize };
-        rest = &rest[done.min(rest.len())..];
     }
+}
+
+/// Splits `chunk` (sorted by client, longest answer first) into runs that can each leave
+/// as one send: equal lengths to one client, of at most [`SEGMENT_MAX`] octets, and
+/// optionally one shorter answer last (GSO allows a short final segment). Without
+/// `segmenting`, one run per answer.
+fn segment_runs(chunk: &[(Vec<u8>, SocketAddr)], segmenting: bool) -> Vec<Range<usize>> {
+    let mut runs = Vec::with_capacity(chunk.len());
+    let mut start = 0;
+    while start < chunk.len() {
+        let (first, to) = (&chunk[start].0, chunk[start].1);
+        let mut end = start + 1;
+        if segmenting && !first.is_empty() && first.len() <= SEGMENT_MAX {
+            while end < chunk.len() && chunk[end].1 == to && chunk[end].0.len() <= first.len() {
+                end += 1;
+                if chunk[end - 1].0.len() < first.len() {
+                    break;
+                }
+            }
+        }
+        runs.push(start..end);
+        start = end;
+    }
+    runs
+}
+
+/// One `sendmmsg` of `runs` (at most [`BATCH`]), each run one message. Err(i): the kernel
+/// refused run `i`, and the runs before it left.
+fn send_runs(fd: RawFd, chunk: &[(Vec<u8>, SocketAddr)], runs: &[Range<usize>]) -> Result<(), usize> {
+    let names: Vec<SockAddr> = runs.iter().map(|run| SockAddr::from(chunk[run.start].1)).collect();
+    // SAFETY: all-zero is a valid value for these plain C structs.
+    let mut iovs: [libc::iovec; BATCH] = unsafe { zeroed() };
+    let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { zeroed() };
+    // One control message per run: a cmsghdr and a u16, aligned as cmsghdr needs.
+    let mut controls = [[0u64; 4]; BATCH];
+    for (i, (wire, _)) in chunk.iter().enumerate() {
+        iovs[i].iov_base = wire.as_ptr() as *mut libc::c_void;
+        iovs[i].iov_len = wire.len();
+    }
+    for (m, (run, name)) in runs.iter().zip(&names).enumerate() {
+        let hdr = &mut hdrs[m].msg_hdr;
+        hdr.msg_name = name.as_ptr() as *mut libc::c_void;
+        hdr.msg_namelen = name.len();
+        // The run's answers are adjacent in `chunk`, so their iovecs are too.
+        hdr.msg_iov = &mut iovs[run.start];
+        hdr.msg_iovlen = run.len();
+        if run.len() > 1 {
+            let segment = chunk[run.start].0.len() as u16;
+            hdr.msg_control = controls[m].as_mut_ptr().cast();
+            // SAFETY: CMSG_* only compute sizes and offsets within `controls[m]`, which
+            // holds CMSG_SPACE(2) = 24 octets with room to spare.
+            unsafe {
+                hdr.msg_controllen = libc::CMSG_SPACE(size_of::<u16>() as u32) as usize;
+                let cmsg = libc::CMSG_FIRSTHDR(hdr);
+                (*cmsg).cmsg_level = libc::SOL_UDP;
+                (*cmsg).cmsg_type = UDP_SEGMENT;
+                (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as usize;
+                std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), segment);
+            }
+        }
+    }
+    // SAFETY: the headers point at `iovs`, `names`, `controls` and the answers in
+    // `chunk`, all alive for the call; the kernel only reads them.
+    let sent = unsafe { libc::sendmmsg(fd, hdrs.as_mut_ptr(), runs.len() as u32, 0) };
+    // On an error the first message not sent is the one the kernel refused.
+    let sent = sent.max(0) as usize;
+    if sent >= runs.len() { Ok(()) } else { Err(sent) }
 }
 
 #[cfg(test)]
@@ -156,13 +246,98 @@ mod tests {
         }
         assert_eq!(got.len(), 5);
         assert_eq!(cut, 1, "an oversized datagram is reported cut, not served");
-        let replies: Vec<(Vec<u8>, SocketAddr)> =
+        let mut replies: Vec<(Vec<u8>, SocketAddr)> =
             got.iter().map(|d| (d.clone(), client.local_addr().unwrap())).collect();
-        send(&server, &replies);
+        send(&server, &mut replies);
         let mut buf = [0u8; 64];
         for i in 0..5u8 {
             let (n, _) = client.recv_from(&mut buf).unwrap();
             assert_eq!(&buf[..n], &[i; 10]);
+        }
+    }
+
+    fn to(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn runs_are_equal_lengths_to_one_client_with_at_most_one_shorter_last() {
+        let sizes = |chunk: &[(Vec<u8>, SocketAddr)], runs: &[Range<usize>]| -> Vec<Vec<usize>> {
+            runs.iter().map(|r| chunk[r.clone()].iter().map(|(w, _)| w.len()).collect()).collect()
+        };
+        // Sorted as `send` sorts: by client, longest first.
+        let chunk: Vec<(Vec<u8>, SocketAddr)> =
+            [(60, 1), (60, 1), (60, 1), (50, 1), (50, 1), (40, 2), (40, 2)]
+                .iter()
+                .map(|&(len, port)| (vec![0; len], to(port)))
+                .collect();
+        let runs = segment_runs(&chunk, true);
+        assert_eq!(sizes(&chunk, &runs), [vec![60, 60, 60, 50], vec![50], vec![40, 40]]);
+        assert_eq!(segment_runs(&chunk, false).len(), 7, "one run per answer without segmenting");
+        let big = vec![(vec![0; SEGMENT_MAX + 1], to(1)), (vec![0; SEGMENT_MAX + 1], to(1))];
+        assert_eq!(segment_runs(&big, true).len(), 2, "answers over SEGMENT_MAX go one by one");
+    }
+
+    #[test]
+    fn a_segmented_send_arrives_as_the_separate_datagrams() {
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let clients: Vec<UdpSocket> = (0..2).map(|_| UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
+        let mut expected: Vec<Vec<Vec<u8>>> = vec![Vec::new(), Vec::new()];
+        let mut out = Vec::new();
+        // Client 0: four of 30 octets and one of 20 (one segmented send); client 1: three
+        // of different lengths, interleaved with client 0's.
+        for (i, (len, c)) in
+            [(30, 0), (25, 1), (30, 0), (20, 0), (35, 1), (30, 0), (30, 0), (10, 1)].into_iter().enumerate()
+        {
+            let wire = vec![i as u8; len];
+            expected[c].push(wire.clone());
+            out.push((wire, clients[c].local_addr().unwrap()));
+        }
+        send(&server, &mut out);
+        assert!(SEGMENTING.load(Ordering::Relaxed), "the kernel took the segmented sends");
+        for (client, want) in clients.iter().zip(&mut expected) {
+            client.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 2048];
+            while got.len() < want.len() {
+                let (n, from) = client.recv_from(&mut buf).unwrap();
+                assert_eq!(from, server.local_addr().unwrap());
+                got.push(buf[..n].to_vec());
+            }
+            got.sort();
+            want.sort();
+            assert_eq!(&got, want, "each answer whole and on its own");
+        }
+    }
+
+    #[test]
+    fn a_refused_segmented_send_is_sent_again_datagram_by_datagram() {
+        // The kernel refuses a segmented send from a socket without UDP checksums
+        // (SO_NO_CHECK); single datagrams it still takes.
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let on: libc::c_int = 1;
+        // SAFETY: a valid socket and an int option of the right size.
+        let set = unsafe {
+            libc::setsockopt(
+                server.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_NO_CHECK,
+                (&on as *const libc::c_int).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(set, 0, "SO_NO_CHECK set");
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        client.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut out: Vec<(Vec<u8>, SocketAddr)> =
+            (0..4u8).map(|i| (vec![i; 40], client.local_addr().unwrap())).collect();
+        let segmenting = AtomicBool::new(true);
+        send_with(&server, &mut out, &segmenting);
+        assert!(!segmenting.load(Ordering::Relaxed), "the refusal turned segmenting off");
+        let mut buf = [0u8; 64];
+        for i in 0..4u8 {
+            let (n, _) = client.recv_from(&mut buf).unwrap();
+            assert_eq!(&buf[..n], &[i; 40], "every answer still arrives, in order");
         }
     }
 }

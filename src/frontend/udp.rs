@@ -70,7 +70,7 @@ pub(super) async fn serve(
                 }
             };
             answer_batch(&received, n, &ctx, &sender, &mut out);
-            batch::send(&socket, &out);
+            batch::send(&socket, &mut out);
             out.clear();
         }
         drop(ready);
@@ -156,7 +156,7 @@ impl Replies {
             return;
         }
         tokio::task::yield_now().await;
-        let out = std::mem::take(&mut *self.queue.lock().unwrap_or_else(|e| e.into_inner()));
-        batch::send(&self.socket, &out);
+        let mut out = std::mem::take(&mut *self.queue.lock().unwrap_or_else(|e| e.into_inner()));
+        batch::send(&self.socket, &mut out);
     }
 }
