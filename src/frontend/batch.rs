@@ -102,8 +102,9 @@ impl RecvBatch {
 /// Linux's `UDP_SEGMENT` (`<linux/udp.h>`, since 4.18; not in the libc crate for glibc):
 /// the control message that makes one send carry several datagrams.
 const UDP_SEGMENT: libc::c_int = 103;
-/// Answers at most this long are sent as segments of one send: 1232 octets fit any IPv6
-/// path (RFC 9715's size), so the kernel never refuses a segment for the path's MTU.
+/// Answers at most this long are sent as segments of one send: with 48 octets of IPv6
+/// and UDP headers, 1232 fill the IPv6 minimum MTU of 1280 (RFC 8200 §5; DNS Flag Day
+/// 2020's size), so the kernel never refuses a segment for the path's MTU.
 const SEGMENT_MAX: usize = 1232;
 /// Cleared for good after the kernel refused a segmented send (an old kernel, or a
 /// route through a device or transform that cannot take one).
