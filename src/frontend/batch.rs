@@ -115,8 +115,9 @@ static SEGMENTING: AtomicBool = AtomicBool::new(true);
 /// one socket, as resolver libraries do for A and AAAA) as one UDP GSO send: the kernel
 /// walks its send path once for the lot and cuts the datagrams at the end, which costs
 /// far less than one pass each. `out` is reordered; order between datagrams means
-/// nothing in UDP. A datagram the kernel refuses is skipped (not retried), except that
-/// a refused segmented send is sent again datagram by datagram.
+/// nothing in UDP. A datagram the kernel refuses is skipped (not retried), as the
+/// network might have dropped it; a segmented send refused for any reason but a full
+/// buffer is sent again datagram by datagram, and segmenting is off from then on.
 pub fn send(socket: &impl AsRawFd, out: &mut [(Vec<u8>, SocketAddr)]) {
     send_with(socket, out, &SEGMENTING);
 }
@@ -133,11 +134,22 @@ fn send_with(socket: &impl AsRawFd, out: &mut [(Vec<u8>, SocketAddr)], segmentin
         let chunk = &rest[..rest.len().min(BATCH)];
         let runs = segment_runs(chunk, segmenting);
         match send_runs(socket.as_raw_fd(), chunk, &runs) {
-            Ok(()) => rest = &rest[chunk.len()..],
-            Err(failed) => {
+            Sent::All => rest = &rest[chunk.len()..],
+            // The kernel stopped early without saying why: the next call starts at the
+            // first message left and gets the error, if there is one, for that message.
+            Sent::Until(next) => rest = &rest[runs[next].start..],
+            Sent::Refused(failed, err) => {
                 let run = runs[failed].clone();
-                if run.len() > 1 {
-                    // Keep the answers: one datagram each, and no segmenting from now on.
+                if err.kind() == io::ErrorKind::Interrupted {
+                    rest = &rest[run.start..];
+                    continue;
+                }
+                // A full buffer drops the run, as the network may; any other refusal
+                // of a segmented send says this kernel or route cannot segment: its
+                // answers go again one datagram each, and no segmenting from now on.
+                let transient =
+                    matches!(err.raw_os_error(), Some(libc::EAGAIN | libc::ENOBUFS | libc::ENOMEM));
+                if run.len() > 1 && !transient {
                     segmenting_on.store(false, Ordering::Relaxed);
                     send_with(&socket.as_raw_fd(), &mut chunk[run.clone()].to_vec(), segmenting_on);
                 }
@@ -145,6 +157,16 @@ fn send_with(socket: &impl AsRawFd, out: &mut [(Vec<u8>, SocketAddr)], segmentin
             }
         }
     }
+}
+
+/// How far one `sendmmsg` got.
+enum Sent {
+    All,
+    /// Messages before this run left; the kernel stopped there (it reports no error
+    /// once some messages left).
+    Until(usize),
+    /// The kernel refused this run, the first of the call, with this error.
+    Refused(usize, io::Error),
 }
 
 /// Splits `chunk` (sorted by client, longest answer first) into runs that can each leave
@@ -171,9 +193,8 @@ fn segment_runs(chunk: &[(Vec<u8>, SocketAddr)], segmenting: bool) -> Vec<Range<
     runs
 }
 
-/// One `sendmmsg` of `runs` (at most [`BATCH`]), each run one message. Err(i): the kernel
-/// refused run `i`, and the runs before it left.
-fn send_runs(fd: RawFd, chunk: &[(Vec<u8>, SocketAddr)], runs: &[Range<usize>]) -> Result<(), usize> {
+/// One `sendmmsg` of `runs` (at most [`BATCH`], at least one), each run one message.
+fn send_runs(fd: RawFd, chunk: &[(Vec<u8>, SocketAddr)], runs: &[Range<usize>]) -> Sent {
     let names: Vec<SockAddr> = runs.iter().map(|run| SockAddr::from(chunk[run.start].1)).collect();
     // SAFETY: all-zero is a valid value for these plain C structs.
     let mut iovs: [libc::iovec; BATCH] = unsafe { zeroed() };
@@ -209,9 +230,13 @@ fn send_runs(fd: RawFd, chunk: &[(Vec<u8>, SocketAddr)], runs: &[Range<usize>]) 
     // SAFETY: the headers point at `iovs`, `names`, `controls` and the answers in
     // `chunk`, all alive for the call; the kernel only reads them.
     let sent = unsafe { libc::sendmmsg(fd, hdrs.as_mut_ptr(), runs.len() as u32, 0) };
-    // On an error the first message not sent is the one the kernel refused.
-    let sent = sent.max(0) as usize;
-    if sent >= runs.len() { Ok(()) } else { Err(sent) }
+    match usize::try_from(sent) {
+        // Zero sent with no error cannot happen for at least one message; should it,
+        // counting it as refused still moves the caller on.
+        Err(_) | Ok(0) => Sent::Refused(0, io::Error::last_os_error()),
+        Ok(n) if n >= runs.len() => Sent::All,
+        Ok(n) => Sent::Until(n),
+    }
 }
 
 #[cfg(test)]
