@@ -306,8 +306,20 @@ mod tests {
 
     #[test]
     fn a_segmented_send_arrives_as_the_separate_datagrams() {
-        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let clients: Vec<UdpSocket> = (0..2).map(|_| UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
+        segmented_round_trip(UdpSocket::bind("127.0.0.1:0").unwrap());
+    }
+
+    #[test]
+    fn a_segmented_send_over_ipv6_arrives_as_the_separate_datagrams() {
+        // Where the machine has no ::1 there is nothing to test.
+        if let Ok(server) = UdpSocket::bind("[::1]:0") {
+            segmented_round_trip(server);
+        }
+    }
+
+    fn segmented_round_trip(server: UdpSocket) {
+        let ip = server.local_addr().unwrap().ip();
+        let clients: Vec<UdpSocket> = (0..2).map(|_| UdpSocket::bind((ip, 0)).unwrap()).collect();
         let mut expected: Vec<Vec<Vec<u8>>> = vec![Vec::new(), Vec::new()];
         let mut out = Vec::new();
         // Client 0: four of 30 octets and one of 20 (one segmented send); client 1: three
