@@ -92,8 +92,12 @@ type Waiters = Mutex<HashMap<CacheKey, watch::Receiver<Option<Outcome>>>>;
 /// One upstream fetch: asks, stores the answer and tells every waiter.
 type Fetch = Pin<Box<dyn Future<Output = ()> + Send>>;
 
-/// A question the cache had no fresh answer for, and the key it was looked up by.
-pub struct Miss(CacheKey);
+/// A question the cache had no fresh answer for: the key it was looked up by, and the
+/// configuration generation it was looked up in (the rest of the query runs in it too).
+pub struct Miss {
+    key: CacheKey,
+    inner: Arc<Inner>,
+}
 
 /// What [`Inner::join_or_start`] found.
 enum Started {
@@ -207,10 +211,10 @@ impl Pipeline {
     /// looked up by, for [`Pipeline::answer_miss`].
     pub fn cached(&self, query: &ClientQuery) -> Result<Vec<u8>, Miss> {
         let key = CacheKey::from(query);
-        if query.bypass_cache {
-            return Err(Miss(key));
-        }
         let inner = self.current();
+        if query.bypass_cache {
+            return Err(Miss { key, inner });
+        }
         match inner.cache.lookup(&key, &ClientView::from(query), Instant::now()) {
             Lookup::Hit(wire) => {
                 metrics().cache_hit();
@@ -218,10 +222,10 @@ impl Pipeline {
             }
             Lookup::HitPrefetch(wire) => {
                 metrics().cache_hit();
-                Inner::join_or_fetch(&inner, query, key);
+                Inner::prefetch(&inner, query, key);
                 Ok(wire)
             }
-            Lookup::Stale(_) | Lookup::Miss => Err(Miss(key)),
+            Lookup::Stale(_) | Lookup::Miss => Err(Miss { key, inner }),
         }
     }
 
@@ -242,11 +246,12 @@ impl Pipeline {
     }
 
     /// [`Pipeline::answer`] for a query [`Pipeline::cached`] just missed: the front end
-    /// answers hits where it read them and hands only misses on, and the key is built
-    /// and looked up once.
-    pub async fn answer_miss(&self, query: &ClientQuery, Miss(key): Miss) -> Answer {
+    /// answers hits where it read them and hands only misses on, with the key and the
+    /// configuration the lookup already took.
+    pub async fn answer_miss(&self, query: &ClientQuery, miss: Miss) -> Answer {
         let use_cache = !query.bypass_cache;
-        let inner = &self.current();
+        let Miss { key, inner } = miss;
+        let inner = &inner;
         let (rx, fetch) = match Inner::join_or_start(inner, query, key.clone(), use_cache) {
             Started::Cached(wire) => {
                 metrics().cache_hit();
@@ -328,9 +333,9 @@ fn encode(msg: Message) -> Vec<u8> {
 }
 
 impl Inner {
-    /// The channel on which the answer for `key` will arrive: an upstream fetch already
-    /// under way, or a new one started as a task of its own (prefetch).
-    fn join_or_fetch(self: &Arc<Self>, query: &ClientQuery, key: CacheKey) {
+    /// Refreshes `key` in the background (prefetch): a fetch of its own task, unless one
+    /// for `key` is already under way.
+    fn prefetch(self: &Arc<Self>, query: &ClientQuery, key: CacheKey) {
         if let Started::Waiting(_, Some(fetch)) = Self::join_or_start(self, query, key, false) {
             tokio::spawn(fetch);
         }

@@ -209,8 +209,9 @@ fn send_runs(fd: RawFd, chunk: &[(Vec<u8>, SocketAddr)], runs: &[Range<usize>]) 
         let hdr = &mut hdrs[m].msg_hdr;
         hdr.msg_name = name.as_ptr() as *mut libc::c_void;
         hdr.msg_namelen = name.len();
-        // The run's answers are adjacent in `chunk`, so their iovecs are too.
-        hdr.msg_iov = &mut iovs[run.start];
+        // The run's answers are adjacent in `chunk`, so their iovecs are too (a pointer
+        // into the whole array: the kernel reads `run.len()` of them).
+        hdr.msg_iov = iovs[run.start..].as_mut_ptr();
         hdr.msg_iovlen = run.len();
         if run.len() > 1 {
             let segment = chunk[run.start].0.len() as u16;
