@@ -188,15 +188,6 @@ stop() {
     STOP_RC=0
     wait "$2" || STOP_RC=$?
 }
-child_of() { # PID → the pid of its (only) child, waiting up to 5 s for it to appear
-    local pid
-    for _ in $(seq 1 50); do
-        pid=$(ps -o pid= --ppid "$1" | tr -d ' ' | head -n 1)
-        [[ -n $pid ]] && echo "$pid" && return 0
-        sleep 0.1
-    done
-    return 1
-}
 
 # ---- 5. syscall filter ------------------------------------------------------------------
 echo "== SystemCallFilter= covers what stubborn does"
@@ -225,13 +216,21 @@ write_config "$TMP/strace.toml" "$port"
 strace -f -qq -o "$TMP/trace" "$BIN" --config "$TMP/strace.toml" 2>"$TMP/strace-stubborn.log" &
 tracer=$!
 PIDS+=("$tracer")
-traced=$(child_of "$tracer") || traced=""
-[[ -n $traced ]] && PIDS+=("$traced")
 if wait_answered_udp "$port"; then pass "answers UDP under strace"; else fail "no UDP answer under strace"; fi
 if answered "$(dns_tcp "$port")"; then pass "answers TCP under strace"; else fail "no TCP answer under strace"; fi
-stop "${traced:-$tracer}" "$tracer"
-if [[ $STOP_RC == 0 ]]; then pass "exit 0 on SIGTERM (under strace)"
-else fail "exit $STOP_RC on SIGTERM: $(tail -n 5 "$TMP/strace-stubborn.log")"; fi
+# The daemon is strace's child, looked up by name once it has answered (so it has
+# exec'd). The signal must reach it: strace itself ignores SIGTERM here, and a stop
+# sent to strace (or to a pid taken before the exec) waits for the script's timeout.
+traced=$(pgrep -P "$tracer" -x stubborn | head -n 1) || traced=""
+if [[ -n $traced ]]; then
+    PIDS+=("$traced")
+    stop "$traced" "$tracer"
+    if [[ $STOP_RC == 0 ]]; then pass "exit 0 on SIGTERM (under strace)"
+    else fail "exit $STOP_RC on SIGTERM: $(tail -n 5 "$TMP/strace-stubborn.log")"; fi
+else
+    fail "no stubborn process under strace: $(tail -n 5 "$TMP/strace-stubborn.log")"
+    kill -KILL "$tracer" 2>/dev/null || true
+fi
 # Lines look like "1234 sendto(…" or "1234 <... sendto resumed>…".
 sed -nE 's/^[0-9]+ +([a-z0-9_]+)\(.*/\1/p; s/^[0-9]+ +<\.\.\. ([a-z0-9_]+) resumed>.*/\1/p' "$TMP/trace" |
     sort -u >"$TMP/used"
