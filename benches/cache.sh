@@ -231,6 +231,11 @@ each() { awk -F'\t' -v p="$1" -v q="$2" -v c="$3" '$1 == p && $2 == q { printf "
 fmt() { awk -v v="$1" -v d="${2:-0}" 'BEGIN { if (v ~ /^[0-9.]+$/) printf "%.*f", d, v; else print v }'; }
 mib() { awk -v k="$1" 'BEGIN { if (k ~ /^[0-9]+$/) printf "%.1f", k / 1024; else print "-" }'; }
 verdict() { [[ $1 == 1 ]] && echo "**met**" || echo "**not met**"; }
+# rss_col PEER Q COLUMN: one value per miss round from rss.tsv (2 idle KiB, 3 after KiB,
+# 4 answered, 5..8 p50..max ms).
+rss_col() { awk -F'\t' -v p="$1" -v m="$2" -v c="$3" '$1 == p && $9 == m { print $c }' "$T/rss.tsv"; }
+# joined [mib]: the values on stdin as "a, b, c" (with mib: KiB shown as MiB).
+joined() { awk -v mib="${1:-}" '{ printf "%s", (NR > 1 ? ", " : ""); if (mib) printf "%.1f", $1 / 1024; else printf "%s", $1 }'; }
 # round_ratios PHASE PEER OTHER: PEER's QPS over OTHER's, round by round.
 round_ratios() {
     local r a b sep=""
@@ -304,7 +309,7 @@ round_ratios() {
                 done=$(awk -F'\t' -v p="miss$mq" -v q="$peer" '$1 == p && $2 == q { s += $6 } END { print s + 0 }' "$TSV")
                 lost=$(awk -F'\t' -v p="miss$mq" -v q="$peer" '$1 == p && $2 == q { s += $7 } END { print s + 0 }' "$TSV")
                 rc=$(awk -F'\t' -v p="miss$mq" -v q="$peer" '$1 == p && $2 == q && $3 == 1 { print $9 }' "$TSV")
-                pct=$(for c in 5 6 7 8; do awk -F'\t' -v q="$peer" -v m="$mq" -v c="$c" '$1 == q && $9 == m { print $c }' "$T/rss.tsv" | bench_median; done | paste -sd/ | sed 's|/| / |g')
+                pct=$(for c in 5 6 7 8; do rss_col "$peer" "$mq" "$c" | bench_median; done | paste -sd/ | sed 's|/| / |g')
                 echo "| $peer | $(fmt "$q") | $(each "miss$mq" "$peer" 4 | awk -F', ' '{ for (i = 1; i <= NF; i++) printf "%s%.0f", (i > 1 ? ", " : ""), $i }') | $(fmt "$(med "miss$mq" "$peer" 5)" 3) | $pct | $done/$((MISS_NAMES * MISS_ROUNDS)) | $lost | $rc | $(fmt "$(med "miss$mq" "$peer" 8)" 1) | $(fmt "$(med "miss$mq" "$peer" 10)" 1) | $(bench_ratio "$q" "$best") | $(round_ratios "miss$mq" "$peer" "$bestpeer") |"
             done
             echo
@@ -315,10 +320,8 @@ round_ratios() {
         echo "|---|---|---|---|---|"
         for mq in "${MISS_QS[@]}"; do
             for peer in "${MISS_PEERS[@]}"; do
-                rows=$(awk -F'\t' -v q="$peer" -v m="$mq" '$1 == q && $9 == m' "$T/rss.tsv")
-                [[ -n $rows ]] || continue
-                list() { awk -F'\t' -v c="$1" -v m="$2" '{ printf "%s", (NR > 1 ? ", " : ""); if (m) printf "%.1f", $c / 1024; else printf "%s", $c }' <<<"$rows"; }
-                echo "| $peer | -q $mq | $(list 2 1) | $(list 3 1) | $(list 4 0) |"
+                [[ -n $(rss_col "$peer" "$mq" 2) ]] || continue
+                echo "| $peer | -q $mq | $(rss_col "$peer" "$mq" 2 | joined mib) | $(rss_col "$peer" "$mq" 3 | joined mib) | $(rss_col "$peer" "$mq" 4 | joined) |"
             done
         done
         echo
@@ -347,8 +350,8 @@ round_ratios() {
             echo "- miss QPS over DoT ≥ 1.5 × the best DoT peer (-q $mq: ${BESTPEER[$mq]}), medians of $MISS_ROUNDS rounds: $(fmt "$qs") vs $(fmt "${BEST[$mq]}") = $(bench_ratio "$qs" "${BEST[$mq]}") → $(verdict "$ok"); each round: $(round_ratios "miss$mq" stubborn "${BESTPEER[$mq]}")"
         done
         for mq in "${MISS_QS[@]}"; do
-            idle=$(awk -F'\t' -v m="$mq" '$1 == "stubborn" && $9 == m && $2 + 0 > x + 0 { x = $2 } END { print x + 0 }' "$T/rss.tsv")
-            after=$(awk -F'\t' -v m="$mq" '$1 == "stubborn" && $9 == m && $3 + 0 > x + 0 { x = $3 } END { print x + 0 }' "$T/rss.tsv")
+            idle=$(rss_col stubborn "$mq" 2 | sort -g | tail -n 1)
+            after=$(rss_col stubborn "$mq" 3 | sort -g | tail -n 1)
             ok=$(awk -v k="$idle" 'BEGIN { print (k <= 8 * 1024) ? 1 : 0 }')
             echo "- idle RSS ≤ 8 MiB (the largest of the starts before the -q $mq runs): $(mib "$idle") MiB → $(verdict "$ok")"
             ok=$(awk -v k="$after" 'BEGIN { print (k <= 74 * 1024) ? 1 : 0 }')
