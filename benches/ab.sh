@@ -17,8 +17,10 @@
 #   AB_CACHE_TOML replaces stubborn's [cache] table (default: max_entries = 100000).
 #
 # One line per run: QPS, mean latency (ms), the variant's CPU µs per query (utime+stime over answered
-# queries), the upstream's, VmRSS right after the run, lost queries, and context
-# switches of all its threads per query. Then the median of each column per variant.
+# queries), the upstream's, VmRSS right after the run, lost queries, context switches of
+# all its threads per query, and how many upstream threads served the run. Then the
+# median of each column per variant. BENCH_UPSTREAM_THREADS sets the upstream's threads
+# (default 8; see bench_start_dot_upstream in benches/lib.sh).
 # Exit status: 0 when every run completed; 1 on a setup failure; 77 when it cannot run.
 
 . "$(dirname "$0")/../tests/netns/lib.sh"
@@ -99,27 +101,30 @@ for ((round = 1; round <= ROUNDS; round++)); do
         else
             load=(-d "$T/miss.queries" -c 16 -T 2 -q "$Q" -n 1 -l 60 -t 5)
         fi
+        bench_task_ticks "$UPSTREAM_PID" >"$T/upstream-threads.0"
         c0=$(bench_cpu_ticks "$pid") u0=$(bench_cpu_ticks "$UPSTREAM_PID") s0=$(switches "$pid")
         stb_exec "$NS" dnsperf -s 127.0.0.1 -p "$port" "${load[@]}" >"$out" 2>&1 || true
         c1=$(bench_cpu_ticks "$pid") u1=$(bench_cpu_ticks "$UPSTREAM_PID") s1=$(switches "$pid")
+        bench_task_ticks "$UPSTREAM_PID" >"$T/upstream-threads.1"
         rss=$(bench_rss_kib "$pid")
         grep -q '^Statistics:' "$out" || stb_fatal "$STB_NAME" "dnsperf gave no statistics ($label)" "$out"
         n=$(bench_dp "$out" completed)
         tick_us=$((1000000 / BENCH_CLK_TCK))
-        printf '%s\t%s\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$round" "$(bench_dp "$out" qps)" "$(bench_dp "$out" avg_ms)" \
+        printf '%s\t%s\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$round" "$(bench_dp "$out" qps)" "$(bench_dp "$out" avg_ms)" \
             "$(per_query $((c1 - c0)) "$n" "$tick_us")" "$(per_query $((u1 - u0)) "$n" "$tick_us")" \
-            "$((rss / 1024))" "$(bench_dp "$out" lost)" "$(per_query $((s1 - s0)) "$n" 1)" | tee -a "$RESULTS"
+            "$((rss / 1024))" "$(bench_dp "$out" lost)" "$(per_query $((s1 - s0)) "$n" 1)" \
+            "$(bench_busy_threads "$T/upstream-threads.0" "$T/upstream-threads.1")" | tee -a "$RESULTS"
         stb_stop "$pid" 50
     done
 done
 
 echo
 echo "median of $ROUNDS rounds ($( ((HITS)) && echo "cache hits, -q $Q, rate ${RATE:-0} (0: as fast as answered)" || echo "$NAMES cache misses, -q $Q")):"
-printf 'variant\tQPS\tmean ms\tCPU µs/q\tupstream µs/q\tRSS MiB\tlost\tswitches/q\n'
+printf 'variant\tQPS\tmean ms\tCPU µs/q\tupstream µs/q\tRSS MiB\tlost\tswitches/q\tupstream threads\n'
 for v in "$@"; do
     label=${v%%=*}
     row=$label
-    for col in 3 4 5 6 7 8 9; do
+    for col in 3 4 5 6 7 8 9 10; do
         row+=$'\t'$(awk -F'\t' -v l="$label" -v c="$col" '$1 == l { print $c }' "$RESULTS" | sort -g |
             awk '{ a[NR] = $1 } END { print (NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2) }')
     done

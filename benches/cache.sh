@@ -6,8 +6,9 @@
 # Root only: everything runs in a private network namespace (only `lo`), made and removed
 # through tests/netns/lib.sh. No packet leaves it.
 #
-# Upstream (every peer's): one unbound (2 threads, no query log) serving local data only,
-# over DoT on 127.0.0.2:853 and plain DNS on 127.0.0.2:53 (for dnsmasq): q1..q50.test, and
+# Upstream (every peer's): one unbound (BENCH_UPSTREAM_THREADS threads, default 8, see
+# bench_start_dot_upstream in benches/lib.sh; no query log) serving local data only, over
+# DoT on 127.0.0.2:853 and plain DNS on 127.0.0.2:53 (for dnsmasq): q1..q50.test, and
 # every name under flood.test answered A 192.0.2.1 (`local-zone: "flood.test." redirect`),
 # so that 200k distinct names are 200k distinct answers.
 #
@@ -33,14 +34,14 @@
 #     stubborn, unbound, stubby, each freshly started and alone: RSS after start (idle, no
 #     query yet), then 200k distinct names (u1..u200000.flood.test) once each (`dnsperf -n 1
 #     -l 90 -c 16 -T 2 -q Q -t 5 -v`): QPS, mean latency, p50..max, lost, CPU µs per query
-#     (and the upstream's); RSS right after the run. Medians over the rounds; a single run
-#     of each moved the ratio between 1.40× and 1.60× from one run to the next
-#     (docs/benchmarks.md), so one round decides nothing.
+#     (and the upstream's), and how many upstream threads served the run; RSS right after
+#     the run. Medians over the rounds; a single run of each moved the ratio between 1.40×
+#     and 1.60× from one run to the next (docs/benchmarks.md), so one round decides nothing.
 #
 # Environment: STUBBORN_BIN (default target/release/stubborn), BENCH_HIT_ROUNDS (default 3),
 # BENCH_HIT_DNSPERF (see 1), BENCH_FIXED_ROUNDS (default 2), BENCH_FIXED_QPS (default 50000),
 # BENCH_HIT_SECONDS (default 10), BENCH_MISS_NAMES (default 200000), BENCH_MISS_OUTSTANDING
-# and BENCH_MISS_ROUNDS (see 2),
+# and BENCH_MISS_ROUNDS (see 2), BENCH_UPSTREAM_THREADS (default 8),
 # BENCH_PERF (a path prefix: perf-record stubborn for 3 s of each miss run into
 # PREFIX.missQ.data), BENCH_MISS_PEERS (default "stubborn unbound stubby"; a subset for quick comparisons),
 # BENCH_PHASES (default "hit miss"), BENCH_LOAD_MAX / BENCH_QUIET_WAIT (the wait for a
@@ -129,20 +130,23 @@ per_query() { awk -v t=$(($2 - $1)) -v hz="$BENCH_CLK_TCK" -v n="$3" 'BEGIN { pr
 
 # measure PHASE PEER ROUND PID OUTFILE PORT DNSPERF_ARGS...: one dnsperf run with the peer's
 # (and the upstream's) CPU time around it; appends "phase peer round qps avg_ms completed
-# lost cpu_us_per_query rcodes upstream_cpu_us_per_query" to $TSV.
+# lost cpu_us_per_query rcodes upstream_cpu_us_per_query upstream_threads_busy" to $TSV.
 measure() {
     local phase=$1 peer=$2 round=$3 pid=$4 out=$5 port=$6 c0 c1 u0 u1 completed cpu ucpu
     shift 6
+    bench_task_ticks "$UPSTREAM_PID" >"$T/upstream-threads.0"
     u0=$(bench_cpu_ticks "$UPSTREAM_PID")
     c0=$(bench_cpu_ticks "$pid")
     dnsperf_run "$out" "$port" "$@"
     c1=$(bench_cpu_ticks "$pid")
     u1=$(bench_cpu_ticks "$UPSTREAM_PID")
+    bench_task_ticks "$UPSTREAM_PID" >"$T/upstream-threads.1"
     completed=$(bench_dp "$out" completed)
     cpu=$(per_query "$c0" "$c1" "$completed")
     ucpu=$(per_query "$u0" "$u1" "$completed")
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$phase" "$peer" "$round" "$(bench_dp "$out" qps)" \
-        "$(bench_dp "$out" avg_ms)" "$completed" "$(bench_dp "$out" lost)" "$cpu" "$(bench_dp_rcodes "$out")" "$ucpu" >>"$TSV"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$phase" "$peer" "$round" "$(bench_dp "$out" qps)" \
+        "$(bench_dp "$out" avg_ms)" "$completed" "$(bench_dp "$out" lost)" "$cpu" "$(bench_dp_rcodes "$out")" "$ucpu" \
+        "$(bench_busy_threads "$T/upstream-threads.0" "$T/upstream-threads.1")" >>"$TSV"
     stb_log "$phase $peer round $round: $(bench_dp "$out" qps) qps, mean $(bench_dp "$out" avg_ms) ms, lost $(bench_dp "$out" lost), ${cpu} µs CPU/query (upstream ${ucpu})"
 }
 
@@ -302,15 +306,15 @@ round_ratios() {
             BESTPEER[$mq]=$bestpeer
             echo "#### Cache misses over DoT: $MISS_NAMES distinct names once each, \`dnsperf -c 16 -T 2 -q $mq -n 1 -l 90 -t 5\`, $MISS_ROUNDS rounds, each peer freshly started and alone"
             echo
-            echo "| resolver | QPS (median) | QPS each round | mean latency ms | p50 / p90 / p99 / max ms | answered (all rounds) | lost (all rounds) | rcodes (round 1) | CPU µs/query | upstream's CPU µs/query | QPS vs best DoT peer ($bestpeer) | the same, each round |"
-            echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+            echo "| resolver | QPS (median) | QPS each round | mean latency ms | p50 / p90 / p99 / max ms | answered (all rounds) | lost (all rounds) | rcodes (round 1) | CPU µs/query | upstream's CPU µs/query | QPS vs best DoT peer ($bestpeer) | the same, each round | upstream threads serving, each round |"
+            echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
             for peer in "${MISS_PEERS[@]}"; do
                 q=$(med "miss$mq" "$peer" 4)
                 done=$(awk -F'\t' -v p="miss$mq" -v q="$peer" '$1 == p && $2 == q { s += $6 } END { print s + 0 }' "$TSV")
                 lost=$(awk -F'\t' -v p="miss$mq" -v q="$peer" '$1 == p && $2 == q { s += $7 } END { print s + 0 }' "$TSV")
                 rc=$(awk -F'\t' -v p="miss$mq" -v q="$peer" '$1 == p && $2 == q && $3 == 1 { print $9 }' "$TSV")
                 pct=$(for c in 5 6 7 8; do rss_col "$peer" "$mq" "$c" | bench_median; done | paste -sd/ | sed 's|/| / |g')
-                echo "| $peer | $(fmt "$q") | $(each "miss$mq" "$peer" 4 | awk -F', ' '{ for (i = 1; i <= NF; i++) printf "%s%.0f", (i > 1 ? ", " : ""), $i }') | $(fmt "$(med "miss$mq" "$peer" 5)" 3) | $pct | $done/$((MISS_NAMES * MISS_ROUNDS)) | $lost | $rc | $(fmt "$(med "miss$mq" "$peer" 8)" 1) | $(fmt "$(med "miss$mq" "$peer" 10)" 1) | $(bench_ratio "$q" "$best") | $(round_ratios "miss$mq" "$peer" "$bestpeer") |"
+                echo "| $peer | $(fmt "$q") | $(each "miss$mq" "$peer" 4 | awk -F', ' '{ for (i = 1; i <= NF; i++) printf "%s%.0f", (i > 1 ? ", " : ""), $i }') | $(fmt "$(med "miss$mq" "$peer" 5)" 3) | $pct | $done/$((MISS_NAMES * MISS_ROUNDS)) | $lost | $rc | $(fmt "$(med "miss$mq" "$peer" 8)" 1) | $(fmt "$(med "miss$mq" "$peer" 10)" 1) | $(bench_ratio "$q" "$best") | $(round_ratios "miss$mq" "$peer" "$bestpeer") | $(each "miss$mq" "$peer" 11) |"
             done
             echo
         done

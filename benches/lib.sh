@@ -165,15 +165,22 @@ bench_peer_version() {
     esac
 }
 
-# bench_start_dot_upstream NS DIR: the upstream every peer forwards to: unbound (2 threads,
-# no query log) serving the test zone and every name under flood.test over DoT on
-# 127.0.0.2:853 and plain DNS on 127.0.0.2:53, with a fresh PKI in DIR; waits until it
-# answers DoT. Sets PIN (its key pin) and UPSTREAM_PID. Exits through stb_fatal on failure.
+# bench_start_dot_upstream NS DIR: the upstream every peer forwards to: unbound
+# (BENCH_UPSTREAM_THREADS threads, default 8, with so-reuseport; no query log) serving the
+# test zone and every name under flood.test over DoT on 127.0.0.2:853 and plain DNS on
+# 127.0.0.2:53, with a fresh PKI in DIR; waits until it answers DoT. Sets PIN (its key pin)
+# and UPSTREAM_PID. Exits through stb_fatal on failure.
+# Why 8 threads on 2 cores: the kernel hands each TCP connection to one thread by a hash,
+# and a public DoT service spreads a client's connections over many workers. With 2
+# threads, whether a peer's connections shared one was a coin flip per run that moved
+# every peer with several connections (unbound's threads, stubborn's serving threads) by
+# 12-35% (docs/benchmarks.md, run L); with 8 it happens to 1 run in 8, and the report
+# shows how many upstream threads served each run.
 bench_start_dot_upstream() {
     local ns=$1 dir=$2
     stb_make_pki "$dir" || stb_fatal "$STB_NAME" "openssl failed" "$dir/openssl.log"
     PIN=$STB_PIN
-    STB_UPSTREAM_THREADS=2 STB_UPSTREAM_LOG_QUERIES=no STB_UPSTREAM_FLOOD_ZONE=flood.test \
+    STB_UPSTREAM_THREADS=${BENCH_UPSTREAM_THREADS:-8} STB_UPSTREAM_LOG_QUERIES=no STB_UPSTREAM_FLOOD_ZONE=flood.test \
         stb_unbound_upstream_conf "$dir/upstream.conf" "$dir" 127.0.0.2@853 127.0.0.2@53
     stb_start_unbound "$ns" "$dir/upstream.conf" "$dir/upstream.log" 127.0.0.2@853 127.0.0.2@53
     UPSTREAM_PID=$STB_UNBOUND_PID
@@ -260,6 +267,20 @@ bench_rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 # bench_cpu_ticks PID: utime + stime in clock ticks (fields 14 and 15 of /proc/PID/stat; the
 # command name in field 2 may contain spaces, so count from the closing parenthesis).
 bench_cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
+# bench_task_ticks PID: "TID TICKS" (utime+stime) for each thread of PID.
+bench_task_ticks() {
+    local f
+    for f in /proc/"$1"/task/*/stat; do
+        sed 's/ (.*) / /' "$f" 2>/dev/null | awk '{ print $1, $13 + $14 }'
+    done
+}
+# bench_busy_threads BEFORE AFTER: how many threads did at least a tenth of the CPU work
+# between two bench_task_ticks snapshots (files). For the upstream: how many of its
+# threads served a peer's connections in that run (they are spread by a hash).
+bench_busy_threads() {
+    awk 'NR == FNR { t0[$1] = $2; next } { d[$1] = $2 - t0[$1]; s += d[$1] }
+         END { for (k in d) if (s > 0 && d[k] * 10 >= s) n++; print n + 0 }' "$1" "$2"
+}
 BENCH_CLK_TCK=$(getconf CLK_TCK)
 
 # ---- dnsperf output -----------------------------------------------------------------------------

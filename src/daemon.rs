@@ -3,7 +3,7 @@
 //!
 //! Owns the daemon's parts and their lifetimes. It never answers queries itself.
 
-use std::{net::SocketAddr, sync::Arc, thread::available_parallelism, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use tracing::{info, warn};
 
@@ -14,7 +14,7 @@ use crate::{
     pipeline::Pipeline,
     systemd::{Inherited, status_line},
     tls::TlsSetupError,
-    upstream::pool::Pool,
+    upstream::pool::{Pool, group_connections, group_health},
 };
 
 /// How long in-flight queries may run on after a shutdown signal.
@@ -44,21 +44,17 @@ pub struct Daemon {
     metrics: Option<MetricsServer>,
 }
 
-/// UDP sockets (and threads) per listen address: one per core.
-pub fn udp_sockets_per_address() -> usize {
-    available_parallelism().map_or(1, |n| n.get())
-}
-
-/// Sockets handed over by the service manager (socket activation), as listeners.
-pub fn listeners_from(inherited: Vec<Inherited>) -> std::io::Result<Listeners> {
+/// Sockets handed over by the service manager (socket activation), as listeners for
+/// `threads` serving threads.
+pub fn listeners_from(inherited: Vec<Inherited>, threads: usize) -> std::io::Result<Listeners> {
     let mut out = Listeners::default();
     for socket in inherited {
         let addr = socket.local_addr();
         match socket {
             Inherited::Udp { socket, .. } => {
-                // One inherited socket: every UDP thread reads the same one.
+                // One inherited socket: every serving thread reads the same one.
                 let socket = socket.into_std()?;
-                for _ in 1..udp_sockets_per_address() {
+                for _ in 1..threads {
                     out.udp.push(socket.try_clone()?);
                 }
                 out.udp.push(socket);
@@ -75,16 +71,14 @@ pub fn listeners_from(inherited: Vec<Inherited>) -> std::io::Result<Listeners> {
 impl Daemon {
     /// Binds every listen address and starts serving. Must run inside the tokio runtime.
     pub async fn start(config: &Config) -> Result<Self, StartError> {
-        let listeners = bind(&config.server.listen, udp_sockets_per_address())?;
+        let listeners = bind(&config.server.listen, config.server.serving_threads())?;
         Self::start_on(config, listeners)
     }
 
     /// Starts serving on sockets bound elsewhere (socket activation, or bound before
     /// dropping root). Must run inside the tokio runtime.
     pub fn start_on(config: &Config, listeners: Listeners) -> Result<Self, StartError> {
-        let pool = Pool::new(config)?;
-        pool.watch_resolv_conf(&config.server.listen);
-        let pipeline = Pipeline::new(pool, config.server.query_timeout, &config.cache);
+        let pipeline = Pipeline::new(pools(config)?, config.server.query_timeout, &config.cache);
         let limits = FrontendLimits {
             max_in_flight: config.server.max_inflight,
             max_tcp_clients: config.server.max_tcp_clients,
@@ -96,6 +90,7 @@ impl Daemon {
             Acl::new(&config.server.allow),
             limits,
             config.log.queries,
+            config.server.serving_threads(),
         )?;
         let metrics = match config.metrics.listen {
             Some(addr) => Some(MetricsServer::start(addr, snapshot_of(pipeline.clone()))?),
@@ -119,9 +114,11 @@ impl Daemon {
     /// flight: upstreams, timeouts, the access list and cache bounds change at once. Keys
     /// bound to sockets or privileges need a restart and are reported, not applied.
     pub fn reload(&mut self, config: Config) -> Result<(), StartError> {
-        let pool = Pool::new(&config)?;
-        pool.watch_resolv_conf(&self.config.server.listen);
-        self.pipeline.reconfigure(pool, config.server.query_timeout, &config.cache);
+        // `server.threads` and `listen` need a restart: the new pools serve the old ones.
+        let mut pools_config = config.clone();
+        pools_config.server.threads = self.config.server.threads;
+        pools_config.server.listen = self.config.server.listen.clone();
+        self.pipeline.reconfigure(pools(&pools_config)?, config.server.query_timeout, &config.cache);
         self.frontend.set_acl(Acl::new(&config.server.allow));
         self.frontend.set_log_queries(config.log.queries);
         if self.config.metrics != config.metrics {
@@ -134,6 +131,7 @@ impl Daemon {
             ("server.max_inflight", old.max_inflight != new.max_inflight),
             ("server.max_tcp_clients", old.max_tcp_clients != new.max_tcp_clients),
             ("server.tcp_idle_timeout_ms", old.tcp_idle_timeout != new.tcp_idle_timeout),
+            ("server.threads", old.threads != new.threads),
         ] {
             if changed {
                 warn!(key, "changed in the config but needs a restart to take effect");
@@ -144,9 +142,15 @@ impl Daemon {
         Ok(())
     }
 
-    /// The upstream pool in use (its connections and counters).
+    /// The upstream pool of the first serving thread (with `server.threads = 1`, the only
+    /// one): its connections and counters.
     pub fn pool(&self) -> Pool {
-        self.pipeline.pool()
+        self.pipeline.pools().swap_remove(0)
+    }
+
+    /// Every upstream pool in use: one per serving thread, and TCP's.
+    pub fn pools(&self) -> Vec<Pool> {
+        self.pipeline.pools()
     }
 
     /// The query pipeline (its cache).
@@ -156,7 +160,7 @@ impl Daemon {
 
     /// The one-line status: upstreams up, the connection in use, cache entries.
     pub fn status(&self) -> String {
-        let health = self.pipeline.pool().health();
+        let health = group_health(&self.pipeline.pools());
         let via = health.via.map(|(addr, transport)| (addr, transport.as_str()));
         status_line(health.up, health.total, via, self.pipeline.cache().len())
     }
@@ -170,17 +174,28 @@ impl Daemon {
     }
 }
 
+/// The upstream pools for `config`: one per serving thread and one for TCP, or a single
+/// pool for both when one thread serves; each watching its resolv_conf upstreams.
+fn pools(config: &Config) -> Result<Vec<Pool>, TlsSetupError> {
+    let threads = config.server.serving_threads();
+    let pools = Pool::group(config, if threads > 1 { threads + 1 } else { 1 })?;
+    for pool in &pools {
+        pool.watch_resolv_conf(&config.server.listen);
+    }
+    Ok(pools)
+}
+
 /// What a scrape reads from the daemon: through the pipeline, so a reloaded pool and a
 /// resized cache are what it sees.
 fn snapshot_of(pipeline: Pipeline) -> crate::metrics::SnapshotFn {
     Arc::new(move || {
-        let pool = pipeline.pool();
-        let health = pool.health();
+        let pools = pipeline.pools();
+        let health = group_health(&pools);
         Snapshot {
             cache_entries: pipeline.cache().len(),
             upstreams_up: health.up,
             upstreams_configured: health.total,
-            connections: pool.connections_up(),
+            connections: group_connections(&pools),
         }
     })
 }

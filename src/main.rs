@@ -20,7 +20,7 @@ use clap::{Parser, Subcommand};
 use hickory_proto::rr::Name;
 use stubborn::{
     config::{Config, ENV_CONFIG, EnvOverrides},
-    daemon::{Daemon, listeners_from, udp_sockets_per_address},
+    daemon::{Daemon, listeners_from},
     frontend::bind,
     systemd::{self, Notifier, PrivDrop},
     tools::{health, pin},
@@ -277,9 +277,11 @@ fn run(config: Config, config_path: Option<PathBuf>, overrides: EnvOverrides) ->
         let listeners = match systemd::inherited_listeners() {
             Ok(Some(inherited)) => {
                 info!(sockets = inherited.len(), "using the sockets passed by the service manager");
-                listeners_from(inherited).map_err(|e| e.to_string())
+                listeners_from(inherited, config.server.serving_threads()).map_err(|e| e.to_string())
             }
-            Ok(None) => bind(&config.server.listen, udp_sockets_per_address()).map_err(|e| e.to_string()),
+            Ok(None) => {
+                bind(&config.server.listen, config.server.serving_threads()).map_err(|e| e.to_string())
+            }
             Err(err) => Err(format!("socket activation: {err}")),
         };
         let listeners = match listeners {

@@ -133,10 +133,14 @@ impl Drop for DetachOnDrop {
     }
 }
 
-/// The query pipeline; cheap to clone (shared state).
+/// The query pipeline; cheap to clone (shared state). Each serving thread has its own
+/// view of it ([`Pipeline::for_shard`]): the same cache and coalescing, its own upstream
+/// pool.
 #[derive(Clone)]
 pub struct Pipeline {
     shared: Arc<Shared>,
+    /// Which of the generation's pools this view's queries go out on.
+    shard: usize,
 }
 
 struct Shared {
@@ -148,7 +152,8 @@ struct Shared {
 }
 
 struct Inner {
-    pool: Pool,
+    /// One per serving thread (a [`Pool::group`]).
+    pools: Vec<Pool>,
     cache: Arc<Cache>,
     query_timeout: Duration,
     serve_stale: bool,
@@ -157,22 +162,32 @@ struct Inner {
 }
 
 impl Pipeline {
-    pub fn new(pool: Pool, query_timeout: Duration, cache: &CacheConfig) -> Self {
+    /// A pipeline over `pools` (at least one): view `i` ([`Pipeline::for_shard`]) sends
+    /// on pool `i`, modulo their number.
+    pub fn new(pools: Vec<Pool>, query_timeout: Duration, cache: &CacheConfig) -> Self {
+        assert!(!pools.is_empty(), "a pipeline needs an upstream pool");
         let in_flight = Arc::new(Mutex::new(HashMap::new()));
         let inner = Inner {
-            pool,
+            pools,
             cache: Arc::new(Cache::new(cache.settings())),
             query_timeout,
             serve_stale: cache.serve_stale,
             stale_answer_after: cache.stale_answer_after,
             in_flight: in_flight.clone(),
         };
-        Self { shared: Arc::new(Shared { generation: RwLock::new(Arc::new(inner)), in_flight }) }
+        Self { shared: Arc::new(Shared { generation: RwLock::new(Arc::new(inner)), in_flight }), shard: 0 }
+    }
+
+    /// The view of this pipeline whose queries go out on pool `shard` (modulo the number
+    /// of pools).
+    pub fn for_shard(&self, shard: usize) -> Pipeline {
+        Pipeline { shared: self.shared.clone(), shard }
     }
 
     /// Applies a reloaded config: new upstreams and timeouts at once, the cache kept (its
     /// answers moved into new bounds when those changed).
-    pub fn reconfigure(&self, pool: Pool, query_timeout: Duration, cache: &CacheConfig) {
+    pub fn reconfigure(&self, pools: Vec<Pool>, query_timeout: Duration, cache: &CacheConfig) {
+        assert!(!pools.is_empty(), "a pipeline needs an upstream pool");
         let old = self.current();
         let settings = cache.settings();
         let cache_now = if *old.cache.config() == settings.clone().normalized() {
@@ -181,7 +196,7 @@ impl Pipeline {
             Arc::new(old.cache.resized(settings))
         };
         let inner = Inner {
-            pool,
+            pools,
             cache: cache_now,
             query_timeout,
             serve_stale: cache.serve_stale,
@@ -195,9 +210,14 @@ impl Pipeline {
         self.shared.generation.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// The upstream pool in use.
+    /// The upstream pool this view's queries use.
     pub fn pool(&self) -> Pool {
-        self.current().pool.clone()
+        self.current().pool(self.shard).clone()
+    }
+
+    /// Every upstream pool in use, one per serving thread.
+    pub fn pools(&self) -> Vec<Pool> {
+        self.current().pools.clone()
     }
 
     /// The answer cache in use.
@@ -222,7 +242,7 @@ impl Pipeline {
             }
             Lookup::HitPrefetch(wire) => {
                 metrics().cache_hit();
-                Inner::prefetch(&inner, query, key);
+                Inner::prefetch(&inner, query, key, self.shard);
                 Ok(wire)
             }
             Lookup::Stale(_) | Lookup::Miss => Err(Miss { key, inner }),
@@ -252,7 +272,7 @@ impl Pipeline {
         let use_cache = !query.bypass_cache;
         let Miss { key, inner } = miss;
         let inner = &inner;
-        let (rx, fetch) = match Inner::join_or_start(inner, query, key.clone(), use_cache) {
+        let (rx, fetch) = match Inner::join_or_start(inner, query, key.clone(), use_cache, self.shard) {
             Started::Cached(wire) => {
                 metrics().cache_hit();
                 return Answer { wire, source: Source::Cache };
@@ -335,8 +355,8 @@ fn encode(msg: Message) -> Vec<u8> {
 impl Inner {
     /// Refreshes `key` in the background (prefetch): a fetch of its own task, unless one
     /// for `key` is already under way.
-    fn prefetch(self: &Arc<Self>, query: &ClientQuery, key: CacheKey) {
-        if let Started::Waiting(_, Some(fetch)) = Self::join_or_start(self, query, key, false) {
+    fn prefetch(self: &Arc<Self>, query: &ClientQuery, key: CacheKey, shard: usize) {
+        if let Started::Waiting(_, Some(fetch)) = Self::join_or_start(self, query, key, false, shard) {
             tokio::spawn(fetch);
         }
     }
@@ -347,7 +367,13 @@ impl Inner {
     /// before a fetch starts: a fetch for `key` may have stored its answer and finished
     /// since the caller's lookup missed, and a fetch stores before it leaves `in_flight`,
     /// so a look under the same lock misses nothing.
-    fn join_or_start(self: &Arc<Self>, query: &ClientQuery, key: CacheKey, recheck: bool) -> Started {
+    fn join_or_start(
+        self: &Arc<Self>,
+        query: &ClientQuery,
+        key: CacheKey,
+        recheck: bool,
+        shard: usize,
+    ) -> Started {
         let mut waiters = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(rx) = waiters.get(&key) {
             return Started::Waiting(rx.clone(), None);
@@ -367,7 +393,7 @@ impl Inner {
         let inner = self.clone();
         let query = query.clone();
         let fetch = Box::pin(async move {
-            let outcome = match inner.fetch(&query).await {
+            let outcome = match inner.fetch(inner.pool(shard), &query).await {
                 Ok((wire, message, via)) => {
                     let (_, stored) = inner.cache.store_parsed(key.clone(), &wire, Instant::now());
                     Ok(Fetched { message, stored, via })
@@ -401,11 +427,16 @@ impl Inner {
         }
     }
 
+    fn pool(&self, shard: usize) -> &Pool {
+        &self.pools[shard % self.pools.len()]
+    }
+
     async fn fetch(
         &self,
+        pool: &Pool,
         query: &ClientQuery,
     ) -> Result<(Vec<u8>, Arc<Message>, Arc<ConnectionInfo>), Failure> {
-        match timeout(self.query_timeout, self.pool.forward(query)).await {
+        match timeout(self.query_timeout, pool.forward(query)).await {
             Err(_) => Err(Failure::Timeout(self.query_timeout)),
             Ok(Err(err @ (ForwardError::NoConnection(_) | ForwardError::Closed))) => {
                 Err(Failure::Network(err.to_string()))

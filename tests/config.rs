@@ -807,7 +807,7 @@ fn unknown_server_key_is_rejected() {
         &format!("[server]\nlisten = [\"127.0.0.1:53\"]\nlistn = []\n{UPSTREAM}"),
         "server.listn",
         "unknown key (expected one of listen, allow, query_timeout_ms, \
-         tcp_idle_timeout_ms, max_inflight, max_tcp_clients, user)",
+         tcp_idle_timeout_ms, max_inflight, max_tcp_clients, threads, user)",
     );
     assert!(err.reason.ends_with("(line 3, column 1)"), "{err}");
 }
@@ -948,7 +948,7 @@ fn load_reports_errors_with_the_file_path() {
         err.to_string(),
         format!(
             "{}: server.listn: unknown key (expected one of listen, allow, query_timeout_ms, \
-             tcp_idle_timeout_ms, max_inflight, max_tcp_clients, user) (line 2, column 1)",
+             tcp_idle_timeout_ms, max_inflight, max_tcp_clients, threads, user) (line 2, column 1)",
             path.display()
         )
     );

@@ -168,7 +168,7 @@ async fn an_unanswered_query_gets_servfail_with_ede_22_exactly_at_query_timeout(
     let config =
         stubborn::config::Config::from_toml(&text, stubborn::config::ConfigOrigin::Embedded).unwrap();
     let pipeline = stubborn::pipeline::Pipeline::new(
-        stubborn::upstream::pool::Pool::new(&config).unwrap(),
+        vec![stubborn::upstream::pool::Pool::new(&config).unwrap()],
         config.server.query_timeout,
         &config.cache,
     );

@@ -101,12 +101,31 @@ pub struct ServerConfig {
     pub max_inflight: usize,
     /// Cap on open client TCP connections. At least 1.
     pub max_tcp_clients: usize,
+    /// Threads serving UDP, each with its own sockets and upstream connections; 0 means
+    /// one per core, up to [`AUTO_THREADS_MAX`]. See [`ServerConfig::serving_threads`].
+    pub threads: usize,
     /// When started as root: the account to switch to once the sockets are bound.
     pub user: Option<String>,
     /// `listen` came from the `STUBBORN_LISTEN` environment variable, not the file.
     pub listen_from_env: bool,
     /// `allow` came from the `STUBBORN_ALLOW` environment variable, not the file.
     pub allow_from_env: bool,
+}
+
+/// `server.threads = 0` serves on one thread per core, but on no more than this: each
+/// thread keeps its own upstream connections, and a stub resolver's load rarely needs
+/// more cores than this to stay far ahead of its upstreams.
+pub const AUTO_THREADS_MAX: usize = 4;
+
+impl ServerConfig {
+    /// How many threads serve UDP: `threads`, or for 0 one per core (at most
+    /// [`AUTO_THREADS_MAX`]). Always at least 1.
+    pub fn serving_threads(&self) -> usize {
+        match self.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()).min(AUTO_THREADS_MAX),
+            n => n,
+        }
+    }
 }
 
 /// `[metrics]`: the Prometheus text endpoint.

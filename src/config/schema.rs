@@ -19,6 +19,8 @@ pub(crate) mod defaults {
     pub const TCP_IDLE_TIMEOUT_MS: i64 = 10_000;
     pub const SERVER_MAX_INFLIGHT: i64 = 4096;
     pub const MAX_TCP_CLIENTS: i64 = 512;
+    /// 0: one serving thread per core, up to [`crate::config::AUTO_THREADS_MAX`].
+    pub const THREADS: i64 = 0;
 
     pub const CACHE_MAX_ENTRIES: i64 = 10_000;
     pub const CACHE_MAX_BYTES: i64 = 64 << 20;
@@ -96,6 +98,7 @@ pub(crate) struct RawServer {
     pub tcp_idle_timeout_ms: i64,
     pub max_inflight: i64,
     pub max_tcp_clients: i64,
+    pub threads: i64,
     pub user: Option<String>,
 }
 
@@ -108,6 +111,7 @@ impl Default for RawServer {
             tcp_idle_timeout_ms: defaults::TCP_IDLE_TIMEOUT_MS,
             max_inflight: defaults::SERVER_MAX_INFLIGHT,
             max_tcp_clients: defaults::MAX_TCP_CLIENTS,
+            threads: defaults::THREADS,
             user: None,
         }
     }

@@ -1,9 +1,11 @@
-//! Binding the listening sockets: UDP (one SO_REUSEPORT socket per core, so both cores
-//! take packets) and TCP on every listen address, the same port for both.
+//! Binding the listening sockets: UDP (one SO_REUSEPORT socket per serving thread, with
+//! datagrams spread evenly over them) and TCP on every listen address, the same port for
+//! both.
 
 use std::{
     io,
     net::{SocketAddr, TcpListener, UdpSocket},
+    os::fd::AsRawFd,
 };
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -63,6 +65,11 @@ fn bind_one(addr: SocketAddr, udp_sockets: usize, out: &mut Listeners) -> io::Re
                 for _ in 1..udp_sockets {
                     udp.push(udp_socket(bound)?);
                 }
+                if udp_sockets > 1 {
+                    if let Err(err) = steer_randomly(&udp[0], udp_sockets) {
+                        warn!(%addr, %err, "cannot spread datagrams evenly over the serving threads; the kernel's hash of each client's address and port decides");
+                    }
+                }
                 out.udp.extend(udp);
                 out.tcp.push(tcp);
                 return Ok(bound);
@@ -102,4 +109,37 @@ fn ipv6_unavailable(err: &io::Error) -> bool {
     // EAFNOSUPPORT (no IPv6 in the kernel) or EADDRNOTAVAIL (::1 not configured).
     matches!(err.kind(), io::ErrorKind::AddrNotAvailable | io::ErrorKind::Unsupported)
         || err.raw_os_error() == Some(libc::EAFNOSUPPORT)
+}
+
+/// Makes the kernel hand each datagram for `first`'s SO_REUSEPORT group to one of its `n`
+/// sockets at random (a classic BPF program: a random number modulo `n`). Without it the
+/// kernel picks by a hash of the client's address and port, so a few clients can load
+/// one serving thread and leave the other idle; each thread's misses go out on its own
+/// connection, so an idle thread is lost throughput. Nothing else depends on which
+/// socket a query arrives on.
+fn steer_randomly(first: &UdpSocket, n: usize) -> io::Result<()> {
+    let instruction = |code: u32, k: u32| libc::sock_filter { code: code as u16, jt: 0, jf: 0, k };
+    let mut program = [
+        // A = a random u32 (the SKF_AD_RANDOM ancillary load).
+        instruction(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, (libc::SKF_AD_OFF + libc::SKF_AD_RANDOM) as u32),
+        // A = A mod n: the index of a socket in the group, in the order they were bound.
+        instruction(libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K, n as u32),
+        instruction(libc::BPF_RET | libc::BPF_A, 0),
+    ];
+    let prog = libc::sock_fprog { len: program.len() as u16, filter: program.as_mut_ptr() };
+    // SAFETY: the descriptor is open (we own the socket); the kernel copies the program
+    // during the call, and `prog` points at `program`, both alive until it returns.
+    let rc = unsafe {
+        libc::setsockopt(
+            first.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_REUSEPORT_CBPF,
+            (&prog as *const libc::sock_fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }

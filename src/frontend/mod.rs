@@ -5,8 +5,10 @@
 //! unbound's cache-hit rate on this machine (docs/benchmarks.md). Here a cache hit is
 //! answered inline on the socket's task with the cached wire bytes (no re-encoding, no
 //! spawn); only misses spawn, under a global in-flight cap. UDP uses one SO_REUSEPORT
-//! socket per core; TCP handles each connection's queries concurrently (RFC 7766 §6.2.1.1)
-//! with a per-connection cap. Requests are parsed and checked in [`request`].
+//! socket per serving thread ([`threads`], `server.threads`), each thread with its own
+//! runtime and upstream pool; TCP handles each connection's queries concurrently
+//! (RFC 7766 §6.2.1.1) with a per-connection cap. Requests are parsed and checked in
+//! [`request`].
 //!
 //! Owns the listening sockets, the in-flight bounds, draining on shutdown, and counting
 //! (and, with `[log] queries`, logging: [`querylog`]) every answer it sends. It never
@@ -17,6 +19,7 @@ mod bind;
 pub mod querylog;
 pub mod request;
 mod tcp;
+mod threads;
 mod udp;
 
 use std::{
@@ -60,6 +63,7 @@ const TCP_PIPELINE_DEPTH: usize = 64;
 
 /// What every serving task shares.
 struct Context {
+    /// TCP's view of the pipeline (UDP's are per serving thread).
     pipeline: Pipeline,
     /// Swapped by a config reload.
     acl: RwLock<Arc<Acl>>,
@@ -137,6 +141,8 @@ impl Context {
 pub struct Frontend {
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    /// With `server.threads` > 1: the threads serving UDP.
+    threads: Option<threads::ServingThreads>,
     ctx: Arc<Context>,
     /// Addresses served (UDP and TCP on each).
     pub local_addrs: Vec<SocketAddr>,
@@ -145,16 +151,20 @@ pub struct Frontend {
 impl Frontend {
     /// Starts serving on `listeners`, with the query log on when `log_queries` (set here,
     /// before the first datagram is read, so no early query goes unlogged). Must be
-    /// called inside the tokio runtime.
+    /// called inside the tokio runtime. With `threads` of 1, UDP is served on this
+    /// runtime, on pool 0; with more, on that many serving threads ([`threads`]), socket
+    /// `i` of each address on thread `i % threads` and pool `i % threads`. TCP is served
+    /// on this runtime and goes out on pool `threads` (modulo the pipeline's pools).
     pub fn start(
         listeners: Listeners,
         pipeline: Pipeline,
         acl: Acl,
         limits: FrontendLimits,
         log_queries: bool,
+        threads: usize,
     ) -> std::io::Result<Self> {
         let ctx = Arc::new(Context {
-            pipeline,
+            pipeline: pipeline.for_shard(threads),
             acl: RwLock::new(Arc::new(acl)),
             limits,
             in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
@@ -165,14 +175,19 @@ impl Frontend {
         });
         let (stop, stopped) = watch::channel(false);
         let mut tasks = JoinSet::new();
-        for socket in listeners.udp {
-            let (ctx, stopped) = (ctx.clone(), stopped.clone());
-            tasks.spawn(async move {
-                if let Err(err) = udp::serve(socket, ctx, stopped).await {
-                    warn!(%err, "udp listener failed");
-                }
-            });
-        }
+        let threads = if threads > 1 {
+            let mut shares: Vec<Vec<std::net::UdpSocket>> = (0..threads).map(|_| Vec::new()).collect();
+            for (i, socket) in listeners.udp.into_iter().enumerate() {
+                shares[i % threads].push(socket);
+            }
+            shares.retain(|share| !share.is_empty());
+            Some(threads::ServingThreads::start(shares, &ctx, &pipeline, &stopped)?)
+        } else {
+            for socket in listeners.udp {
+                tasks.spawn(serve_udp(socket, ctx.clone(), pipeline.for_shard(0), stopped.clone()));
+            }
+            None
+        };
         for listener in listeners.tcp {
             let listener = tokio::net::TcpListener::from_std(listener)?;
             tasks.spawn(tcp::serve(listener, ctx.clone(), stopped.clone()));
@@ -180,7 +195,7 @@ impl Frontend {
         for addr in &listeners.addrs {
             info!(%addr, "listening on udp and tcp");
         }
-        Ok(Self { stop, tasks, ctx, local_addrs: listeners.addrs })
+        Ok(Self { stop, tasks, threads, ctx, local_addrs: listeners.addrs })
     }
 
     /// Replaces the access list (config reload).
@@ -210,6 +225,22 @@ impl Frontend {
         if unfinished > 0 {
             warn!(unfinished, "shutting down with queries still in flight");
         }
+        if let Some(threads) = self.threads {
+            threads.join().await;
+        }
         self.tasks.shutdown().await;
+    }
+}
+
+/// Serves one UDP socket (see [`udp::serve`]) until `stopped`, logging why it failed if
+/// it did.
+async fn serve_udp(
+    socket: std::net::UdpSocket,
+    ctx: Arc<Context>,
+    pipeline: Pipeline,
+    stopped: watch::Receiver<bool>,
+) {
+    if let Err(err) = udp::serve(socket, ctx, pipeline, stopped).await {
+        warn!(%err, "udp listener failed");
     }
 }

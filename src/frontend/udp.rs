@@ -1,13 +1,14 @@
 //! Serving one UDP socket as a task on the runtime: batches of datagrams in
 //! (`recvmmsg`), cache hits answered right there from wire bytes and sent back as a batch
-//! (`sendmmsg`); each miss becomes a task on the same worker's queue, under the in-flight
-//! cap, and its answer leaves with the other misses' answers that are ready with it.
+//! (`sendmmsg`); each miss becomes a task on the same runtime, under the in-flight cap,
+//! and its answer leaves with the other misses' answers that are ready with it.
 //!
 //! A thread of its own per socket, blocking in `recvmmsg`, served cache hits as fast
 //! (within the noise of the same benchmark) but cost a miss two thread hand-offs; with the
-//! workers waiting for UDP and upstream readiness in one place, a miss costs 15–19 µs of
-//! CPU instead of 17–27 and 0.2–0.45 context switches instead of 0.6–0.95
-//! (docs/benchmarks.md).
+//! runtime waiting for UDP and upstream readiness in one place, a miss costs less CPU and
+//! fewer context switches (docs/benchmarks.md). With several serving threads
+//! ([`super::threads`]) each socket's task, its misses and its upstream connection share
+//! one thread.
 
 use std::{
     io,
@@ -24,17 +25,21 @@ use super::{
     querylog,
     request::{Verdict, classify, fit_udp},
 };
-use crate::{metrics::ClientTransport::Udp, pipeline::Source};
+use crate::{
+    metrics::ClientTransport::Udp,
+    pipeline::{Pipeline, Source},
+};
 
 /// Receive batches a socket's task handles before it lets the worker's other tasks run.
 const BATCHES_PER_TURN: usize = 16;
 
-/// Serves one UDP socket as a task on the runtime until `stopped` turns true: the
-/// workers wait for UDP and upstream readiness in the same place, and a miss becomes a
-/// task on the worker's own queue.
+/// Serves one UDP socket as a task on the runtime until `stopped` turns true, its
+/// cache lookups and misses through `pipeline`: the runtime waits for UDP and upstream
+/// readiness in the same place, and a miss becomes a task on the same runtime.
 pub(super) async fn serve(
     socket: UdpSocket,
     ctx: Arc<Context>,
+    pipeline: Pipeline,
     mut stopped: tokio::sync::watch::Receiver<bool>,
 ) -> io::Result<()> {
     socket.set_nonblocking(true)?;
@@ -69,7 +74,7 @@ pub(super) async fn serve(
                     break;
                 }
             };
-            answer_batch(&received, n, &ctx, &sender, &mut out);
+            answer_batch(&received, n, &ctx, &pipeline, &sender, &mut out);
             batch::send(&socket, &mut out);
             out.clear();
         }
@@ -86,6 +91,7 @@ fn answer_batch(
     received: &RecvBatch,
     n: usize,
     ctx: &Arc<Context>,
+    pipeline: &Pipeline,
     sender: &Arc<Replies>,
     out: &mut Vec<(Vec<u8>, SocketAddr)>,
 ) {
@@ -103,7 +109,7 @@ fn answer_batch(
             Verdict::Query(query) => {
                 let limit = query.udp_limit();
                 let started = ctx.query_clock();
-                let miss = match ctx.pipeline.cached(&query) {
+                let miss = match pipeline.cached(&query) {
                     Err(miss) => miss,
                     Ok(wire) => {
                         ctx.answered(Udp, src, &query.query, &wire, &Source::Cache, started);
@@ -112,9 +118,9 @@ fn answer_batch(
                     }
                 };
                 let Some(permit) = ctx.admit() else { continue };
-                let (sender, ctx) = (sender.clone(), ctx.clone());
+                let (sender, ctx, pipeline) = (sender.clone(), ctx.clone(), pipeline.clone());
                 tokio::spawn(async move {
-                    let answer = ctx.pipeline.answer_miss(&query, miss).await;
+                    let answer = pipeline.answer_miss(&query, miss).await;
                     ctx.metrics.answered(Udp, &answer.wire);
                     let rcode = started.map(|_| querylog::rcode_name(&answer.wire));
                     sender.send(fit_udp(answer.wire, limit), src).await;

@@ -45,9 +45,12 @@ pub struct Stub {
 
 impl Stub {
     /// Starts a daemon with `[server]` extras and upstream blocks (built with `dir`).
+    /// Unless the extras set `threads`, one thread serves (one upstream pool), so a test
+    /// sees every query in [`Stub::pool`].
     pub async fn start(server_extra: &str, upstreams: &str, dir: TempDir) -> Stub {
+        let threads = if server_extra.contains("threads") { "" } else { "threads = 1\n" };
         let text = format!(
-            "[server]\nlisten = [\"127.0.0.1:0\"]\nquery_timeout_ms = 2000\n{server_extra}\n{upstreams}"
+            "[server]\nlisten = [\"127.0.0.1:0\"]\nquery_timeout_ms = 2000\n{threads}{server_extra}\n{upstreams}"
         );
         let config = Config::from_toml(&text, ConfigOrigin::Embedded)
             .unwrap_or_else(|e| panic!("test config invalid: {e}\n{text}"));

@@ -101,6 +101,7 @@ impl Validator {
                 raw.max_tcp_clients,
                 limits::MAX_TCP_CLIENTS,
             )?,
+            threads: self.count("server.threads", raw.threads, limits::THREADS)?,
             user: match raw.user {
                 None => None,
                 Some(user) => Some(self.user(user)?),

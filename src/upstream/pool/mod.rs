@@ -11,13 +11,16 @@
 //! Owns which connection a query uses and when races run. It never parses answers and
 //! never bounds the client's total wait (the pipeline's `query_timeout` does).
 
+mod group;
 mod races;
+
+pub use group::{group_connections, group_health};
 
 use std::{
     collections::HashMap,
     net::{IpAddr, SocketAddr},
     sync::{
-        Arc, Mutex, MutexGuard,
+        Arc, Mutex, MutexGuard, OnceLock, Weak,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
@@ -42,6 +45,10 @@ use crate::{
 
 /// How often resolv.conf is checked for changes.
 const RESOLV_CONF_POLL: Duration = Duration::from_secs(2);
+/// Queries in flight on a sibling's connection from which a pool with none of its own
+/// races for one: a busy thread's misses then stay on its own thread (about 2 µs less
+/// CPU each, docs/benchmarks.md), a quiet daemon keeps one connection.
+pub const BUSY_IN_FLIGHT: usize = 8;
 /// A boot-time clock this far ahead of the monotonic one means we were suspended.
 const SUSPEND_THRESHOLD: Duration = Duration::from_secs(2);
 
@@ -95,6 +102,16 @@ pub struct PoolHealth {
     pub via: Option<(SocketAddr, Transport)>,
 }
 
+/// What one pool knows of one upstream, for health.
+#[derive(Debug, Clone, Copy)]
+struct UpstreamState {
+    /// A live connection (primary or spare) to it.
+    connected: bool,
+    /// Every one of its endpoints failed since its last success.
+    failing: bool,
+    has_addresses: bool,
+}
+
 /// Reads (monotonic, boot-time) clocks; swappable so tests can fake a suspend.
 pub type SleepClock = Arc<dyn Fn() -> (Duration, Duration) + Send + Sync>;
 
@@ -114,6 +131,11 @@ struct Inner {
     state: Mutex<PoolState>,
     stats: PoolStats,
     clock: Mutex<SleepClock>,
+    /// The id of the next connection attempt.
+    next_id: Arc<AtomicU64>,
+    /// The other pools of a [`Pool::group`] (one per serving thread): while this pool
+    /// has no connection up, a query borrows one of theirs instead of waiting for a race.
+    siblings: OnceLock<Box<[Weak<Inner>]>>,
 }
 
 #[derive(Default)]
@@ -133,7 +155,6 @@ struct PoolState {
     race_backoff: Backoff,
     race_failure: Option<String>,
     last_winner: Option<Candidate>,
-    next_id: u64,
     /// Endpoints that failed: a pin mismatch keeps them out of races; other failures put
     /// them last in the candidate order.
     endpoints: HashMap<(SocketAddr, Transport), EndpointHealth>,
@@ -153,6 +174,25 @@ enum RaceStatus {
     Done(Result<Connection, String>),
 }
 
+/// Each upstream's TLS settings and connection limits, as every attempt gets them.
+fn attempt_contexts(config: &Config) -> Result<Arc<[AttemptContext]>, TlsSetupError> {
+    let limits = ConnectionLimits {
+        idle_timeout: config.connection.idle_timeout,
+        max_inflight: config.connection.max_inflight,
+        dead: DeadPolicy {
+            unanswered: config.health.dead_after_unanswered,
+            silence: config.health.dead_after_silence,
+        },
+    };
+    config
+        .upstreams
+        .iter()
+        .map(|u| {
+            Ok(AttemptContext { upstream_name: Arc::from(u.name.as_str()), tls: UpstreamTls::new(u)?, limits })
+        })
+        .collect()
+}
+
 fn read_clocks() -> (Duration, Duration) {
     fn read(clock: libc::clockid_t) -> Duration {
         let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
@@ -165,41 +205,31 @@ fn read_clocks() -> (Duration, Duration) {
 
 impl Pool {
     pub fn new(config: &Config) -> Result<Self, TlsSetupError> {
-        let limits = ConnectionLimits {
-            idle_timeout: config.connection.idle_timeout,
-            max_inflight: config.connection.max_inflight,
-            dead: DeadPolicy {
-                unanswered: config.health.dead_after_unanswered,
-                silence: config.health.dead_after_silence,
-            },
-        };
-        let contexts = config
-            .upstreams
-            .iter()
-            .map(|u| {
-                Ok(AttemptContext {
-                    upstream_name: Arc::from(u.name.as_str()),
-                    tls: UpstreamTls::new(u)?,
-                    limits,
-                })
-            })
-            .collect::<Result<Vec<_>, TlsSetupError>>()?;
+        Ok(Self::with_contexts(config, attempt_contexts(config)?, Arc::new(AtomicU64::new(1))))
+    }
+
+    /// A pool using `contexts` (TLS settings, shared by a group so that a session one
+    /// pool's handshake got can resume in another) and numbering its connections from
+    /// `ids` (shared by a group, so every id in the log is one connection).
+    fn with_contexts(config: &Config, contexts: Arc<[AttemptContext]>, ids: Arc<AtomicU64>) -> Self {
         let addresses: Vec<Vec<IpAddr>> = config.upstreams.iter().map(|u| u.addresses.clone()).collect();
         let spare_possible = config.upstreams.len() > 1
             || addresses.iter().map(Vec::len).sum::<usize>() > 1
             || config.upstreams.iter().any(|u| matches!(u.source, AddressSource::ResolvConf(_)));
-        Ok(Self {
+        Self {
             inner: Arc::new(Inner {
                 upstreams: config.upstreams.clone(),
-                contexts: contexts.into(),
+                contexts,
                 racing: RaceConfig::from(&config.racing),
                 hedging: config.hedging.clone(),
                 spare_possible,
-                state: Mutex::new(PoolState { next_id: 1, addresses, ..Default::default() }),
+                state: Mutex::new(PoolState { addresses, ..Default::default() }),
                 stats: PoolStats::default(),
                 clock: Mutex::new(Arc::new(read_clocks)),
+                next_id: ids,
+                siblings: OnceLock::new(),
             }),
-        })
+        }
     }
 
     pub fn stats(&self) -> &PoolStats {
@@ -279,26 +309,38 @@ impl Pool {
     }
 
     /// The connection to use and, when one is up, the one to hedge to. Waits for a race
-    /// only when no connection is up at all.
+    /// only when no connection is up at all, here or in a sibling pool. A pool with no
+    /// connection of its own uses a sibling's pair; it races for its own only once that
+    /// connection is busy ([`BUSY_IN_FLIGHT`]), so a lightly loaded daemon keeps one
+    /// connection (and its spare) whatever the number of serving threads.
     pub async fn connections(&self) -> Result<(Connection, Option<Connection>), String> {
-        let mut status = {
+        let running = {
             let mut st = self.inner.lock();
             self.inner.notice_suspend(&mut st);
             if let Some(pair) = self.inner.usable_pair(&mut st) {
                 return Ok(pair);
             }
-            match &st.race {
-                Some(rx) => rx.clone(),
-                None => {
-                    let now = tokio::time::Instant::now();
-                    if let (false, Some(why), Some(until)) =
-                        (st.race_backoff.available(now), &st.race_failure, st.race_backoff.until())
-                    {
-                        let wait = until.saturating_duration_since(now).as_millis();
-                        return Err(format!("{why} (racing again in {wait} ms)"));
-                    }
-                    self.inner.start_primary_race(&mut st)
+            st.race.clone()
+        };
+        // Taken after our own lock is released: no task holds two pools' locks at once.
+        if let Some((primary, spare)) = self.inner.sibling_pair() {
+            if running.is_none() && primary.in_flight() >= BUSY_IN_FLIGHT {
+                let mut st = self.inner.lock();
+                if st.primary.is_none() {
+                    let _ = self.inner.race_unless_backing_off(&mut st);
                 }
+            }
+            return Ok((primary, spare));
+        }
+        let mut status = match running {
+            Some(rx) => rx,
+            None => {
+                // Our lock was let go for a moment: a race may have ended meanwhile.
+                let mut st = self.inner.lock();
+                if let Some(pair) = self.inner.usable_pair(&mut st) {
+                    return Ok(pair);
+                }
+                self.inner.race_unless_backing_off(&mut st)?
             }
         };
         loop {
@@ -320,14 +362,23 @@ impl Pool {
     /// How many upstreams are up (a live connection, or no failed attempt since their
     /// last success), of how many, and the connection queries use now.
     pub fn health(&self) -> PoolHealth {
+        group_health(std::slice::from_ref(self))
+    }
+
+    /// The address and transport of the connection queries use now, if one is up.
+    fn via(&self) -> Option<(SocketAddr, Transport)> {
+        self.current().map(|c| (c.info().peer, c.info().transport))
+    }
+
+    /// What this pool knows of each upstream, in config order.
+    fn upstream_states(&self) -> Vec<UpstreamState> {
         let st = self.inner.lock();
-        let live = |c: &Option<Connection>| c.as_ref().filter(|c| !c.is_closed()).map(|c| c.info().clone());
-        let (primary, spare) = (live(&st.primary), live(&st.spare));
-        let up = (0..self.inner.upstreams.len())
-            .filter(|&i| {
-                let connected =
-                    [&primary, &spare].iter().any(|c| c.as_ref().is_some_and(|c| c.upstream == i));
-                let failing = st.addresses[i].iter().all(|ip| {
+        let live = |c: &Option<Connection>| c.as_ref().filter(|c| !c.is_closed()).map(|c| c.info().upstream);
+        let connected = [live(&st.primary), live(&st.spare)];
+        (0..self.inner.upstreams.len())
+            .map(|i| UpstreamState {
+                connected: connected.contains(&Some(i)),
+                failing: st.addresses[i].iter().all(|ip| {
                     [
                         (self.inner.upstreams[i].tls_port, Transport::Tls),
                         (self.inner.upstreams[i].plain_port, Transport::Plain),
@@ -336,11 +387,10 @@ impl Pool {
                     .any(|&(port, t)| {
                         st.endpoints.get(&((*ip, port).into(), t)).is_some_and(|h| h.backoff.failures() > 0)
                     })
-                });
-                connected || (!failing && !st.addresses[i].is_empty())
+                }),
+                has_addresses: !st.addresses[i].is_empty(),
             })
-            .count();
-        PoolHealth { up, total: self.inner.upstreams.len(), via: primary.map(|c| (c.peer, c.transport)) }
+            .collect()
     }
 
     /// Live connections (primary and spare) per upstream, in config order, for metrics.

@@ -114,9 +114,10 @@ impl Inner {
             return None;
         }
         let reserved = (tls.len() + plain.len()) as u64;
-        let race = Race::new(tls, plain, self.racing, st.next_id, now);
-        // Reserve the ids this race may use, so ids keep growing across concurrent races.
-        st.next_id += reserved;
+        // Reserve the ids this race may use, so ids keep growing across concurrent races
+        // (and across the pools of a group).
+        let first_id = self.next_id.fetch_add(reserved, std::sync::atomic::Ordering::Relaxed);
+        let race = Race::new(tls, plain, self.racing, first_id, now);
         let (tx, rx) = watch::channel(RaceStatus::Running);
         let inner = self.clone();
         tokio::spawn(async move {
@@ -125,6 +126,26 @@ impl Inner {
             let _ = tx.send(RaceStatus::Done(published));
         });
         Some(rx)
+    }
+
+    /// The primary race queries wait on: the one running, or a new one. After a failed
+    /// race, until its back-off ends, the failure's reason instead (queries fail at once
+    /// rather than each wait out `query_timeout` on the same dead network).
+    pub(super) fn race_unless_backing_off(
+        self: &Arc<Self>,
+        st: &mut PoolState,
+    ) -> Result<watch::Receiver<RaceStatus>, String> {
+        if let Some(rx) = &st.race {
+            return Ok(rx.clone());
+        }
+        let now = Instant::now();
+        if let (false, Some(why), Some(until)) =
+            (st.race_backoff.available(now), &st.race_failure, st.race_backoff.until())
+        {
+            let wait = until.saturating_duration_since(now).as_millis();
+            return Err(format!("{why} (racing again in {wait} ms)"));
+        }
+        Ok(self.start_primary_race(st))
     }
 
     /// Starts the race for the primary; queries wait on the returned channel.

@@ -1,0 +1,203 @@
+//! Serving threads (`server.threads`): one client's datagrams are spread over every
+//! thread; a thread without a connection uses a sibling's instead of waiting, and races
+//! for its own once that one is busy; a reload replaces every thread's pool; the threads
+//! stop with the daemon.
+
+mod common;
+mod support;
+
+use std::{
+    net::SocketAddr,
+    sync::atomic::Ordering,
+    time::{Duration, Instant},
+};
+
+use common::{
+    Fault, TestUpstream, UpstreamOptions,
+    dns::{answer_strings, fresh_a_name, parse, query},
+    tcp_query, udp_query,
+};
+use hickory_proto::rr::RecordType;
+use stubborn::upstream::pool::{BUSY_IN_FLIGHT, Pool, group_connections, group_health};
+use support::{Auth, Stub, UDP_WAIT, upstream_block};
+use tokio::net::UdpSocket;
+
+async fn two_threads(up: &TestUpstream) -> Stub {
+    let dir = tempfile::tempdir().unwrap();
+    let block = upstream_block("up", up, Auth::Pin(&up.leaf_key_pin), &dir);
+    Stub::start("threads = 2", &block, dir).await
+}
+
+/// Sends `names` one after another from one UDP socket (one source port) and returns the
+/// answers' A records.
+async fn ask_from_one_port(to: SocketAddr, names: &[String]) -> Vec<Vec<String>> {
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    sock.connect(to).await.unwrap();
+    let mut answers = Vec::new();
+    let mut buf = vec![0u8; 65535];
+    for (i, name) in names.iter().enumerate() {
+        sock.send(&query(i as u16, name, RecordType::A)).await.unwrap();
+        let n = tokio::time::timeout(UDP_WAIT, sock.recv(&mut buf)).await.expect("an answer").unwrap();
+        let m = parse(&buf[..n]);
+        assert_eq!(m.metadata.id, i as u16);
+        answers.push(answer_strings(&m));
+    }
+    answers
+}
+
+/// Waits (≤ 5 s) until `pool` has a connection of its own up.
+async fn own_connection(pool: &Pool) -> stubborn::upstream::dot::Connection {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(conn) = pool.current() {
+            return conn;
+        }
+        assert!(Instant::now() < deadline, "no connection of its own within 5 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Sends `names` at once from one UDP socket, then collects every answer's A records.
+async fn burst_from_one_port(to: SocketAddr, names: &[String]) -> Vec<Vec<String>> {
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    sock.connect(to).await.unwrap();
+    for (i, name) in names.iter().enumerate() {
+        sock.send(&query(i as u16, name, RecordType::A)).await.unwrap();
+    }
+    let mut answers = vec![Vec::new(); names.len()];
+    let mut buf = vec![0u8; 65535];
+    for _ in names {
+        let n = tokio::time::timeout(UDP_WAIT, sock.recv(&mut buf)).await.expect("an answer").unwrap();
+        let m = parse(&buf[..n]);
+        answers[usize::from(m.metadata.id)] = answer_strings(&m);
+    }
+    answers
+}
+
+fn queries_sent(pool: &Pool) -> u64 {
+    pool.stats().queries.load(Ordering::Relaxed)
+}
+
+#[tokio::test]
+async fn a_quiet_daemon_keeps_one_connection_and_a_busy_one_gets_one_per_thread() {
+    let up = TestUpstream::start(UpstreamOptions::default()).await;
+    let mut stub = two_threads(&up).await;
+    let pools = stub.daemon().pools();
+    assert_eq!(pools.len(), 3, "one pool per serving thread, and TCP's");
+
+    // One query at a time, from one source port. The kernel's hash alone would give that
+    // port a single socket, so a single thread; steering spreads the datagrams over both.
+    let names: Vec<String> = (0..48).map(|_| fresh_a_name()).collect();
+    let answers = ask_from_one_port(stub.addr, &names).await;
+    assert!(answers.iter().all(|a| a == &["192.0.2.1"]), "{answers:?}");
+    let sent: Vec<u64> = pools.iter().map(queries_sent).collect();
+    assert!(sent[0] > 0 && sent[1] > 0, "queries per pool: {sent:?}");
+    assert_eq!(sent[0] + sent[1], names.len() as u64, "queries per pool: {sent:?}");
+    // Never more than one in flight: the thread that raced first owns the connection and
+    // the other uses it, so the upstream sees one connection.
+    assert_eq!(up.connections_accepted(), 1);
+    let owners = pools.iter().filter(|p| p.current().is_some()).count();
+    assert_eq!(owners, 1);
+
+    // Answers slowed down, 64 queries at once: the connection is busy, so the thread
+    // without one of its own races for it.
+    up.set_fault(Fault::Delay(Duration::from_millis(200)));
+    let names: Vec<String> = (0..64).map(|_| fresh_a_name()).collect();
+    let answers = burst_from_one_port(stub.addr, &names).await;
+    assert!(answers.iter().all(|a| a == &["192.0.2.1"]), "{answers:?}");
+    let (first, second) = (own_connection(&pools[0]).await, own_connection(&pools[1]).await);
+    assert_ne!(first.info().attempt, second.info().attempt, "the threads share a connection");
+    assert_eq!(up.connections_accepted(), 2);
+    // The pools share TLS settings, so the second handshake resumed the first's session.
+    assert_eq!(up.handshakes_resumed(), 1);
+
+    // Status and metrics read the group as a whole.
+    let health = group_health(&pools);
+    assert_eq!((health.up, health.total), (1, 1));
+    assert!(health.via.is_some());
+    let connections = group_connections(&pools);
+    assert_eq!((connections.len(), connections[0].tls), (1, 2), "{connections:?}");
+
+    // TCP is answered too, through its own pool, on a serving thread's connection.
+    up.set_fault(Fault::None);
+    let m = parse(&tcp_query(stub.addr, &query(7, &fresh_a_name(), RecordType::A)).await.unwrap());
+    assert_eq!(answer_strings(&m), ["192.0.2.1"]);
+    assert_eq!(queries_sent(&pools[2]), 1);
+    assert!(pools[2].current().is_none());
+    stub.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_pool_without_a_connection_uses_a_siblings_and_races_once_it_is_busy() {
+    let up = TestUpstream::start(UpstreamOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\n{}",
+        upstream_block("up", &up, Auth::Pin(&up.leaf_key_pin), &dir)
+    );
+    let config =
+        stubborn::config::Config::from_toml(&text, stubborn::config::ConfigOrigin::Embedded).unwrap();
+    let pools = Pool::group(&config, 2).unwrap();
+    let (mine, _) = pools[0].connections().await.expect("the first pool races and connects");
+    // The second pool has no connection: it uses the first's, at once and without a race
+    // of its own while that connection is idle.
+    let (borrowed, hedge) = pools[1].connections().await.expect("a sibling's connection");
+    assert_eq!(borrowed.info().attempt, mine.info().attempt);
+    assert!(hedge.is_none(), "one address: no spare");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(pools[1].current().is_none());
+    assert_eq!(up.connections_accepted(), 1);
+
+    // Busy: BUSY_IN_FLIGHT slow queries on it. The next look races, still answering
+    // with the sibling's connection meanwhile.
+    up.set_fault(Fault::Delay(Duration::from_secs(1)));
+    let slow: Vec<_> = (0..BUSY_IN_FLIGHT)
+        .map(|i| {
+            let conn = mine.clone();
+            tokio::spawn(async move { conn.query(query(i as u16, &fresh_a_name(), RecordType::A)).await })
+        })
+        .collect();
+    while mine.in_flight() < BUSY_IN_FLIGHT {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (borrowed, _) = pools[1].connections().await.unwrap();
+    assert_eq!(borrowed.info().attempt, mine.info().attempt);
+    let own = own_connection(&pools[1]).await;
+    assert_ne!(own.info().attempt, mine.info().attempt);
+    let (next, _) = pools[1].connections().await.unwrap();
+    assert_eq!(next.info().attempt, own.info().attempt, "from then on its own");
+    assert_eq!(up.connections_accepted(), 2);
+    for query in slow {
+        query.await.unwrap().expect("the slow queries are answered");
+    }
+}
+
+#[tokio::test]
+async fn serving_threads_stop_with_the_daemon_and_a_reload_replaces_every_pool() {
+    let up = TestUpstream::start(UpstreamOptions::default()).await;
+    let mut stub = two_threads(&up).await;
+    let names: Vec<String> = (0..8).map(|_| fresh_a_name()).collect();
+    ask_from_one_port(stub.addr, &names).await;
+    let before = stub.daemon().pools();
+
+    let text = format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nthreads = 2\n{}",
+        upstream_block("up", &up, Auth::Pin(&up.leaf_key_pin), &stub.dir)
+    );
+    let config =
+        stubborn::config::Config::from_toml(&text, stubborn::config::ConfigOrigin::Embedded).unwrap();
+    stub.daemon().reload(config).unwrap();
+    let after = stub.daemon().pools();
+    assert_eq!(after.len(), 3);
+    assert!(after.iter().all(|p| p.stats().queries.load(Ordering::Relaxed) == 0), "new pools");
+    let names: Vec<String> = (0..16).map(|_| fresh_a_name()).collect();
+    ask_from_one_port(stub.addr, &names).await;
+    let sent: u64 = after.iter().map(|p| p.stats().queries.load(Ordering::Relaxed)).sum();
+    assert_eq!(sent, 16, "every miss after the reload went out on the new pools");
+    drop(before);
+
+    let addr = stub.addr;
+    tokio::time::timeout(Duration::from_secs(5), stub.shutdown()).await.expect("the threads stop");
+    // Nothing serves the port any more.
+    assert!(udp_query(addr, &query(1, "a.test", RecordType::A), Duration::from_millis(300)).await.is_err());
+}
