@@ -174,7 +174,7 @@ bench_peer_version() {
 # and a public DoT service spreads a client's connections over many workers. With 2
 # threads, whether a peer's connections shared one was a coin flip per run that moved
 # every peer with several connections (unbound's threads, stubborn's serving threads) by
-# 12-35% (docs/benchmarks.md, run L); with 8 it happens to 1 run in 8, and the report
+# 12-45% (docs/benchmarks.md, runs L and M); with 8 it happens to 1 run in 8, and the report
 # shows how many upstream threads served each run.
 bench_start_dot_upstream() {
     local ns=$1 dir=$2

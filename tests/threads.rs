@@ -1,14 +1,17 @@
 //! Serving threads (`server.threads`): one client's datagrams are spread over every
-//! thread; a thread without a connection uses a sibling's instead of waiting, and races
-//! for its own once that one is busy; a reload replaces every thread's pool; the threads
-//! stop with the daemon.
+//! thread; a thread without a connection uses a sibling's instead of waiting (never one
+//! from before a suspend), and races for its own once that one is busy; a reload
+//! replaces every thread's pool; the threads stop with the daemon.
 
 mod common;
 mod support;
 
 use std::{
     net::SocketAddr,
-    sync::atomic::Ordering,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -45,6 +48,21 @@ async fn ask_from_one_port(to: SocketAddr, names: &[String]) -> Vec<Vec<String>>
     answers
 }
 
+/// A group of two pools for `up` (no daemon around them).
+fn group_of_two(up: &TestUpstream) -> Vec<Pool> {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\n{}",
+        upstream_block("up", up, Auth::Pin(&up.leaf_key_pin), &dir)
+    );
+    let config =
+        stubborn::config::Config::from_toml(&text, stubborn::config::ConfigOrigin::Embedded).unwrap();
+    Pool::group(&config, 2).unwrap()
+}
+
+/// The fake clocks' origin.
+static CLOCK_START: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
+
 /// Waits (≤ 5 s) until `pool` has a connection of its own up.
 async fn own_connection(pool: &Pool) -> stubborn::upstream::dot::Connection {
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -57,11 +75,17 @@ async fn own_connection(pool: &Pool) -> stubborn::upstream::dot::Connection {
     }
 }
 
-/// Sends `names` at once from one UDP socket, then collects every answer's A records.
-async fn burst_from_one_port(to: SocketAddr, names: &[String]) -> Vec<Vec<String>> {
+/// Sends `names` from one UDP socket in two waves 100 ms apart, each all at once, then
+/// collects every answer's A records. With slow answers, the second wave finds the
+/// first one's queries in flight whatever the order the serving threads ran in.
+async fn two_waves_from_one_port(to: SocketAddr, names: &[String]) -> Vec<Vec<String>> {
     let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     sock.connect(to).await.unwrap();
+    let half = names.len() / 2;
     for (i, name) in names.iter().enumerate() {
+        if i == half {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         sock.send(&query(i as u16, name, RecordType::A)).await.unwrap();
     }
     let mut answers = vec![Vec::new(); names.len()];
@@ -99,11 +123,11 @@ async fn a_quiet_daemon_keeps_one_connection_and_a_busy_one_gets_one_per_thread(
     let owners = pools.iter().filter(|p| p.current().is_some()).count();
     assert_eq!(owners, 1);
 
-    // Answers slowed down, 64 queries at once: the connection is busy, so the thread
-    // without one of its own races for it.
-    up.set_fault(Fault::Delay(Duration::from_millis(200)));
-    let names: Vec<String> = (0..64).map(|_| fresh_a_name()).collect();
-    let answers = burst_from_one_port(stub.addr, &names).await;
+    // Answers slowed down, 128 queries in two waves: the connection is busy, so the
+    // thread without one of its own races for it.
+    up.set_fault(Fault::Delay(Duration::from_secs(1)));
+    let names: Vec<String> = (0..128).map(|_| fresh_a_name()).collect();
+    let answers = two_waves_from_one_port(stub.addr, &names).await;
     assert!(answers.iter().all(|a| a == &["192.0.2.1"]), "{answers:?}");
     let (first, second) = (own_connection(&pools[0]).await, own_connection(&pools[1]).await);
     assert_ne!(first.info().attempt, second.info().attempt, "the threads share a connection");
@@ -130,14 +154,7 @@ async fn a_quiet_daemon_keeps_one_connection_and_a_busy_one_gets_one_per_thread(
 #[tokio::test]
 async fn a_pool_without_a_connection_uses_a_siblings_and_races_once_it_is_busy() {
     let up = TestUpstream::start(UpstreamOptions::default()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        "[server]\nlisten = [\"127.0.0.1:0\"]\n{}",
-        upstream_block("up", &up, Auth::Pin(&up.leaf_key_pin), &dir)
-    );
-    let config =
-        stubborn::config::Config::from_toml(&text, stubborn::config::ConfigOrigin::Embedded).unwrap();
-    let pools = Pool::group(&config, 2).unwrap();
+    let pools = group_of_two(&up);
     let (mine, _) = pools[0].connections().await.expect("the first pool races and connects");
     // The second pool has no connection: it uses the first's, at once and without a race
     // of its own while that connection is idle.
@@ -170,6 +187,26 @@ async fn a_pool_without_a_connection_uses_a_siblings_and_races_once_it_is_busy()
     for query in slow {
         query.await.unwrap().expect("the slow queries are answered");
     }
+}
+
+#[tokio::test]
+async fn after_a_suspend_a_siblings_connection_is_not_lent() {
+    let up = TestUpstream::start(UpstreamOptions::default()).await;
+    let pools = group_of_two(&up);
+    let slept = Arc::new(AtomicU64::new(0));
+    let clock = slept.clone();
+    pools[0].set_sleep_clock(Arc::new(move || {
+        let mono = Duration::from_secs(1000) + Duration::from_nanos(CLOCK_START.elapsed().as_nanos() as u64);
+        (mono, mono + Duration::from_secs(clock.load(Ordering::SeqCst)))
+    }));
+    let (mine, _) = pools[0].connections().await.unwrap();
+    // An hour passes on the boot-time clock only: the lender was asleep. The borrower
+    // makes it look before lending, so the old connection is closed, not lent.
+    slept.store(3600, Ordering::SeqCst);
+    let (conn, _) = pools[1].connections().await.unwrap();
+    assert_ne!(conn.info().attempt, mine.info().attempt, "a connection from before the suspend was lent");
+    assert!(mine.is_closed());
+    assert_eq!(pools[0].stats().suspends.load(Ordering::Relaxed), 1);
 }
 
 #[tokio::test]

@@ -35,10 +35,13 @@ impl Pool {
 
 impl Inner {
     /// A sibling pool's live primary connection and its spare, if one has a primary up.
+    /// The sibling checks for a suspend first, as it would for its own queries: after
+    /// one, its connections are closed rather than lent.
     pub(super) fn sibling_pair(&self) -> Option<(Connection, Option<Connection>)> {
         let live = |c: &Option<Connection>| c.clone().filter(|c| !c.is_closed());
         self.siblings.get()?.iter().filter_map(Weak::upgrade).find_map(|sibling| {
-            let st = sibling.lock();
+            let mut st = sibling.lock();
+            sibling.notice_suspend(&mut st);
             Some((live(&st.primary)?, live(&st.spare)))
         })
     }

@@ -134,7 +134,7 @@ struct Inner {
     /// The id of the next connection attempt.
     next_id: Arc<AtomicU64>,
     /// The other pools of a [`Pool::group`] (one per serving thread): while this pool
-    /// has no connection up, a query borrows one of theirs instead of waiting for a race.
+    /// has no connection up, its queries use one of theirs (see [`Pool::connections`]).
     siblings: OnceLock<Box<[Weak<Inner>]>>,
 }
 
