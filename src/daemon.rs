@@ -113,29 +113,29 @@ impl Daemon {
     /// Applies a new, already validated config without dropping the cache or any query in
     /// flight: upstreams, timeouts, the access list and cache bounds change at once. Keys
     /// bound to sockets or privileges need a restart and are reported, not applied.
-    pub fn reload(&mut self, config: Config) -> Result<(), StartError> {
-        // `server.threads` and `listen` need a restart: the new pools serve the old ones.
-        let mut pools_config = config.clone();
-        pools_config.server.threads = self.config.server.threads;
-        pools_config.server.listen = self.config.server.listen.clone();
-        self.pipeline.reconfigure(pools(&pools_config)?, config.server.query_timeout, &config.cache);
-        self.frontend.set_acl(Acl::new(&config.server.allow));
-        self.frontend.set_log_queries(config.log.queries);
-        if self.config.metrics != config.metrics {
-            warn!(key = "metrics", "changed in the config but needs a restart to take effect");
-        }
+    pub fn reload(&mut self, mut config: Config) -> Result<(), StartError> {
         let (old, new) = (&self.config.server, &config.server);
-        for (key, changed) in [
+        let needs_restart: Vec<&str> = [
             ("server.listen", old.listen != new.listen),
             ("server.user", old.user != new.user),
             ("server.max_inflight", old.max_inflight != new.max_inflight),
             ("server.max_tcp_clients", old.max_tcp_clients != new.max_tcp_clients),
             ("server.tcp_idle_timeout_ms", old.tcp_idle_timeout != new.tcp_idle_timeout),
             ("server.threads", old.threads != new.threads),
-        ] {
-            if changed {
-                warn!(key, "changed in the config but needs a restart to take effect");
-            }
+            ("metrics", self.config.metrics != config.metrics),
+        ]
+        .into_iter()
+        .filter_map(|(key, changed)| changed.then_some(key))
+        .collect();
+        // What the sockets and threads were made with stays, for the new pools (one per
+        // serving thread, resolv.conf read without our own addresses) and later reloads.
+        config.server.threads = self.config.server.threads;
+        config.server.listen = self.config.server.listen.clone();
+        self.pipeline.reconfigure(pools(&config)?, config.server.query_timeout, &config.cache);
+        self.frontend.set_acl(Acl::new(&config.server.allow));
+        self.frontend.set_log_queries(config.log.queries);
+        for key in needs_restart {
+            warn!(key, "changed in the config but needs a restart to take effect");
         }
         info!(origin = %config.origin, upstreams = config.upstreams.len(), "config reloaded");
         self.config = config;

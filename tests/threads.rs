@@ -217,12 +217,15 @@ async fn serving_threads_stop_with_the_daemon_and_a_reload_replaces_every_pool()
     ask_from_one_port(stub.addr, &names).await;
     let before = stub.daemon().pools();
 
+    // A reload that asks for 3 threads: that needs a restart, so the new pools are made
+    // for the 2 threads still serving (and TCP), now and on the next reload.
     let text = format!(
-        "[server]\nlisten = [\"127.0.0.1:0\"]\nthreads = 2\n{}",
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nthreads = 3\n{}",
         upstream_block("up", &up, Auth::Pin(&up.leaf_key_pin), &stub.dir)
     );
     let config =
         stubborn::config::Config::from_toml(&text, stubborn::config::ConfigOrigin::Embedded).unwrap();
+    stub.daemon().reload(config.clone()).unwrap();
     stub.daemon().reload(config).unwrap();
     let after = stub.daemon().pools();
     assert_eq!(after.len(), 3);
