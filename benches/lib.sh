@@ -166,11 +166,11 @@ bench_peer_version() {
 }
 
 # bench_start_dot_upstream NS DIR: the upstream every peer forwards to: unbound
-# (BENCH_UPSTREAM_THREADS threads, default 8, with so-reuseport; no query log) serving the
+# (BENCH_UPSTREAM_THREADS threads, default 8, sharing one listening socket; no query log) serving the
 # test zone and every name under flood.test over DoT on 127.0.0.2:853 and plain DNS on
 # 127.0.0.2:53, with a fresh PKI in DIR; waits until it answers DoT. Sets PIN (its key pin)
 # and UPSTREAM_PID. Exits through stb_fatal on failure.
-# Why 8 threads on 2 cores: the kernel hands each TCP connection to one thread by a hash,
+# Why 8 threads on 2 cores: each TCP connection is served by whichever thread accepts it,
 # and a public DoT service spreads a client's connections over many workers. With 2
 # threads, whether a peer's connections shared one was a coin flip per run that moved
 # every peer with several connections (unbound's threads, stubborn's serving threads) by
@@ -276,7 +276,7 @@ bench_task_ticks() {
 }
 # bench_busy_threads BEFORE AFTER: how many threads did at least a tenth of the CPU work
 # between two bench_task_ticks snapshots (files). For the upstream: how many of its
-# threads served a peer's connections in that run (they are spread by a hash).
+# threads served a peer's connections in that run (each thread serves what it accepted).
 bench_busy_threads() {
     awk 'NR == FNR { t0[$1] = $2; next } { d[$1] = $2 - t0[$1]; s += d[$1] }
          END { for (k in d) if (s > 0 && d[k] * 10 >= s) n++; print n + 0 }' "$1" "$2"
