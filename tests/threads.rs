@@ -1,7 +1,8 @@
 //! Serving threads (`server.threads`): one client's datagrams are spread over every
 //! thread; a thread without a connection uses a sibling's instead of waiting (never one
-//! from before a suspend), and races for its own once that one is busy; a reload
-//! replaces every thread's pool; the threads stop with the daemon.
+//! from before a suspend), races for its own once that one is busy, and fails at once
+//! while a sibling's race has just failed; a reload replaces every thread's pool; the
+//! threads stop with the daemon.
 
 mod common;
 mod support;
@@ -207,6 +208,27 @@ async fn after_a_suspend_a_siblings_connection_is_not_lent() {
     assert_ne!(conn.info().attempt, mine.info().attempt, "a connection from before the suspend was lent");
     assert!(mine.is_closed());
     assert_eq!(pools[0].stats().suspends.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
+async fn while_a_siblings_race_has_just_failed_a_pool_fails_at_once_with_its_reason() {
+    // Nothing listens on the port: every attempt is refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let text = format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\n[[upstream]]\nname = \"down\"\n\
+         addresses = [\"127.0.0.1\"]\ntls_port = {port}\n\
+         pins = [\"key-fp:SHA256:INSZEZpDoWKiavosV2/xVT8O83vk/RRwS+LTiL+IpHs=\"]\n"
+    );
+    let config =
+        stubborn::config::Config::from_toml(&text, stubborn::config::ConfigOrigin::Embedded).unwrap();
+    let pools = Pool::group(&config, 2).unwrap();
+    let Err(first) = pools[0].connections().await else { panic!("the race succeeded") };
+    assert!(!first.contains("racing again"), "{first}");
+    // The second pool does not race to learn the same: it fails with the first's reason
+    // and the time to its next race.
+    let Err(second) = pools[1].connections().await else { panic!("the second pool connected") };
+    assert!(second.contains("racing again in"), "{second}");
+    assert!(second.contains(&format!("127.0.0.1:{port} rst")), "{second}");
 }
 
 #[tokio::test]

@@ -121,7 +121,10 @@ fn steer_randomly(first: &UdpSocket, n: usize) -> io::Result<()> {
     let instruction = |code: u32, k: u32| libc::sock_filter { code: code as u16, jt: 0, jf: 0, k };
     let mut program = [
         // A = a random u32 (the SKF_AD_RANDOM ancillary load).
-        instruction(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, (libc::SKF_AD_OFF + libc::SKF_AD_RANDOM) as u32),
+        instruction(
+            libc::BPF_LD | libc::BPF_W | libc::BPF_ABS,
+            (libc::SKF_AD_OFF + libc::SKF_AD_RANDOM) as u32,
+        ),
         // A = A mod n: the index of a socket in the group, in the order they were bound.
         instruction(libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K, n as u32),
         instruction(libc::BPF_RET | libc::BPF_A, 0),

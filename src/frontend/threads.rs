@@ -39,16 +39,17 @@ impl ServingThreads {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             let (ctx, pipeline, stopped) = (ctx.clone(), pipeline.for_shard(shard), stopped.clone());
             let mut exiting = exiting.clone();
-            let handle = std::thread::Builder::new().name(format!("stubborn-serve-{shard}")).spawn(move || {
-                runtime.block_on(async move {
-                    for socket in sockets {
-                        tokio::spawn(serve_udp(socket, ctx.clone(), pipeline.clone(), stopped.clone()));
-                    }
-                    // Until told to exit, or until the front end is gone without a word.
-                    let _ = exiting.wait_for(|&exit| exit).await;
-                });
-                // Dropping the runtime here cancels what is left on it: connection tasks.
-            })?;
+            let handle =
+                std::thread::Builder::new().name(format!("stubborn-serve-{shard}")).spawn(move || {
+                    runtime.block_on(async move {
+                        for socket in sockets {
+                            tokio::spawn(serve_udp(socket, ctx.clone(), pipeline.clone(), stopped.clone()));
+                        }
+                        // Until told to exit, or until the front end is gone without a word.
+                        let _ = exiting.wait_for(|&exit| exit).await;
+                    });
+                    // Dropping the runtime here cancels what is left on it: connection tasks.
+                })?;
             handles.push(handle);
         }
         Ok(Self { exit, handles })

@@ -4,13 +4,14 @@
 //!
 //! The pools know each other: while one has no connection up, its queries use a
 //! sibling's live connection (and its spare, for hedging) instead of waiting for a race,
-//! so a group makes no client wait longer than one pool would. It races for its own only
-//! once the sibling's connection is busy, so a quiet daemon keeps a single connection
-//! and a busy one gets one per thread. Status and metrics read the group as a whole.
+//! and fail at once while a sibling's race has just failed, so a group makes no client
+//! wait longer than one pool would. It races for its own only once the sibling's
+//! connection is busy, so a quiet daemon keeps a single connection and a busy one gets
+//! one per thread. Status and metrics read the group as a whole.
 
 use std::sync::{Arc, Weak, atomic::AtomicU64};
 
-use super::{Inner, Pool, PoolHealth, attempt_contexts};
+use super::{Inner, Pool, PoolHealth, attempt_contexts, races::backing_off};
 use crate::{config::Config, metrics::UpstreamConnections, tls::TlsSetupError, upstream::dot::Connection};
 
 impl Pool {
@@ -43,6 +44,17 @@ impl Inner {
             let mut st = sibling.lock();
             sibling.notice_suspend(&mut st);
             Some((live(&st.primary)?, live(&st.spare)))
+        })
+    }
+
+    /// A sibling's reason to fail at once: its primary race failed and its back-off has
+    /// not ended (nor a suspend reset it). The pools share the network and the
+    /// upstreams, so a race of our own would only make a client wait to learn the same.
+    pub(super) fn sibling_backing_off(&self) -> Option<String> {
+        self.siblings.get()?.iter().filter_map(Weak::upgrade).find_map(|sibling| {
+            let mut st = sibling.lock();
+            sibling.notice_suspend(&mut st);
+            backing_off(&st)
         })
     }
 }

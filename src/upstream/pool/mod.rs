@@ -188,7 +188,11 @@ fn attempt_contexts(config: &Config) -> Result<Arc<[AttemptContext]>, TlsSetupEr
         .upstreams
         .iter()
         .map(|u| {
-            Ok(AttemptContext { upstream_name: Arc::from(u.name.as_str()), tls: UpstreamTls::new(u)?, limits })
+            Ok(AttemptContext {
+                upstream_name: Arc::from(u.name.as_str()),
+                tls: UpstreamTls::new(u)?,
+                limits,
+            })
         })
         .collect()
 }
@@ -335,6 +339,9 @@ impl Pool {
         let mut status = match running {
             Some(rx) => rx,
             None => {
+                if let Some(why) = self.inner.sibling_backing_off() {
+                    return Err(why);
+                }
                 // Our lock was let go for a moment: a race may have ended meanwhile.
                 let mut st = self.inner.lock();
                 if let Some(pair) = self.inner.usable_pair(&mut st) {

@@ -138,12 +138,8 @@ impl Inner {
         if let Some(rx) = &st.race {
             return Ok(rx.clone());
         }
-        let now = Instant::now();
-        if let (false, Some(why), Some(until)) =
-            (st.race_backoff.available(now), &st.race_failure, st.race_backoff.until())
-        {
-            let wait = until.saturating_duration_since(now).as_millis();
-            return Err(format!("{why} (racing again in {wait} ms)"));
+        if let Some(why) = backing_off(st) {
+            return Err(why);
         }
         Ok(self.start_primary_race(st))
     }
@@ -326,5 +322,18 @@ impl Inner {
             wait = (wait * 2).min(TLS_RERACE_MAX);
         }
         self.lock().tls_rerace_running = false;
+    }
+}
+
+/// Why queries fail at once, while the back-off after a failed primary race lasts: that
+/// race's reason and when the next may start.
+pub(super) fn backing_off(st: &PoolState) -> Option<String> {
+    let now = Instant::now();
+    match (st.race_backoff.available(now), &st.race_failure, st.race_backoff.until()) {
+        (false, Some(why), Some(until)) => {
+            let wait = until.saturating_duration_since(now).as_millis();
+            Some(format!("{why} (racing again in {wait} ms)"))
+        }
+        _ => None,
     }
 }
