@@ -14,7 +14,7 @@ use crate::{
     pipeline::Pipeline,
     systemd::{Inherited, status_line},
     tls::TlsSetupError,
-    upstream::pool::{Pool, group_connections, group_health},
+    upstream::pool::{Pool, group_connections, group_health, watch_resolv_conf},
 };
 
 /// How long in-flight queries may run on after a shutdown signal.
@@ -145,7 +145,7 @@ impl Daemon {
     /// The upstream pool of the first serving thread (with `server.threads = 1`, the only
     /// one): its connections and counters.
     pub fn pool(&self) -> Pool {
-        self.pipeline.pools().swap_remove(0)
+        self.pipeline.pool()
     }
 
     /// Every upstream pool in use: one per serving thread, and TCP's.
@@ -175,13 +175,11 @@ impl Daemon {
 }
 
 /// The upstream pools for `config`: one per serving thread and one for TCP, or a single
-/// pool for both when one thread serves; each watching its resolv_conf upstreams.
+/// pool for both when one thread serves; resolv_conf upstreams watched for all of them.
 fn pools(config: &Config) -> Result<Vec<Pool>, TlsSetupError> {
     let threads = config.server.serving_threads();
     let pools = Pool::group(config, if threads > 1 { threads + 1 } else { 1 })?;
-    for pool in &pools {
-        pool.watch_resolv_conf(&config.server.listen);
-    }
+    watch_resolv_conf(&pools, &config.server.listen);
     Ok(pools)
 }
 

@@ -1,8 +1,8 @@
 //! Serving threads (`server.threads`): one client's datagrams are spread over every
 //! thread; a thread without a connection uses a sibling's instead of waiting (never one
 //! from before a suspend), races for its own once that one is busy, and fails at once
-//! while a sibling's race has just failed; a reload replaces every thread's pool; the
-//! threads stop with the daemon.
+//! while a sibling's race has just failed; one resolv.conf watch serves every pool; a
+//! reload replaces every thread's pool; the threads stop with the daemon.
 
 mod common;
 mod support;
@@ -22,7 +22,7 @@ use common::{
     tcp_query, udp_query,
 };
 use hickory_proto::rr::RecordType;
-use stubborn::upstream::pool::{BUSY_IN_FLIGHT, Pool, group_connections, group_health};
+use stubborn::upstream::pool::{BUSY_IN_FLIGHT, Pool, group_connections, group_health, watch_resolv_conf};
 use support::{Auth, Stub, UDP_WAIT, upstream_block};
 use tokio::net::UdpSocket;
 
@@ -229,6 +229,38 @@ async fn while_a_siblings_race_has_just_failed_a_pool_fails_at_once_with_its_rea
     let Err(second) = pools[1].connections().await else { panic!("the second pool connected") };
     assert!(second.contains("racing again in"), "{second}");
     assert!(second.contains(&format!("127.0.0.1:{port} rst")), "{second}");
+}
+
+#[tokio::test]
+async fn one_resolv_conf_watch_gives_every_pool_the_new_nameservers() {
+    let up =
+        TestUpstream::start(UpstreamOptions { bind: "127.0.0.2:0".parse().unwrap(), ..Default::default() })
+            .await;
+    let dir = tempfile::tempdir().unwrap();
+    let resolv = dir.path().join("resolv.conf");
+    // At first only our own address: skipped, so no nameserver to use.
+    std::fs::write(&resolv, "nameserver 127.0.0.1\n").unwrap();
+    let text = format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\n[[upstream]]\nresolv_conf = \"{}\"\n\
+         tls_port = {}\npins = [\"{}\"]\n",
+        resolv.display(),
+        up.addr.port(),
+        up.leaf_key_pin
+    );
+    let config =
+        stubborn::config::Config::from_toml(&text, stubborn::config::ConfigOrigin::Embedded).unwrap();
+    let pools = Pool::group(&config, 3).unwrap();
+    watch_resolv_conf(&pools, &config.server.listen);
+    assert!(pools.iter().all(|p| p.health().up == 0), "no address yet");
+
+    std::fs::write(&resolv, "nameserver 127.0.0.2\n").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !pools.iter().all(|p| p.health().up == 1) {
+        assert!(Instant::now() < deadline, "not every pool got the new nameserver within 10 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (conn, _) = pools[2].connections().await.expect("the new nameserver answers");
+    assert_eq!(conn.info().peer, up.addr);
 }
 
 #[tokio::test]

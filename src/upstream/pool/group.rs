@@ -64,13 +64,9 @@ impl Inner {
 /// (one pool's fresh failure outweighs another's older silence). The connection in use
 /// is the first pool's that has one.
 pub fn group_health(pools: &[Pool]) -> PoolHealth {
-    let mut all = Vec::new();
-    for pool in pools {
-        let states = pool.upstream_states();
-        if all.is_empty() {
-            all = states;
-            continue;
-        }
+    let mut each = pools.iter().map(Pool::upstream_states);
+    let mut all = each.next().unwrap_or_default();
+    for states in each {
         for (sum, one) in all.iter_mut().zip(states) {
             sum.connected |= one.connected;
             sum.failing |= one.failing;

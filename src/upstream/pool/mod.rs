@@ -427,34 +427,43 @@ impl Pool {
     pub fn spare(&self) -> Option<Connection> {
         self.inner.lock().spare.clone().filter(|c| !c.is_closed())
     }
+}
 
-    /// Starts the background tasks that keep resolv_conf upstreams' addresses current.
-    /// Must be called inside the runtime; the tasks end when the pool is dropped.
-    pub fn watch_resolv_conf(&self, own_listen: &[SocketAddr]) {
-        for (index, upstream) in self.inner.upstreams.iter().enumerate() {
-            let AddressSource::ResolvConf(path) = &upstream.source else {
-                continue;
-            };
-            let mut watch = ResolvConfWatch::new(path.clone(), own_listen);
-            let _ = watch.poll(); // the config load already read the current list
-            let weak = Arc::downgrade(&self.inner);
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(RESOLV_CONF_POLL);
-                loop {
-                    tick.tick().await;
-                    let Some(inner) = weak.upgrade() else { return };
-                    match watch.poll() {
-                        None => {}
-                        Some(Ok(addresses)) => inner.set_addresses(index, addresses),
-                        Some(Err(err)) => warn!(
-                            path = %watch.path().display(),
-                            %err,
-                            "cannot re-read resolv.conf; keeping the previous nameservers"
-                        ),
-                    }
+/// Starts the background tasks that keep the resolv_conf upstreams' addresses current in
+/// every pool of a group: one watch per upstream, whatever the number of pools. Must be
+/// called inside the runtime; the tasks end when the pools are dropped.
+pub fn watch_resolv_conf(pools: &[Pool], own_listen: &[SocketAddr]) {
+    let Some(first) = pools.first() else { return };
+    for (index, upstream) in first.inner.upstreams.iter().enumerate() {
+        let AddressSource::ResolvConf(path) = &upstream.source else {
+            continue;
+        };
+        let mut watch = ResolvConfWatch::new(path.clone(), own_listen);
+        let _ = watch.poll(); // the config load already read the current list
+        let weak: Vec<Weak<Inner>> = pools.iter().map(|p| Arc::downgrade(&p.inner)).collect();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(RESOLV_CONF_POLL);
+            loop {
+                tick.tick().await;
+                let pools: Vec<Arc<Inner>> = weak.iter().filter_map(Weak::upgrade).collect();
+                if pools.is_empty() {
+                    return;
                 }
-            });
-        }
+                match watch.poll() {
+                    None => {}
+                    Some(Ok(addresses)) => {
+                        for inner in &pools {
+                            inner.set_addresses(index, addresses.clone());
+                        }
+                    }
+                    Some(Err(err)) => warn!(
+                        path = %watch.path().display(),
+                        %err,
+                        "cannot re-read resolv.conf; keeping the previous nameservers"
+                    ),
+                }
+            }
+        });
     }
 }
 
