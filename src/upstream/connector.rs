@@ -85,6 +85,7 @@ pub async fn secure(
         upstream_name: ctx.upstream_name.clone(),
         peer: candidate.addr,
         transport: candidate.transport,
+        authenticated: candidate.transport == Transport::Tls && ctx.tls.authenticates(),
         attempt: id,
     };
     match candidate.transport {
