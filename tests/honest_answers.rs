@@ -124,3 +124,21 @@ async fn an_upstream_formerr_without_a_question_is_answered_at_once() {
     assert!(started.elapsed() < Duration::from_secs(2), "within query_timeout: {:?}", started.elapsed());
     assert_eq!(up.queries_received(), 1);
 }
+
+#[tokio::test]
+async fn an_ipv6_endpoint_failure_reads_bracketed_in_the_ede() {
+    // Nothing listens there: connecting gets an RST.
+    let addr = std::net::TcpListener::bind("[::1]:0").unwrap().local_addr().unwrap();
+    let block = format!(
+        "[[upstream]]\nname = \"v6\"\naddresses = [\"::1\"]\ntls_port = {}\npins = [\"{}\"]\n",
+        addr.port(),
+        common::unrelated_key_pin()
+    );
+    let stub = Stub::start("", &block, tempfile::tempdir().unwrap()).await;
+    let wire = udp_query(stub.addr, &common::dns::query(1, "a.test", RecordType::A), UDP_WAIT).await.unwrap();
+    let m = parse(&wire);
+    assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
+    let (code, text) = ede(&m).expect("an EDE says why");
+    assert_eq!(code, 23, "{text}");
+    assert!(text.contains(&format!("[::1]:{} rst", addr.port())), "{text}");
+}

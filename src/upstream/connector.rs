@@ -261,9 +261,7 @@ where
                 Action::GaveUp { reasons } => {
                     let summary: Vec<String> = reasons
                         .iter()
-                        .map(|(id, c, r)| {
-                            format!("#{id} {}:{} {} {r}", c.addr.ip(), c.addr.port(), c.transport)
-                        })
+                        .map(|(id, c, r)| format!("#{id} {} {} {r}", c.addr, c.transport))
                         .collect();
                     info!(
                         attempts,
