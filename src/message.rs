@@ -215,13 +215,61 @@ pub fn add_ede(msg: &mut Message, code: Ede, text: &str) {
         return;
     };
     // Keep EXTRA-TEXT short: it is diagnostic only, and must not push answers into TC.
-    let text = match text.char_indices().nth(200) {
-        Some((cut, _)) => &text[..cut],
-        None => text,
-    };
+    let text = shorten_list(text, EDE_TEXT_MAX);
     let mut data = (code as u16).to_be_bytes().to_vec();
     data.extend_from_slice(text.as_bytes());
     edns.options_mut().insert(EdnsOption::Unknown(EDNS_OPTION_EDE, data));
+}
+
+/// The most octets of EDE EXTRA-TEXT we send.
+pub const EDE_TEXT_MAX: usize = 200;
+
+/// `text`, a list of items joined by ", " with an optional trailing " (…)" note, made
+/// to fit in `max` octets: whole items are dropped from the end and counted
+/// ("…, and 3 more"), the note is kept. Only an item too long to fit alone is cut, at a
+/// space where there is one, and marked with "…". Never cuts inside a UTF-8 character.
+pub fn shorten_list(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    use std::borrow::Cow;
+    if text.len() <= max {
+        return Cow::Borrowed(text);
+    }
+    // A short trailing note that is not itself a list, e.g. "(racing again in 512 ms)".
+    let (body, note) = match text.rfind(" (") {
+        Some(at) if text.ends_with(')') && !text[at..].contains(", ") && text.len() - at <= max / 4 => {
+            text.split_at(at)
+        }
+        _ => (text, ""),
+    };
+    let items: Vec<&str> = body.split(", ").collect();
+    let more = |left: usize| if left == 0 { String::new() } else { format!(", and {left} more") };
+    for keep in (1..items.len()).rev() {
+        let shown = items[..keep].join(", ");
+        let out = format!("{shown}{}{note}", more(items.len() - keep));
+        if out.len() <= max {
+            return Cow::Owned(out);
+        }
+    }
+    // Even the first item does not fit with the rest's count: cut it.
+    const ELLIPSIS: &str = "…";
+    let tail = format!("{ELLIPSIS}{}{note}", more(items.len() - 1));
+    let room = max.saturating_sub(tail.len());
+    let first = items[0];
+    let mut cut = room.min(first.len());
+    while !first.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let cut = first[..cut].rfind(' ').filter(|&at| at > 0).unwrap_or(cut);
+    let out = format!("{}{tail}", &first[..cut]);
+    // A note longer than max / 4 is never kept, so this only trims a pathological max.
+    Cow::Owned(if out.len() <= max { out } else { truncate_utf8(&out, max).to_owned() })
+}
+
+fn truncate_utf8(text: &str, max: usize) -> &str {
+    let mut cut = max.min(text.len());
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    &text[..cut]
 }
 
 /// An upstream answer that cannot be parsed or is not an answer.
@@ -398,5 +446,54 @@ mod tests {
         assert_eq!(query(None).udp_limit(), 512);
         assert_eq!(query(Some(ClientEdns { dnssec_ok: false, max_payload: 100 })).udp_limit(), 512);
         assert_eq!(query(Some(ClientEdns { dnssec_ok: false, max_payload: 4096 })).udp_limit(), 4096);
+    }
+
+    #[test]
+    fn a_long_list_is_shortened_at_an_item_and_says_how_many_are_left_out() {
+        let items: Vec<String> = (1..=8).map(|i| format!("[2a01:3a0:53:53::{i}]:853 unreachable")).collect();
+        let text = format!("no upstream connection: {} (racing again in 512 ms)", items.join(", "));
+        assert!(text.len() > EDE_TEXT_MAX);
+        let short = shorten_list(&text, EDE_TEXT_MAX);
+        assert!(short.len() <= EDE_TEXT_MAX, "{short}");
+        assert!(short.ends_with(" more (racing again in 512 ms)"), "{short}");
+        // Whole items only: every one shown ends as it did, the count makes up the rest.
+        let (shown, left) =
+            short.trim_end_matches(" more (racing again in 512 ms)").rsplit_once(", and ").unwrap();
+        let shown: Vec<&str> = shown.trim_start_matches("no upstream connection: ").split(", ").collect();
+        assert_eq!(shown, items[..shown.len()].iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(left.parse::<usize>().unwrap(), items.len() - shown.len());
+        // Short text is left alone.
+        assert_eq!(shorten_list("a, b (c)", EDE_TEXT_MAX), "a, b (c)");
+    }
+
+    #[test]
+    fn an_item_too_long_alone_is_cut_at_a_space_never_inside_a_character() {
+        let text = format!("{} tail, second", "wörd ".repeat(60));
+        let short = shorten_list(&text, 50);
+        assert!(short.len() <= 50, "{short}");
+        assert!(short.ends_with("…, and 1 more"), "{short}");
+        assert!(short.starts_with("wörd wörd"), "{short}");
+        // Any limit, any text: within the limit and valid UTF-8 (a &str) without a panic.
+        for max in 0..60 {
+            assert!(shorten_list(&text, max).len() <= max, "max {max}");
+        }
+    }
+
+    #[test]
+    fn the_ede_of_an_answer_is_shortened_at_an_item() {
+        let q = query(Some(ClientEdns { dnssec_ok: false, max_payload: 1232 }));
+        let mut msg = q.error_answer(ResponseCode::ServFail);
+        let text = (1..=20).map(|i| format!("192.0.2.{i}:853 rst")).collect::<Vec<_>>().join(", ");
+        add_ede(&mut msg, Ede::NetworkError, &text);
+        let wire = msg.to_vec().unwrap();
+        let parsed = Message::from_vec(&wire).unwrap();
+        let Some(EdnsOption::Unknown(_, data)) =
+            parsed.edns.as_ref().unwrap().option(EdnsCode::Unknown(EDNS_OPTION_EDE))
+        else {
+            panic!("no EDE");
+        };
+        let extra = std::str::from_utf8(&data[2..]).unwrap();
+        assert!(extra.len() <= EDE_TEXT_MAX && extra.ends_with(" more"), "{extra}");
+        assert!(extra.split(", ").all(|item| item.ends_with(" rst") || item.starts_with("and ")), "{extra}");
     }
 }

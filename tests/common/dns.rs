@@ -50,6 +50,7 @@ pub struct Entry {
 /// | `ttl1.test.` | A | 192.0.2.3, TTL 1 (for expiry tests) |
 /// | `ttl0.test.` | A | 192.0.2.4, TTL 0 |
 /// | `servfail.test.` | any | rcode SERVFAIL, no records |
+/// | `ad.test.` | A | 192.0.2.5, answered with AD set (as a validating resolver would) |
 /// | `*.a.test.` (e.g. `n7.a.test.`) | A | 192.0.2.1 (fresh names for tests that must miss a cache) |
 ///
 /// Any other name: NXDOMAIN + `test.` SOA in authority. A listed name with another
@@ -74,6 +75,7 @@ pub fn lookup(lower_fqdn: &str) -> Option<Entry> {
         ),
         "ttl1.test." => e(RecordType::A, 1, vec![RData::A(A(Ipv4Addr::new(192, 0, 2, 3)))]),
         "ttl0.test." => e(RecordType::A, 0, vec![RData::A(A(Ipv4Addr::new(192, 0, 2, 4)))]),
+        "ad.test." => e(RecordType::A, POSITIVE_TTL, vec![RData::A(A(Ipv4Addr::new(192, 0, 2, 5)))]),
         name if name.ends_with(".a.test.") => {
             e(RecordType::A, POSITIVE_TTL, vec![RData::A(A(Ipv4Addr::new(192, 0, 2, 1)))])
         }
@@ -145,6 +147,7 @@ pub fn respond(query_wire: &[u8]) -> Option<Vec<u8>> {
         r.metadata.response_code = ResponseCode::ServFail;
         return Some(encode(&r));
     }
+    r.metadata.authentic_data = lower == "ad.test.";
     match lookup(&lower) {
         Some(entry) if entry.rtype == question.query_type() => {
             for rd in entry.rdata {

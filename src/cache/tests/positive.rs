@@ -192,3 +192,24 @@ fn an_answer_already_parsed_by_the_caller_is_stored_the_same_way() {
     tc[2] |= 0x02;
     assert!(matches!(c.store_parsed(k, &tc, now), (StoreOutcome::NotCacheable(_), None)));
 }
+
+#[test]
+fn an_unauthenticated_answer_is_kept_briefly_whatever_the_limits() {
+    // A configured floor above the cap, and serve-stale with a day's window: the cap wins.
+    let c = cache(CacheConfig { min_ttl: 3600, ..stale_cfg() });
+    let now = t0();
+    let up = Answer::new("u.example.", RecordType::A).answer(a("u.example.", 300, 7));
+    let k = key("u.example.", RecordType::A);
+    let (outcome, answer) = c.store_parsed_unauthenticated(k.clone(), &up.wire(), now);
+    assert_eq!(outcome, stored(UNAUTHENTICATED_MAX_TTL));
+    let qn = name("u.example.");
+    assert_eq!(ttls(&parse(&answer.unwrap().render(&view(&qn), now))), vec![UNAUTHENTICATED_MAX_TTL]);
+    let cap = u64::from(UNAUTHENTICATED_MAX_TTL);
+    assert_eq!(c.lookup(&k, &view(&qn), now + secs(cap)), Lookup::Miss);
+    // Served stale for at most the cap past expiry, not for the configured day.
+    assert!(matches!(c.lookup_stale(&k, &view(&qn), now + secs(cap + 1)), Lookup::Stale(_)));
+    assert_eq!(c.lookup_stale(&k, &view(&qn), now + secs(2 * cap + 1)), Lookup::Miss);
+    // The same answer from an authenticated upstream keeps the configured limits.
+    let (outcome, _) = c.store_parsed(k, &up.wire(), now);
+    assert_eq!(outcome, stored(3600));
+}
