@@ -394,9 +394,12 @@ impl Inner {
         let query = query.clone();
         let fetch = Box::pin(async move {
             let outcome = match inner.fetch(inner.pool(shard), &query).await {
-                Ok((wire, message, via)) => {
+                Ok((wire, mut message, via)) => {
                     let (_, stored) = inner.cache.store_parsed(key.clone(), &wire, Instant::now());
-                    Ok(Fetched { message, stored, via })
+                    if stored.is_none() && !inner.cache.normalize_uncached(&wire, &mut message) {
+                        debug!(name = %query.query.name(), "an uncached answer our walker cannot read keeps its TTLs");
+                    }
+                    Ok(Fetched { message: Arc::new(message), stored, via })
                 }
                 Err(failure) => Err(failure),
             };
@@ -435,7 +438,7 @@ impl Inner {
         &self,
         pool: &Pool,
         query: &ClientQuery,
-    ) -> Result<(Vec<u8>, Arc<Message>, Arc<ConnectionInfo>), Failure> {
+    ) -> Result<(Vec<u8>, Message, Arc<ConnectionInfo>), Failure> {
         match timeout(self.query_timeout, pool.forward(query)).await {
             Err(_) => Err(Failure::Timeout(self.query_timeout)),
             Ok(Err(err @ (ForwardError::NoConnection(_) | ForwardError::Closed))) => {
@@ -447,7 +450,7 @@ impl Inner {
                     if let Some(k) = keepalive {
                         conn.honour_keepalive(k);
                     }
-                    Ok((wire, Arc::new(msg), conn.shared_info()))
+                    Ok((wire, msg, conn.shared_info()))
                 }
                 Err(err) => Err(Failure::BadAnswer(err.to_string())),
             },

@@ -528,6 +528,15 @@ impl Cache {
         Ok(entry)
     }
 
+    /// Gives an answer the cache did not store (refused by the policy, too large, a
+    /// bypass of a disabled cache) the TTLs a stored one would have had: one per RRset,
+    /// high bit capped, at most `max_ttl` (see `policy::normalize_message`); `wire` is the
+    /// upstream answer `msg` was parsed from. False (and `msg` as it was) when our walker
+    /// cannot read `wire`.
+    pub fn normalize_uncached(&self, wire: &[u8], msg: &mut Message) -> bool {
+        policy::normalize_message(wire, msg, self.cfg.max_ttl)
+    }
+
     /// Entries held, stale ones included.
     pub fn len(&self) -> usize {
         self.map.as_ref().map_or(0, |m| m.len())
