@@ -17,8 +17,9 @@
 //!             on failure or after stale_answer_after: cache.lookup_stale(&key, &view, now)
 //! }
 //! ```
-//! A rendered answer carries the client's ID, RD, question case and OPT (only if the
-//! client sent one); the caller still truncates it to the client's UDP limit.
+//! A rendered answer carries the client's ID, RD and question case, AA clear, and a
+//! fresh OPT (only if the client sent one); the caller still truncates it to the
+//! client's UDP limit.
 
 mod entry;
 mod policy;
@@ -196,8 +197,8 @@ pub struct ClientView<'a> {
     pub recursion_desired: bool,
     /// AD as the client set it (RFC 6840 §5.8: AD only if the query had DO or AD).
     pub authentic_data: bool,
-    /// The client's OPT, if it sent one: the answer then carries a fresh OPT with the
-    /// payload size and DO bit, and EDE codes where they apply (RFC 8914 §2).
+    /// The client's OPT, if it sent one: the answer then carries a fresh OPT with our
+    /// payload size and the client's DO bit, and EDE codes where they apply (RFC 8914 §2).
     pub edns: Option<ClientEdns>,
 }
 
