@@ -76,8 +76,11 @@ impl ClientQuery {
         let name = self.query.name();
         let mut wire = Vec::with_capacity(QUERY_PADDING_BLOCK);
         wire.extend_from_slice(&self.id.to_be_bytes());
-        // QR=0, OPCODE=QUERY, RD as asked; AD and CD as asked (RFC 6840 §5.7, §5.9).
-        let flags3 = u8::from(self.recursion_desired);
+        // QR=0, OPCODE=QUERY, RD always set: the answer goes into a cache shared by every
+        // client, so one client's RD=0 must not fill it with a non-recursive answer (the
+        // client's own RD is still echoed in its answer). AD and CD as asked (RFC 6840
+        // §5.7, §5.9).
+        let flags3 = 0x01;
         let flags4 =
             if self.authentic_data { 0x20 } else { 0 } | if self.checking_disabled { 0x10 } else { 0 };
         // QDCOUNT 1, ANCOUNT 0, NSCOUNT 0, ARCOUNT 1 (the OPT).
@@ -121,6 +124,10 @@ impl ClientQuery {
         let mut msg = upstream.clone();
         msg.metadata.id = self.id;
         msg.queries = vec![self.query.clone()];
+        // RFC 1035 §4.1.1: RD is copied from the query (upstream was asked with RD=1).
+        msg.metadata.recursion_desired = self.recursion_desired;
+        // RFC 1035 §4.1.1, RFC 2181 §5.4.1: a forwarder's answer is never authoritative.
+        msg.metadata.authoritative = false;
         msg.metadata.checking_disabled = self.checking_disabled;
         // RFC 6840 §5.8: AD only for a client that asked with DO or AD.
         if !self.dnssec_ok() && !self.authentic_data {
@@ -147,13 +154,18 @@ impl ClientQuery {
     /// The OPT for our answer: only when the client sent one (RFC 6891 §7), DO copied
     /// (RFC 3225 §3), and no padding on the cleartext loopback hop (RFC 7830 §6).
     pub fn response_edns(&self) -> Option<Edns> {
-        self.edns.map(|e| {
-            let mut edns = Edns::new();
-            edns.set_max_payload(e.max_payload.clamp(CLASSIC_UDP_LIMIT, u16::MAX));
-            edns.set_dnssec_ok(e.dnssec_ok);
-            edns
-        })
+        self.edns.map(|e| response_opt(e.dnssec_ok))
     }
+}
+
+/// A fresh OPT for an answer to a client: our own UDP payload size (RFC 6891 §6.2.3 and
+/// §6.2.5: a responder advertises what it can take, not an echo of the requester's),
+/// version 0 and the DO bit copied from the query (RFC 3225 §3).
+pub fn response_opt(dnssec_ok: bool) -> Edns {
+    let mut edns = Edns::new();
+    edns.set_max_payload(EDNS_PAYLOAD);
+    edns.set_dnssec_ok(dnssec_ok);
+    edns
 }
 
 /// Parses an upstream answer; also returns the server's edns-tcp-keepalive TIMEOUT
@@ -332,9 +344,10 @@ mod tests {
             assert_eq!(msg.metadata.id, 0x1234);
             assert_eq!(msg.metadata.message_type, MessageType::Query);
             assert_eq!(msg.metadata.op_code, OpCode::Query);
+            // RD is always asked for, whatever the client set: the cache is shared.
             assert_eq!(
                 (msg.metadata.recursion_desired, msg.metadata.checking_disabled, msg.metadata.authentic_data),
-                (rd, cd, ad)
+                (true, cd, ad)
             );
             assert_eq!(msg.queries, vec![q.query.clone()]);
             assert_eq!(msg.queries[0].name().to_ascii(), "A.Much-Longer.Name.Than-The-Other.Example.");
@@ -350,6 +363,26 @@ mod tests {
             assert_eq!(edns.option(EdnsCode::Padding).is_some(), pad);
             assert_eq!(wire.len() % QUERY_PADDING_BLOCK == 0, pad);
         }
+    }
+
+    #[test]
+    fn an_upstream_answer_loses_aa_and_echoes_the_clients_rd() {
+        let mut upstream = Message::new(7, MessageType::Response, OpCode::Query);
+        upstream.add_query(Query::query(Name::from_ascii("mixed.example.").unwrap(), RecordType::A));
+        upstream.metadata.authoritative = true;
+        upstream.metadata.recursion_desired = true;
+        let mut q = query(None);
+        q.recursion_desired = false;
+        let answer = q.answer_from_upstream(&upstream);
+        assert!(!answer.metadata.authoritative, "RFC 1035 §4.1.1: we are no authority");
+        assert!(!answer.metadata.recursion_desired, "the client's RD=0, not upstream's RD=1");
+    }
+
+    #[test]
+    fn errors_from_here_advertise_our_payload_size_and_copy_do() {
+        let q = query(Some(ClientEdns { dnssec_ok: true, max_payload: 4096 }));
+        let edns = q.error_answer(ResponseCode::ServFail).edns.unwrap();
+        assert_eq!((edns.max_payload(), edns.flags().dnssec_ok), (EDNS_PAYLOAD, true));
     }
 
     #[test]
@@ -378,7 +411,7 @@ mod tests {
             query(Some(ClientEdns { dnssec_ok: false, max_payload: 1400 })).answer_from_upstream(&parsed);
         let opt = with.edns.unwrap();
         assert!(opt.option(EdnsCode::Padding).is_none(), "padding stripped on loopback");
-        assert_eq!(opt.max_payload(), 1400);
+        assert_eq!(opt.max_payload(), EDNS_PAYLOAD, "our own payload size, not the client's 1400");
     }
 
     fn upstream_answer(options: Vec<EdnsOption>, rcode: ResponseCode) -> Vec<u8> {

@@ -394,13 +394,22 @@ impl Inner {
         let query = query.clone();
         let fetch = Box::pin(async move {
             let outcome = match inner.fetch(inner.pool(shard), &query).await {
-                Ok((wire, message, via)) => {
+                Ok((wire, mut message, via)) => {
                     let (_, stored) = if via.authenticated {
                         inner.cache.store_parsed(key.clone(), &wire, Instant::now())
                     } else {
                         inner.cache.store_parsed_unauthenticated(key.clone(), &wire, Instant::now())
                     };
-                    Ok(Fetched { message, stored, via })
+                    if stored.is_none() {
+                        if !inner.cache.normalize_uncached(&wire, &mut message) {
+                            debug!(name = %query.query.name(), "an uncached answer our walker cannot read keeps its TTLs");
+                        }
+                        // After normalising (which reads the TTLs from the wire again).
+                        if !via.authenticated {
+                            cap_ttls(&mut message, UNAUTHENTICATED_MAX_TTL);
+                        }
+                    }
+                    Ok(Fetched { message: Arc::new(message), stored, via })
                 }
                 Err(failure) => Err(failure),
             };
@@ -439,7 +448,7 @@ impl Inner {
         &self,
         pool: &Pool,
         query: &ClientQuery,
-    ) -> Result<(Vec<u8>, Arc<Message>, Arc<ConnectionInfo>), Failure> {
+    ) -> Result<(Vec<u8>, Message, Arc<ConnectionInfo>), Failure> {
         match timeout(self.query_timeout, pool.forward(query)).await {
             Err(_) => Err(Failure::Timeout(self.query_timeout)),
             Ok(Err(err @ (ForwardError::NoConnection(_) | ForwardError::Closed))) => {
@@ -447,19 +456,15 @@ impl Inner {
             }
             Ok(Err(err)) => Err(Failure::BadAnswer(err.to_string())),
             Ok(Ok((mut wire, conn))) => {
-                let authenticated = conn.info().authenticated;
-                if !authenticated {
+                if !conn.info().authenticated {
                     distrust(&mut wire);
                 }
                 match parse_upstream(&wire) {
-                    Ok((mut msg, keepalive)) => {
+                    Ok((msg, keepalive)) => {
                         if let Some(k) = keepalive {
                             conn.honour_keepalive(k);
                         }
-                        if !authenticated {
-                            cap_ttls(&mut msg, UNAUTHENTICATED_MAX_TTL);
-                        }
-                        Ok((wire, Arc::new(msg), conn.shared_info()))
+                        Ok((wire, msg, conn.shared_info()))
                     }
                     Err(err) => Err(Failure::BadAnswer(err.to_string())),
                 }

@@ -17,8 +17,9 @@
 //!             on failure or after stale_answer_after: cache.lookup_stale(&key, &view, now)
 //! }
 //! ```
-//! A rendered answer carries the client's ID, RD, question case and OPT (only if the
-//! client sent one); the caller still truncates it to the client's UDP limit.
+//! A rendered answer carries the client's ID, RD and question case, AA clear, and a
+//! fresh OPT (only if the client sent one); the caller still truncates it to the
+//! client's UDP limit.
 
 mod entry;
 mod policy;
@@ -202,8 +203,8 @@ pub struct ClientView<'a> {
     pub recursion_desired: bool,
     /// AD as the client set it (RFC 6840 §5.8: AD only if the query had DO or AD).
     pub authentic_data: bool,
-    /// The client's OPT, if it sent one: the answer then carries a fresh OPT with the
-    /// payload size and DO bit, and EDE codes where they apply (RFC 8914 §2).
+    /// The client's OPT, if it sent one: the answer then carries a fresh OPT with our
+    /// payload size and the client's DO bit, and EDE codes where they apply (RFC 8914 §2).
     pub edns: Option<ClientEdns>,
 }
 
@@ -562,6 +563,15 @@ impl Cache {
             return Err(StoreOutcome::NotCacheable(Not::TooLarge));
         }
         Ok(entry)
+    }
+
+    /// Gives an answer the cache did not store (refused by the policy, too large, a
+    /// bypass of a disabled cache) the TTLs a stored one would have had: one per RRset,
+    /// high bit capped, at most `max_ttl` (see `policy::normalize_message`); `wire` is the
+    /// upstream answer `msg` was parsed from. False (and `msg` as it was) when our walker
+    /// cannot read `wire`.
+    pub fn normalize_uncached(&self, wire: &[u8], msg: &mut Message) -> bool {
+        policy::normalize_message(wire, msg, self.cfg.max_ttl)
     }
 
     /// Entries held, stale ones included.

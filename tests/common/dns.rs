@@ -27,6 +27,9 @@ pub const BIG_TXT_COUNT: usize = 40;
 /// Length of each `big.test` TXT string.
 pub const BIG_TXT_LEN: usize = 60;
 
+/// The TTL with the high bit set among `mixed-ttl.test`'s records.
+pub const MIXED_HIGH_BIT_TTL: u32 = 0x8000_0010;
+
 /// EDNS option code of padding (RFC 7830).
 pub const EDNS_PADDING: u16 = 12;
 
@@ -51,6 +54,7 @@ pub struct Entry {
 /// | `ttl0.test.` | A | 192.0.2.4, TTL 0 |
 /// | `servfail.test.` | any | rcode SERVFAIL, no records |
 /// | `ad.test.` | A | 192.0.2.5, answered with AD set (as a validating resolver would) |
+/// | `mixed-ttl.test.` | A | 192.0.2.20–22 with TTLs 300, 100 and 0x80000010 (one RRset, unequal TTLs, one with the high bit), AA set |
 /// | `*.a.test.` (e.g. `n7.a.test.`) | A | 192.0.2.1 (fresh names for tests that must miss a cache) |
 ///
 /// Any other name: NXDOMAIN + `test.` SOA in authority. A listed name with another
@@ -148,6 +152,16 @@ pub fn respond(query_wire: &[u8]) -> Option<Vec<u8>> {
         return Some(encode(&r));
     }
     r.metadata.authentic_data = lower == "ad.test.";
+    if lower == "mixed-ttl.test." && question.query_type() == RecordType::A {
+        // An upstream that breaks RFC 2181 §5.2 (unequal TTLs in an RRset) and §8 (a TTL
+        // with the high bit set), and claims authority.
+        r.metadata.authoritative = true;
+        for (last, ttl) in [(20, 300), (21, 100), (22, MIXED_HIGH_BIT_TTL)] {
+            let rd = RData::A(A(Ipv4Addr::new(192, 0, 2, last)));
+            r.answers.push(Record::from_rdata(question.name().clone(), ttl, rd));
+        }
+        return Some(encode(&r));
+    }
     match lookup(&lower) {
         Some(entry) if entry.rtype == question.query_type() => {
             for rd in entry.rdata {
