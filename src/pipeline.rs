@@ -97,12 +97,16 @@ type Fetch = Pin<Box<dyn Future<Output = ()> + Send>>;
 pub struct Miss {
     key: CacheKey,
     inner: Arc<Inner>,
+    /// A stale answer to give at once: a refresh failed a moment ago (RFC 8767 §5).
+    stale: Option<Vec<u8>>,
 }
 
 /// What [`Inner::join_or_start`] found.
 enum Started {
     /// A fresh answer, stored since the caller's lookup missed.
     Cached(Vec<u8>),
+    /// A stale answer: a refresh failed since the caller's lookup missed.
+    Stale(Vec<u8>),
     /// The channel the upstream answer will arrive on, and the fetch to run when this
     /// caller started it.
     Waiting(watch::Receiver<Option<Outcome>>, Option<Fetch>),
@@ -233,7 +237,7 @@ impl Pipeline {
         let key = CacheKey::from(query);
         let inner = self.current();
         if query.bypass_cache {
-            return Err(Miss { key, inner });
+            return Err(Miss { key, inner, stale: None });
         }
         match inner.cache.lookup(&key, &ClientView::from(query), Instant::now()) {
             Lookup::Hit(wire) => {
@@ -245,7 +249,10 @@ impl Pipeline {
                 Inner::prefetch(&inner, query, key, self.shard);
                 Ok(wire)
             }
-            Lookup::Stale(_) | Lookup::Miss => Err(Miss { key, inner }),
+            // A refresh failed within the failure-recheck interval: answered stale by
+            // the miss path, which says so (Source::Stale), without asking upstream.
+            Lookup::Stale(wire) => Err(Miss { key, inner, stale: Some(wire) }),
+            Lookup::Miss => Err(Miss { key, inner, stale: None }),
         }
     }
 
@@ -270,12 +277,21 @@ impl Pipeline {
     /// configuration the lookup already took.
     pub async fn answer_miss(&self, query: &ClientQuery, miss: Miss) -> Answer {
         let use_cache = !query.bypass_cache;
-        let Miss { key, inner } = miss;
+        let Miss { key, inner, stale: stale_now } = miss;
         let inner = &inner;
-        let (rx, fetch) = match Inner::join_or_start(inner, query, key.clone(), use_cache, self.shard) {
+        let started = match stale_now {
+            Some(wire) => Started::Stale(wire),
+            None => Inner::join_or_start(inner, query, key.clone(), use_cache, self.shard),
+        };
+        let (rx, fetch) = match started {
             Started::Cached(wire) => {
                 metrics().cache_hit();
                 return Answer { wire, source: Source::Cache };
+            }
+            Started::Stale(wire) => {
+                metrics().cache_miss();
+                metrics().stale_answer();
+                return Answer { wire, source: Source::Stale };
             }
             Started::Waiting(rx, fetch) => (rx, fetch),
         };
@@ -315,6 +331,14 @@ impl Pipeline {
         };
         match outcome {
             Ok(Fetched { message, stored, via }) => {
+                // RFC 8767 §4, §6: an upstream failure (SERVFAIL, REFUSED, …) is no better
+                // than no answer; stale data, if there is some, goes out instead.
+                if serve_stale
+                    && !refreshed(message.metadata.response_code)
+                    && let Some(answer) = stale(inner)
+                {
+                    return answer;
+                }
                 let wire = match stored {
                     Some(stored) => stored.render(&ClientView::from(query), Instant::now()),
                     None => encode(query.answer_from_upstream(&message)),
@@ -340,6 +364,12 @@ impl Pipeline {
             }
         }
     }
+}
+
+/// Whether an upstream answer with this RCODE refreshes the question's data: NOERROR and
+/// NXDOMAIN do; anything else is a failure that keeps the old state (RFC 8767 §4).
+fn refreshed(rcode: ResponseCode) -> bool {
+    matches!(rcode, ResponseCode::NoError | ResponseCode::NXDomain)
 }
 
 fn encode(msg: Message) -> Vec<u8> {
@@ -381,10 +411,10 @@ impl Inner {
         if recheck {
             // Served as a hit, but no prefetch from here: the entry is either new or was
             // refreshed a moment ago, and a prefetch would need this lock.
-            if let Lookup::Hit(wire) | Lookup::HitPrefetch(wire) =
-                self.cache.lookup(&key, &ClientView::from(query), Instant::now())
-            {
-                return Started::Cached(wire);
+            match self.cache.lookup(&key, &ClientView::from(query), Instant::now()) {
+                Lookup::Hit(wire) | Lookup::HitPrefetch(wire) => return Started::Cached(wire),
+                Lookup::Stale(wire) => return Started::Stale(wire),
+                Lookup::Miss => {}
             }
         }
         let (tx, rx) = watch::channel(None);
@@ -395,11 +425,15 @@ impl Inner {
         let fetch = Box::pin(async move {
             let outcome = match inner.fetch(inner.pool(shard), &query).await {
                 Ok((wire, mut message, via)) => {
+                    let now = Instant::now();
                     let (_, stored) = if via.authenticated {
-                        inner.cache.store_parsed(key.clone(), &wire, Instant::now())
+                        inner.cache.store_parsed(key.clone(), &wire, now)
                     } else {
-                        inner.cache.store_parsed_unauthenticated(key.clone(), &wire, Instant::now())
+                        inner.cache.store_parsed_unauthenticated(key.clone(), &wire, now)
                     };
+                    if !refreshed(message.metadata.response_code) {
+                        inner.cache.refresh_failed(&key, now);
+                    }
                     if stored.is_none() {
                         if !inner.cache.normalize_uncached(&wire, &mut message) {
                             debug!(name = %query.query.name(), "an uncached answer our walker cannot read keeps its TTLs");
@@ -411,7 +445,11 @@ impl Inner {
                     }
                     Ok(Fetched { message: Arc::new(message), stored, via })
                 }
-                Err(failure) => Err(failure),
+                Err(failure) => {
+                    // RFC 8767 §5: the failure recheck timer starts.
+                    inner.cache.refresh_failed(&key, Instant::now());
+                    Err(failure)
+                }
             };
             inner.in_flight.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
             let _ = tx.send(Some(outcome));

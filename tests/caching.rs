@@ -17,8 +17,15 @@ use hickory_proto::{
     op::{Message, ResponseCode},
     rr::{RecordType, rdata::opt::EdnsOption},
 };
+use stubborn::{
+    cache::{CacheKey, ClientView, Lookup},
+    config::{Config, ConfigOrigin},
+    message::ClientQuery,
+    pipeline::{Pipeline, Source},
+    upstream::pool::Pool,
+};
 use support::{Auth, Stub, UDP_WAIT, upstream_block};
-use tokio::net::TcpStream;
+use tokio::{net::TcpStream, time::Instant};
 
 async fn stub_with(up: &TestUpstream, extra: &str) -> Stub {
     let dir = tempfile::tempdir().unwrap();
@@ -108,7 +115,9 @@ async fn an_upstream_servfail_is_cached_briefly_then_asked_again() {
 #[tokio::test]
 async fn a_dead_upstream_gets_stale_answers_with_ede_3_then_the_refresh_lands() {
     let up = TestUpstream::start(UpstreamOptions::default()).await;
-    let stub = stub_with(&up, "[cache]\nserve_stale = true\nstale_answer_after_ms = 200\n").await;
+    let stub =
+        stub_with(&up, "[cache]\nserve_stale = true\nstale_answer_after_ms = 200\nstale_recheck_ms = 300\n")
+            .await;
     let fresh = ask(&stub, "ttl1.test", RecordType::A).await;
     assert_eq!(fresh.answers[0].ttl, 1);
     up.set_fault(Fault::NeverAnswer);
@@ -119,7 +128,9 @@ async fn a_dead_upstream_gets_stale_answers_with_ede_3_then_the_refresh_lands() 
     assert_eq!(answer_strings(&stale), vec!["192.0.2.3".to_string()]);
     assert_eq!(stale.answers[0].ttl, 30, "RFC 8767 §4: stale TTL 30");
     assert_eq!(ede_code(&stale), Some(3), "Stale Answer");
-    // The upstream comes back: the next query's refresh stores a fresh answer.
+    // The upstream comes back: once the refresh in flight has failed (query_timeout) and
+    // the failure-recheck interval after it is over, the next query's refresh stores a
+    // fresh answer.
     up.set_fault(Fault::None);
     let mut refreshed = None;
     for _ in 0..40 {
@@ -190,4 +201,112 @@ async fn a_hit_near_expiry_prefetches_once() {
     ask(&stub, "a.test", RecordType::A).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(up.queries_received(), 2, "one prefetch, not one per hit");
+}
+
+// Serve-stale through the pipeline on paused time (RFC 8767), with the real upstream:
+// its answers take no virtual time, so every elapsed time below is a timer's.
+
+/// A pipeline over one pool to `up`: query_timeout 4 s, `[cache]` as given.
+fn stale_pipeline(up: &TestUpstream, cache: &str) -> Pipeline {
+    let text = format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nquery_timeout_ms = 4000\n[cache]\n{cache}\n[[upstream]]\n\
+         name = \"up\"\naddresses = [\"{}\"]\ntls_port = {}\npins = [\"{}\"]\n",
+        up.addr.ip(),
+        up.addr.port(),
+        up.leaf_key_pin
+    );
+    let config = Config::from_toml(&text, ConfigOrigin::Embedded).unwrap();
+    Pipeline::new(vec![Pool::new(&config).unwrap()], config.server.query_timeout, &config.cache)
+}
+
+/// Asks `ttl1.test` (TTL 1), then lets its answer expire.
+async fn expired_ttl1(p: &Pipeline, q: &ClientQuery) {
+    let fresh = p.answer(q).await;
+    assert!(matches!(fresh.source, Source::Upstream(_)), "{}", fresh.source);
+    assert_eq!(parse(&fresh.wire).answers[0].ttl, 1);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_upstream_servfail_is_answered_with_the_stale_data_which_stays() {
+    let up = TestUpstream::start(UpstreamOptions::default()).await;
+    let p = stale_pipeline(&up, "serve_stale = true");
+    let q = support::client_query(1, "ttl1.test.", RecordType::A);
+    expired_ttl1(&p, &q).await;
+    up.set_fault(Fault::Rcode(ResponseCode::ServFail));
+    let asked = up.queries_received();
+    let a = p.answer(&q).await;
+    assert_eq!(up.queries_received(), asked + 1, "the refresh was tried");
+    let m = parse(&a.wire);
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError, "stale data, not the SERVFAIL");
+    assert!(matches!(a.source, Source::Stale), "{}", a.source);
+    assert_eq!(answer_strings(&m), vec!["192.0.2.3".to_string()]);
+    assert_eq!(m.answers[0].ttl, 30);
+    assert_eq!(ede_code(&m), Some(3), "Stale Answer");
+    // RFC 8767 §4: the failure kept the old data.
+    let cache = p.cache();
+    let kept = cache.lookup_stale(&CacheKey::from(&q), &ClientView::from(&q), Instant::now());
+    assert!(matches!(kept, Lookup::Stale(_)), "{kept:?}");
+    assert_eq!(cache.len(), 1);
+    // Any RCODE but NOERROR and NXDOMAIN is such a failure (once the recheck interval is
+    // over and the upstream is asked again).
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    up.set_fault(Fault::Rcode(ResponseCode::Refused));
+    let asked = up.queries_received();
+    let a = p.answer(&q).await;
+    assert!(up.queries_received() > asked);
+    assert!(matches!(a.source, Source::Stale), "{}", a.source);
+    assert_eq!(ede_code(&parse(&a.wire)), Some(3));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fresh_answer_with_ttl_0_ends_the_stale_data() {
+    let up = TestUpstream::start(UpstreamOptions::default()).await;
+    let p = stale_pipeline(&up, "serve_stale = true");
+    let q = support::client_query(1, "ttl1.test.", RecordType::A);
+    expired_ttl1(&p, &q).await;
+    up.set_fault(Fault::ZeroTtl);
+    let a = p.answer(&q).await;
+    assert!(matches!(a.source, Source::Upstream(_)), "{}", a.source);
+    assert_eq!(parse(&a.wire).answers[0].ttl, 0);
+    assert!(p.cache().is_empty(), "RFC 8767 §4: refreshed, so the old data is gone");
+    // The upstream stops answering: there is no stale data to stand in for it.
+    up.set_fault(Fault::NeverAnswer);
+    let m = parse(&p.answer(&q).await.wire);
+    assert_eq!(m.metadata.response_code, ResponseCode::ServFail, "{m:?}");
+    assert_eq!(ede_code(&m), Some(22));
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_a_failed_refresh_stale_answers_come_at_once_for_30_s() {
+    let up = TestUpstream::start(UpstreamOptions::default()).await;
+    let p = stale_pipeline(&up, "serve_stale = true");
+    let q = support::client_query(1, "ttl1.test.", RecordType::A);
+    expired_ttl1(&p, &q).await;
+    up.set_fault(Fault::NeverAnswer);
+    let first = Instant::now();
+    let a = p.answer(&q).await;
+    assert!(matches!(a.source, Source::Stale), "{}", a.source);
+    assert_eq!(first.elapsed(), Duration::from_millis(1800), "RFC 8767 §5: the client-response timer");
+    // The refresh goes on without that client and fails at query_timeout (4 s).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let asked = up.queries_received();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let a = p.answer(&q).await;
+        assert!(matches!(a.source, Source::Stale), "{}", a.source);
+        assert!(started.elapsed() < Duration::from_millis(5), "at once, not after {:?}", started.elapsed());
+        assert_eq!(ede_code(&parse(&a.wire)), Some(3));
+        tokio::time::sleep(Duration::from_secs(8)).await;
+    }
+    assert_eq!(up.queries_received(), asked, "no upstream query within the recheck interval");
+    // More than 30 s after the refresh failed (by 4 s after the first query), the upstream
+    // is asked again; it is back, so the refresh lands.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(first.elapsed() > Duration::from_secs(4 + 30));
+    up.set_fault(Fault::None);
+    let a = p.answer(&q).await;
+    assert!(matches!(a.source, Source::Upstream(_)), "{}", a.source);
+    assert_eq!(parse(&a.wire).answers[0].ttl, 1);
+    assert!(up.queries_received() > asked);
 }

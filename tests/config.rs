@@ -447,6 +447,21 @@ fn cache_can_be_disabled() {
     assert!(config.summary().contains("cache: disabled"));
 }
 
+#[test]
+fn stale_recheck_defaults_to_30_s_and_is_bounded() {
+    let config = ok(&format!("[cache]\nserve_stale = true\n{UPSTREAM}"));
+    assert_eq!(config.cache.stale_recheck, std::time::Duration::from_secs(30), "RFC 8767 §5");
+    assert_eq!(config.cache.settings().failure_recheck, config.cache.stale_recheck);
+    assert!(config.summary().contains("recheck 30000 ms"), "{}", config.summary());
+    let off = ok(&format!("[cache]\nstale_recheck_ms = 0\n{UPSTREAM}"));
+    assert_eq!(off.cache.stale_recheck, std::time::Duration::ZERO);
+    assert_rejected(
+        &format!("[cache]\nstale_recheck_ms = 600001\n{UPSTREAM}"),
+        "cache.stale_recheck_ms",
+        "between 0 and 600000, got 600001",
+    );
+}
+
 // --------------------------------------------------------- resolv_conf
 
 /// A resolv.conf with `text` in a fresh directory (kept alive by the guard).
@@ -817,7 +832,7 @@ fn unknown_key_in_other_sections_is_rejected() {
     assert_rejected(
         &format!("[cache]\nsize = 5\n{UPSTREAM}"),
         "cache.size",
-        "unknown key (expected one of max_entries, max_bytes, min_ttl, max_ttl, negative_max_ttl, servfail_ttl, serve_stale, stale_max_s, stale_answer_after_ms, prefetch)",
+        "unknown key (expected one of max_entries, max_bytes, min_ttl, max_ttl, negative_max_ttl, servfail_ttl, serve_stale, stale_max_s, stale_answer_after_ms, stale_recheck_ms, prefetch)",
     );
     assert_rejected(
         &format!("[connection]\nidle_timeout = 5\n{UPSTREAM}"),

@@ -1,13 +1,13 @@
 //! One cached answer in wire form, and the hit path that turns it into a client's answer.
 //!
 //! Owns: the stored octets (the upstream answer without its OPT, every TTL already
-//! normalized by the policy), the offsets to patch, the entry's lifetimes and its
-//! prefetch claim. A hit is one copy plus patches at precomputed offsets, then the
+//! normalized by the policy), the offsets to patch, the entry's lifetimes, its
+//! prefetch claim and when a refresh of it last failed. A hit is one copy plus patches at precomputed offsets, then the
 //! client's own OPT appended. It must never parse, allocate more than the answer, read
 //! the clock, or change the length or layout of the stored message (compression
 //! pointers point at fixed offsets).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -36,7 +36,8 @@ pub(super) enum Ttls {
     Fixed(u32),
 }
 
-/// One cached answer. Immutable once built, except for the one-shot prefetch claim.
+/// One cached answer. Immutable once built, except for the one-shot prefetch claim and
+/// the time of the last failed refresh.
 #[derive(Debug)]
 pub(super) struct Entry {
     /// The answer as stored: upstream's octets without the OPT, TTLs normalized.
@@ -53,6 +54,10 @@ pub(super) struct Entry {
     /// Until when the entry may be served stale (RFC 8767); `None` if never.
     pub stale_until: Option<Instant>,
     prefetch_claimed: AtomicBool,
+    /// When a refresh of this entry last failed, as milliseconds since `stored_at` plus
+    /// one; 0: never (RFC 8767 §5, the failure recheck timer). Entries live at most two
+    /// weeks (TTL and stale window, 7 days each), well within 2^32 ms.
+    refresh_failed: AtomicU32,
 }
 
 impl Entry {
@@ -98,6 +103,7 @@ impl Entry {
             expires,
             stale_until,
             prefetch_claimed: AtomicBool::new(false),
+            refresh_failed: AtomicU32::new(0),
         }
     }
 
@@ -138,6 +144,24 @@ impl Entry {
     /// Claims the one prefetch of this entry; true for exactly one caller ever.
     pub fn claim_prefetch(&self) -> bool {
         !self.prefetch_claimed.swap(true, Ordering::AcqRel)
+    }
+
+    /// Notes that a refresh of this entry failed at `now`; the latest failure counts.
+    pub fn note_refresh_failure(&self, now: Instant) {
+        let since = now.saturating_duration_since(self.stored_at).as_millis();
+        let mark = u32::try_from(since).unwrap_or(u32::MAX - 1).saturating_add(1);
+        self.refresh_failed.fetch_max(mark, Ordering::AcqRel);
+    }
+
+    /// Whether a refresh failed less than `window` before `now`.
+    pub fn refresh_failed_within(&self, now: Instant, window: Duration) -> bool {
+        match self.refresh_failed.load(Ordering::Acquire) {
+            0 => false,
+            mark => {
+                let failed = self.stored_at + Duration::from_millis(u64::from(mark - 1));
+                now.saturating_duration_since(failed) < window
+            }
+        }
     }
 
     /// The answer for `client`: one copy of the stored octets, then the ID, RD, AD,

@@ -2,7 +2,7 @@
 //! served with TTLs counted down, stale answers (RFC 8767) and one-shot prefetch hints.
 //!
 //! Owns: what is cached and for how long (`policy`), the stored form and the hit path
-//! (`entry`, over offsets found by `wire`), and the bounds (entries and bytes, through quick_cache's S3-FIFO-like
+//! (`entry`, over offsets found by `wire`), lookups fresh and stale (`lookup`), and the bounds (entries and bytes, through quick_cache's S3-FIFO-like
 //! eviction). It is pure: time comes in as a `tokio::time::Instant` argument. It must
 //! never read the clock, sleep, spawn, do I/O or talk to upstreams; refreshing (stale or
 //! prefetch) is the caller's job, told by [`Lookup::HitPrefetch`] and [`Lookup::Stale`].
@@ -13,8 +13,11 @@
 //! match cache.lookup(&key, &view, now) {
 //!     Hit(wire) => answer(wire),
 //!     HitPrefetch(wire) => { answer(wire); refresh in the background (coalesced) }
+//!     Stale(wire) => answer(wire)   // a refresh failed within failure_recheck: no upstream
 //!     Miss => ask upstream; cache.store(key, &upstream_wire, now); answer;
-//!             on failure or after stale_answer_after: cache.lookup_stale(&key, &view, now)
+//!             on failure or after stale_answer_after: cache.lookup_stale(&key, &view, now);
+//!             on failure (no answer, or an RCODE other than NOERROR/NXDOMAIN):
+//!             cache.refresh_failed(&key, now)
 //! }
 //! ```
 //! A rendered answer carries the client's ID, RD and question case, AA clear, and a
@@ -22,6 +25,7 @@
 //! client's UDP limit.
 
 mod entry;
+mod lookup;
 mod policy;
 #[cfg(test)]
 mod tests;
@@ -60,6 +64,8 @@ pub const STALE_MAX_CEILING: Duration = Duration::from_secs(7 * 86_400);
 /// configured limits. An on-path attacker could have written such an answer; it must not
 /// outlive the downgrade that let them.
 pub const UNAUTHENTICATED_MAX_TTL: u32 = 60;
+/// The default [`CacheConfig::failure_recheck`]: 30 s, as RFC 8767 §5 recommends.
+pub const FAILURE_RECHECK: Duration = Duration::from_secs(30);
 /// Bytes charged per entry on top of its key, its `Entry` and their heap octets: the
 /// cache slot, hash table and ghost share, the Arc header, allocator rounding. Set so
 /// that the estimate stays above what is measured: about 365 B are charged for a
@@ -113,6 +119,11 @@ pub struct CacheConfig {
     pub stale_max: Duration,
     /// The TTL of stale answers, at least 1 (RFC 8767 §4: 30 s recommended). Default 30.
     pub stale_ttl: u32,
+    /// After a failed refresh ([`Cache::refresh_failed`]), [`Cache::lookup`] answers an
+    /// expired entry stale at once for this long, so that no upstream is asked for it
+    /// (RFC 8767 §5, the "failure recheck timer"); the first lookup after it misses and
+    /// the caller tries upstream again. 0 disables. Default [`FAILURE_RECHECK`].
+    pub failure_recheck: Duration,
     /// A fresh hit within the last this-many percent of the entry's lifetime asks for
     /// one background refresh; 0 disables. Default 10.
     pub prefetch_percent: u8,
@@ -130,6 +141,7 @@ impl Default for CacheConfig {
             serve_stale: false,
             stale_max: Duration::from_secs(86_400),
             stale_ttl: 30,
+            failure_recheck: FAILURE_RECHECK,
             prefetch_percent: 10,
         }
     }
@@ -230,7 +242,8 @@ pub enum Lookup {
     /// background refresh and serves the answer without waiting for it.
     HitPrefetch(Vec<u8>),
     /// An expired answer within the stale window, every TTL = `stale_ttl`, with EDE 3
-    /// (19 for NXDOMAIN) if the client sent an OPT. Only from [`Cache::lookup_stale`].
+    /// (19 for NXDOMAIN) if the client sent an OPT. From [`Cache::lookup_stale`], and
+    /// from [`Cache::lookup`] within `failure_recheck` of a failed refresh.
     Stale(Vec<u8>),
     /// Nothing servable.
     Miss,
@@ -280,7 +293,8 @@ pub enum StoreOutcome {
     /// A SERVFAIL that did not replace a still servable (fresh or stale) answer:
     /// RFC 8767 §4 keeps the old data when a refresh fails.
     KeptExisting,
-    /// Not stored.
+    /// Not stored. A NOERROR or NXDOMAIN answer to the key's question that the policy
+    /// refused (TTL 0, too large, …) still removed any entry under the key.
     NotCacheable(NotCacheable),
 }
 
@@ -411,50 +425,12 @@ impl Cache {
         &self.cfg
     }
 
-    /// A fresh answer for `key`, rendered for `client`: [`Lookup::Hit`],
-    /// [`Lookup::HitPrefetch`] or [`Lookup::Miss`] (also for expired entries).
-    pub fn lookup(&self, key: &CacheKey, client: &ClientView<'_>, now: Instant) -> Lookup {
-        let Some((map, entry)) = self.get(key) else {
-            return Lookup::Miss;
-        };
-        if !entry.is_fresh(now) {
-            if !entry.is_servable(now) {
-                map.remove_if(key, |e| Arc::ptr_eq(e, &entry));
-            }
-            return Lookup::Miss;
-        }
-        let wire = self.render_fresh(&entry, client, now);
-        if entry.prefetch_due(now, self.cfg.prefetch_percent) && entry.claim_prefetch() {
-            Lookup::HitPrefetch(wire)
-        } else {
-            Lookup::Hit(wire)
-        }
-    }
-
-    /// An answer for `key` when upstream failed or is late (RFC 8767): a fresh entry as
-    /// [`Lookup::Hit`] (never claiming the prefetch), an expired one within the stale
-    /// window as [`Lookup::Stale`], else [`Lookup::Miss`]. Stale answers exist only
-    /// with `serve_stale` on; SERVFAIL entries are never served stale.
-    pub fn lookup_stale(&self, key: &CacheKey, client: &ClientView<'_>, now: Instant) -> Lookup {
-        let Some((map, entry)) = self.get(key) else {
-            return Lookup::Miss;
-        };
-        if entry.is_fresh(now) {
-            return Lookup::Hit(self.render_fresh(&entry, client, now));
-        }
-        if !entry.is_stale_servable(now) {
-            map.remove_if(key, |e| Arc::ptr_eq(e, &entry));
-            return Lookup::Miss;
-        }
-        // RFC 8914 §4.4 / §4.20: say the answer is stale.
-        let ede = if entry.kind == AnswerKind::NxDomain { EDE_STALE_NXDOMAIN } else { EDE_STALE_ANSWER };
-        Lookup::Stale(entry.render(client, Ttls::Fixed(self.cfg.stale_ttl), Some(ede)))
-    }
-
     /// Stores `upstream_answer` (as received, with or without OPT) under `key` if the
     /// policy allows, for as long as it allows; a stored answer replaces any entry
     /// under the key (fresh or stale), except that a SERVFAIL never replaces a
-    /// servable answer. Never panics, whatever the octets.
+    /// servable answer. A NOERROR or NXDOMAIN answer that is not stored (TTL 0, too
+    /// large, …) removes the entry: RFC 8767 §4, a successful refresh means the old data
+    /// must not be served stale any more. Never panics, whatever the octets.
     pub fn store(&self, key: CacheKey, upstream_answer: &[u8], now: Instant) -> StoreOutcome {
         self.store_inner(key, upstream_answer, now, false, None).0
     }
@@ -495,7 +471,12 @@ impl Cache {
     ) -> (StoreOutcome, Option<StoredAnswer>) {
         let entry = match self.admit(&key, upstream_answer, now, parsed, ttl_cap) {
             Ok(entry) => entry,
-            Err(outcome) => return (outcome, None),
+            Err(Refused { outcome, supersedes }) => {
+                if let (true, Some(map)) = (supersedes, &self.map) {
+                    map.remove(&key);
+                }
+                return (outcome, None);
+            }
         };
         let outcome = StoreOutcome::Stored { kind: entry.kind, ttl: entry.ttl };
         if let Some(map) = &self.map {
@@ -513,19 +494,19 @@ impl Cache {
         now: Instant,
         parsed: bool,
         ttl_cap: Option<u32>,
-    ) -> Result<Arc<Entry>, StoreOutcome> {
+    ) -> Result<Arc<Entry>, Refused> {
         use NotCacheable as Not;
         let Some(map) = &self.map else {
-            return Err(StoreOutcome::NotCacheable(Not::Disabled));
+            return Err(Refused::keep(StoreOutcome::NotCacheable(Not::Disabled)));
         };
         if upstream_answer.len() > usize::from(u16::MAX) {
-            return Err(StoreOutcome::NotCacheable(Not::TooLarge));
+            return Err(Refused::keep(StoreOutcome::NotCacheable(Not::TooLarge)));
         }
         if upstream_answer.get(4..6).is_some_and(|qd| qd != [0, 1]) {
-            return Err(StoreOutcome::NotCacheable(Not::QuestionMismatch));
+            return Err(Refused::keep(StoreOutcome::NotCacheable(Not::QuestionMismatch)));
         }
         let Ok(scanned) = crate::wire::scan(upstream_answer) else {
-            return Err(StoreOutcome::NotCacheable(Not::Malformed));
+            return Err(Refused::keep(StoreOutcome::NotCacheable(Not::Malformed)));
         };
         // A capped store decides with limits no higher than the cap (min_ttl included:
         // the cap wins over a configured floor).
@@ -545,22 +526,32 @@ impl Cache {
         };
         let decision = match policy::decide(upstream_answer, &scanned, key, cfg) {
             Ok(decision) => decision,
-            Err(reason) => return Err(StoreOutcome::NotCacheable(reason)),
+            Err(reason) => {
+                // RFC 8767 §4: NOERROR and NXDOMAIN are successful refreshes, even when
+                // this cache cannot keep them; an answer that is not one (malformed, for
+                // another question, truncated) or another RCODE leaves the old state.
+                let supersedes = matches!(scanned.rcode(), RCODE_NOERROR | RCODE_NXDOMAIN)
+                    && matches!(reason, Not::ZeroTtl | Not::NoSoa | Not::Signed | Not::OptNotLast);
+                return Err(Refused { outcome: StoreOutcome::NotCacheable(reason), supersedes });
+            }
         };
         // Every hit is served from these octets: they must be a message our own
         // front end (hickory-proto) can read, rdata included.
         if !parsed && Message::from_vec(upstream_answer).is_err() {
-            return Err(StoreOutcome::NotCacheable(Not::Malformed));
+            return Err(Refused::keep(StoreOutcome::NotCacheable(Not::Malformed)));
         }
         if decision.kind == AnswerKind::ServFail
             && map.peek(key).is_some_and(|old| old.kind != AnswerKind::ServFail && old.is_servable(now))
         {
-            return Err(StoreOutcome::KeptExisting);
+            return Err(Refused::keep(StoreOutcome::KeptExisting));
         }
         let stale_max = cfg.serve_stale.then_some(cfg.stale_max);
         let entry = Arc::new(Entry::new(upstream_answer, &scanned, &decision, now, stale_max));
         if self.weighter.weight(key, &entry) > self.max_entry_weight {
-            return Err(StoreOutcome::NotCacheable(Not::TooLarge));
+            return Err(Refused {
+                outcome: StoreOutcome::NotCacheable(Not::TooLarge),
+                supersedes: decision.kind != AnswerKind::ServFail,
+            });
         }
         Ok(entry)
     }
@@ -596,10 +587,22 @@ impl Cache {
         let map = self.map.as_ref()?;
         map.get(key).map(|entry| (map, entry))
     }
+}
 
-    fn render_fresh(&self, entry: &Entry, client: &ClientView<'_>, now: Instant) -> Vec<u8> {
-        // RFC 8914 §4.14: a cached SERVFAIL says so.
-        let ede = (entry.kind == AnswerKind::ServFail).then_some(EDE_CACHED_ERROR);
-        entry.render(client, Ttls::CountDown(entry.elapsed_secs(now)), ede)
+/// Why [`Cache::admit`] refused an answer, and whether that answer still supersedes
+/// the entry under its key (RFC 8767 §4).
+struct Refused {
+    outcome: StoreOutcome,
+    supersedes: bool,
+}
+
+impl Refused {
+    /// Refused, and any entry under the key stays.
+    fn keep(outcome: StoreOutcome) -> Self {
+        Refused { outcome, supersedes: false }
     }
 }
+
+/// RCODEs that count as a successful refresh (RFC 8767 §4).
+const RCODE_NOERROR: u16 = 0;
+const RCODE_NXDOMAIN: u16 = 3;

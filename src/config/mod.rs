@@ -185,6 +185,9 @@ pub struct CacheConfig {
     /// With serve_stale: how long a client waits for upstream before getting stale data
     /// (RFC 8767 §5, "client response timer").
     pub stale_answer_after: Duration,
+    /// With serve_stale: after a failed refresh, stale data is served at once for this
+    /// long, without asking upstream (RFC 8767 §5, "failure recheck timer").
+    pub stale_recheck: Duration,
     /// Refresh in the background on a hit in the last 10% of an answer's TTL.
     pub prefetch: bool,
 }
@@ -201,6 +204,7 @@ impl CacheConfig {
             servfail_ttl: self.servfail_ttl,
             serve_stale: self.serve_stale,
             stale_max: self.stale_max,
+            failure_recheck: self.stale_recheck,
             prefetch_percent: if self.prefetch { 10 } else { 0 },
             ..crate::cache::CacheConfig::default()
         }

@@ -31,6 +31,7 @@ pub(crate) mod defaults {
     pub const SERVE_STALE: bool = false;
     pub const STALE_MAX_S: i64 = 86_400;
     pub const STALE_ANSWER_AFTER_MS: i64 = 1800;
+    pub const STALE_RECHECK_MS: i64 = 30_000;
     pub const PREFETCH: bool = true;
 
     pub const IDLE_TIMEOUT_MS: i64 = 10_000;
@@ -129,6 +130,7 @@ pub(crate) struct RawCache {
     pub serve_stale: bool,
     pub stale_max_s: i64,
     pub stale_answer_after_ms: i64,
+    pub stale_recheck_ms: i64,
     pub prefetch: bool,
 }
 
@@ -144,6 +146,7 @@ impl Default for RawCache {
             serve_stale: defaults::SERVE_STALE,
             stale_max_s: defaults::STALE_MAX_S,
             stale_answer_after_ms: defaults::STALE_ANSWER_AFTER_MS,
+            stale_recheck_ms: defaults::STALE_RECHECK_MS,
             prefetch: defaults::PREFETCH,
         }
     }

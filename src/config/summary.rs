@@ -47,7 +47,12 @@ impl Config {
                 k.negative_max_ttl,
                 k.servfail_ttl,
                 if k.serve_stale {
-                    format!("on (after {}, up to {} s)", ms(k.stale_answer_after), k.stale_max.as_secs())
+                    format!(
+                        "on (after {}, recheck {}, up to {} s)",
+                        ms(k.stale_answer_after),
+                        ms(k.stale_recheck),
+                        k.stale_max.as_secs()
+                    )
                 } else {
                     "off".into()
                 },

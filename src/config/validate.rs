@@ -45,6 +45,7 @@ pub(crate) mod limits {
     pub const SERVFAIL_TTL: RangeInclusive<i64> = 0..=300;
     pub const STALE_MAX_S: RangeInclusive<i64> = 0..=604_800;
     pub const STALE_ANSWER_AFTER_MS: RangeInclusive<i64> = 0..=60_000;
+    pub const STALE_RECHECK_MS: RangeInclusive<i64> = 0..=600_000;
     pub const IDLE_TIMEOUT_MS: RangeInclusive<i64> = 100..=3_600_000;
     /// Message IDs are 16 bits (RFC 7766 §6.2.1: no ID reused in flight).
     pub const CONNECTION_MAX_INFLIGHT: RangeInclusive<i64> = 1..=65_535;
@@ -152,6 +153,11 @@ impl Validator {
                 "cache.stale_answer_after_ms",
                 raw.stale_answer_after_ms,
                 limits::STALE_ANSWER_AFTER_MS,
+            )?,
+            stale_recheck: self.millis(
+                "cache.stale_recheck_ms",
+                raw.stale_recheck_ms,
+                limits::STALE_RECHECK_MS,
             )?,
             prefetch: raw.prefetch,
         })

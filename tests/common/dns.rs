@@ -195,6 +195,25 @@ fn error_reply(q: &Message, rcode: ResponseCode) -> Message {
     r
 }
 
+/// `response` (from [`respond`]) with every record's TTL set to 0.
+pub fn with_zero_ttls(response: &[u8]) -> Vec<u8> {
+    let mut r = Message::from_vec(response).expect("our own response parses");
+    for rec in r.answers.iter_mut().chain(r.authorities.iter_mut()).chain(r.additionals.iter_mut()) {
+        rec.ttl = 0;
+    }
+    encode(&r)
+}
+
+/// `response` (from [`respond`]) with `rcode` and no records.
+pub fn with_rcode(response: &[u8], rcode: ResponseCode) -> Vec<u8> {
+    let mut r = Message::from_vec(response).expect("our own response parses");
+    r.metadata.response_code = rcode;
+    r.answers.clear();
+    r.authorities.clear();
+    r.additionals.clear();
+    encode(&r)
+}
+
 /// Encodes, growing the padding option (if any) so the length is a multiple of the block.
 fn encode(r: &Message) -> Vec<u8> {
     let wire = r.to_vec().expect("encode response");

@@ -64,6 +64,21 @@ pub enum Fault {
     /// Answer every query with the header alone: same ID, QR, RCODE FORMERR, QDCOUNT 0
     /// (as servers do for a query they cannot read).
     FormErrWithoutQuestion,
+    /// Answer every query at once with this RCODE and no records (e.g. SERVFAIL).
+    Rcode(hickory_proto::op::ResponseCode),
+    /// Answer every query at once as usual, but with every TTL 0.
+    ZeroTtl,
+}
+
+impl Fault {
+    /// The answer `resp` as this fault rewrites it (`Rcode`, `ZeroTtl`); others keep it.
+    fn rewrite(&self, resp: Vec<u8>) -> Vec<u8> {
+        match self {
+            Fault::Rcode(rcode) => dns::with_rcode(&resp, *rcode),
+            Fault::ZeroTtl => dns::with_zero_ttls(&resp),
+            _ => resp,
+        }
+    }
 }
 
 /// Which TLS versions the upstream offers.
@@ -510,6 +525,7 @@ where
             let Some(resp) = dns::respond(&msg) else {
                 continue;
             };
+            let resp = fault.rewrite(resp);
             match fault {
                 Fault::NeverAnswer => {}
                 Fault::StopAnsweringAfter(n) => {
@@ -552,7 +568,12 @@ where
                     header[4..].fill(0);
                     let _ = tx.send(Outgoing::Answer(header));
                 }
-                Fault::None | Fault::WrongKey | Fault::StallHandshake | Fault::ResetOnAccept => {
+                Fault::None
+                | Fault::WrongKey
+                | Fault::StallHandshake
+                | Fault::ResetOnAccept
+                | Fault::Rcode(_)
+                | Fault::ZeroTtl => {
                     let _ = tx.send(Outgoing::Answer(resp));
                 }
             }
@@ -609,8 +630,9 @@ async fn udp_loop(sock: UdpSocket, shared: Arc<Shared>) {
         let Some(resp) = dns::respond(&msg) else {
             continue;
         };
-        let resp = dns::truncate_for_udp(resp, dns::udp_limit(&msg));
-        let send = match shared.fault() {
+        let fault = shared.fault();
+        let resp = dns::truncate_for_udp(fault.rewrite(resp), dns::udp_limit(&msg));
+        let send = match fault {
             Fault::NeverAnswer => false,
             Fault::StopAnsweringAfter(n) => shared.claim_answer_slot(n),
             Fault::Delay(d) => {

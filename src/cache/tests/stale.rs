@@ -181,3 +181,98 @@ fn prefetch_claim_is_atomic_across_threads() {
     });
     assert_eq!(claims, 1);
 }
+
+#[test]
+fn a_noerror_or_nxdomain_that_cannot_be_cached_removes_the_old_entry() {
+    // RFC 8767 §4: a NOERROR or NXDOMAIN is a successful refresh; the old data must not
+    // be served stale after it, even when the new answer is not kept (TTL 0, no SOA).
+    let k = key("gone.example.", RecordType::A);
+    let qn = name("gone.example.");
+    let old = Answer::new("gone.example.", RecordType::A).answer(a("gone.example.", 60, 1));
+    let ttl0 = Answer::new("gone.example.", RecordType::A).answer(a("gone.example.", 0, 2));
+    let nx_without_soa = Answer::new("gone.example.", RecordType::A).rcode(ResponseCode::NXDomain);
+    for (new, why) in [(ttl0, NotCacheable::ZeroTtl), (nx_without_soa, NotCacheable::NoSoa)] {
+        let c = cache(stale_cfg());
+        let now = t0();
+        c.store(k.clone(), &old.wire(), now);
+        let later = now + secs(600);
+        assert!(matches!(c.lookup_stale(&k, &view(&qn), later), Lookup::Stale(_)));
+        assert_eq!(c.store(k.clone(), &new.wire(), later), StoreOutcome::NotCacheable(why));
+        assert_eq!(c.lookup_stale(&k, &view(&qn), later), Lookup::Miss, "{why:?} ended the old data");
+        assert!(c.is_empty());
+    }
+}
+
+#[test]
+fn a_failed_or_foreign_answer_that_cannot_be_cached_keeps_the_old_entry() {
+    // RFC 8767 §4: any other RCODE is a failure that keeps the old state; an answer to
+    // another question, or one that is not an answer, refreshes nothing.
+    let k = key("kept.example.", RecordType::A);
+    let qn = name("kept.example.");
+    let old = Answer::new("kept.example.", RecordType::A).answer(a("kept.example.", 60, 1));
+    let refused = Answer::new("kept.example.", RecordType::A).rcode(ResponseCode::Refused).wire();
+    let other = Answer::new("other.example.", RecordType::A).answer(a("other.example.", 0, 2)).wire();
+    let mut query = Answer::new("kept.example.", RecordType::A).answer(a("kept.example.", 0, 2));
+    query.msg.metadata.message_type = hickory_proto::op::MessageType::Query;
+    let garbage = vec![0xff; 40];
+    for new in [refused, other, query.wire(), garbage] {
+        let c = cache(stale_cfg());
+        let now = t0();
+        c.store(k.clone(), &old.wire(), now);
+        let later = now + secs(600);
+        assert!(matches!(c.store(k.clone(), &new, later), StoreOutcome::NotCacheable(_)));
+        assert!(matches!(c.lookup_stale(&k, &view(&qn), later), Lookup::Stale(_)));
+    }
+}
+
+#[test]
+fn after_a_failed_refresh_lookup_answers_stale_for_the_recheck_interval_only() {
+    let c = cache(stale_cfg());
+    let now = t0();
+    let k = key("down.example.", RecordType::A);
+    let qn = name("down.example.");
+    let up = Answer::new("down.example.", RecordType::A).answer(a("down.example.", 60, 1));
+    c.store(k.clone(), &up.wire(), now);
+    let failed = now + secs(61);
+    assert_eq!(c.lookup(&k, &view(&qn), failed), Lookup::Miss, "expired: ask upstream");
+    c.refresh_failed(&k, failed);
+    // RFC 8767 §5: within the failure recheck interval, stale at once (TTL 30, EDE 3).
+    let m = match c.lookup(&k, &edns_view(&qn, false), failed) {
+        Lookup::Stale(w) => parse(&w),
+        other => panic!("expected Stale, got {other:?}"),
+    };
+    assert_eq!(ttls(&m), vec![30]);
+    assert_eq!(ede_code(&m), Some(EDE_STALE_ANSWER));
+    let last = failed + FAILURE_RECHECK - Duration::from_millis(1);
+    assert!(matches!(c.lookup(&k, &view(&qn), last), Lookup::Stale(_)));
+    // After it, upstream is tried again.
+    assert_eq!(c.lookup(&k, &view(&qn), failed + FAILURE_RECHECK), Lookup::Miss);
+    // A later failure starts the interval again.
+    let again = failed + secs(40);
+    c.refresh_failed(&k, again);
+    assert!(matches!(c.lookup(&k, &view(&qn), again + secs(29)), Lookup::Stale(_)));
+    // A successful refresh is a new entry without the mark.
+    c.store(k.clone(), &up.wire(), again + secs(1));
+    assert!(matches!(c.lookup(&k, &view(&qn), again + secs(2)), Lookup::Hit(_)));
+    assert_eq!(c.lookup(&k, &view(&qn), again + secs(62)), Lookup::Miss);
+}
+
+#[test]
+fn a_failed_refresh_changes_nothing_without_serve_stale_or_past_the_stale_window() {
+    let k = key("off.example.", RecordType::A);
+    let qn = name("off.example.");
+    let up = Answer::new("off.example.", RecordType::A).answer(a("off.example.", 60, 1));
+    let c = cache(CacheConfig::default());
+    let now = t0();
+    c.store(k.clone(), &up.wire(), now);
+    c.refresh_failed(&k, now + secs(30));
+    assert!(matches!(c.lookup(&k, &view(&qn), now + secs(40)), Lookup::Hit(_)), "fresh stays fresh");
+    assert_eq!(c.lookup(&k, &view(&qn), now + secs(61)), Lookup::Miss);
+
+    let c = cache(stale_cfg());
+    c.store(k.clone(), &up.wire(), now);
+    let end = now + secs(60 + 86_400);
+    c.refresh_failed(&k, end - secs(1));
+    assert_eq!(c.lookup(&k, &view(&qn), end), Lookup::Miss, "the stale window still ends");
+    assert!(c.is_empty());
+}
