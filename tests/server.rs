@@ -37,7 +37,9 @@ async fn refused_replies_to_a_burst(stub: &Stub, count: u16) -> (usize, Duration
     }
     let mut buf = vec![0u8; 4096];
     let mut replies = 0;
-    while let Ok(Ok((n, _))) = tokio::time::timeout(Duration::from_millis(500), sock.recv_from(&mut buf)).await {
+    while let Ok(Ok((n, _))) =
+        tokio::time::timeout(Duration::from_millis(500), sock.recv_from(&mut buf)).await
+    {
         assert_eq!(parse(&buf[..n]).metadata.response_code, ResponseCode::Refused);
         replies += 1;
         assert!(replies <= usize::from(count), "no more replies than queries");
