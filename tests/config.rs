@@ -5,7 +5,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use stubborn::config::{AddressSource, CaSource, Config, ConfigError, ConfigOrigin, Mode, Pin, RefusedPolicy};
+use stubborn::config::{
+    AddressSource, CaSource, Config, ConfigError, ConfigOrigin, Mode, Pin, RefusedPolicy,
+};
 
 const FILE: &str = "/test/stubborn.toml";
 

@@ -42,30 +42,8 @@ pub(super) async fn serve(listener: TcpListener, ctx: Arc<Context>, mut stop: wa
     let (mut full, mut outside, mut crowded) = (0u64, 0u64, 0u64);
     let mut backoff = AcceptBackoff::default();
     loop {
-        let (stream, src) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => {
-                    backoff.accepted();
-                    a
-                }
-                Err(err) => {
-                    // Out of descriptors the listener stays readable: pause, or spin.
-                    if let Some(pause) = backoff.failed(&err) {
-                        if backoff.failures().is_power_of_two() {
-                            warn!(%err, failures = backoff.failures(), pause_ms = pause.as_millis() as u64,
-                                "tcp accept failing; pausing before the next");
-                        }
-                        tokio::select! {
-                            _ = sleep(pause) => {}
-                            _ = stop.changed() => return,
-                        }
-                    } else {
-                        debug!(%err, "tcp accept error");
-                    }
-                    continue;
-                }
-            },
-            _ = stop.changed() => return,
+        let Some((stream, src)) = accept_next(|| listener.accept(), &mut backoff, &mut stop).await else {
+            return;
         };
         // Dropping `stream` closes it. A client outside `allow` takes no slot at all.
         if !ctx.acl().allows(src.ip()) {
@@ -99,6 +77,48 @@ pub(super) async fn serve(listener: TcpListener, ctx: Arc<Context>, mut stop: wa
             continue;
         };
         tokio::spawn(connection(stream, src, ctx.clone(), stop.clone(), (slot, per_source)));
+    }
+}
+
+/// The next connection `accept` gives, or None once `stop` changes. After a failed
+/// accept it pauses as `backoff` says: out of descriptors the listener stays readable,
+/// and accepting again at once would spin.
+async fn accept_next<T, Fut>(
+    mut accept: impl FnMut() -> Fut,
+    backoff: &mut AcceptBackoff,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<T>
+where
+    Fut: Future<Output = std::io::Result<T>>,
+{
+    loop {
+        let accepted = tokio::select! {
+            accepted = accept() => accepted,
+            _ = stop.changed() => return None,
+        };
+        let err = match accepted {
+            Ok(accepted) => {
+                backoff.accepted();
+                return Some(accepted);
+            }
+            Err(err) => err,
+        };
+        let Some(pause) = backoff.failed(&err) else {
+            debug!(%err, "tcp accept error");
+            continue;
+        };
+        if backoff.failures().is_power_of_two() {
+            warn!(
+                %err,
+                failures = backoff.failures(),
+                pause_ms = pause.as_millis() as u64,
+                "tcp accept failing; pausing before the next"
+            );
+        }
+        tokio::select! {
+            _ = sleep(pause) => {}
+            _ = stop.changed() => return None,
+        }
     }
 }
 
@@ -214,4 +234,49 @@ async fn connection(
     }
     drop(answers);
     let _ = write.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn accept_errors_pause_instead_of_spinning() {
+        let calls = AtomicUsize::new(0);
+        let (_keep, mut stop) = watch::channel(false);
+        let mut backoff = AcceptBackoff::default();
+        // EMFILE a thousand times, then nothing to accept.
+        let accept = || {
+            let n = calls.fetch_add(1, Ordering::Relaxed) + 1;
+            async move {
+                if n <= 1000 {
+                    Err::<(), _>(std::io::Error::from_raw_os_error(libc::EMFILE))
+                } else {
+                    std::future::pending().await
+                }
+            }
+        };
+        let waited = timeout(Duration::from_secs(3), accept_next(accept, &mut backoff, &mut stop)).await;
+        assert!(waited.is_err(), "nothing was accepted");
+        // 5, 10, 20 ... 640 ms, then 1 s each: about ten tries in 3 s, not a thousand.
+        let n = calls.load(Ordering::Relaxed);
+        assert!((3..=12).contains(&n), "{n} accept calls in 3 s");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn accept_stops_when_told_even_while_pausing() {
+        let (tell, mut stop) = watch::channel(false);
+        let mut backoff = AcceptBackoff::default();
+        let accept = || async { Err::<(), _>(std::io::Error::from_raw_os_error(libc::ENFILE)) };
+        let stopper = tokio::spawn(async move {
+            sleep(Duration::from_millis(50)).await;
+            let _ = tell.send(true);
+            tell
+        });
+        let accepted = timeout(Duration::from_secs(5), accept_next(accept, &mut backoff, &mut stop)).await;
+        assert_eq!(accepted.expect("returns once stopped"), None);
+        drop(stopper.await);
+    }
 }
