@@ -61,11 +61,11 @@ pub fn ensure(max_tcp_clients: usize) -> Result<Option<u64>, FdLimitError> {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
         return Err(system(std::io::Error::last_os_error()));
     }
-    match plan(max_tcp_clients, limit.rlim_cur as u64, limit.rlim_max as u64) {
+    match plan(max_tcp_clients, limit.rlim_cur, limit.rlim_max) {
         FdPlan::Enough => Ok(None),
         FdPlan::Refuse { needed, hard } => Err(refusal(max_tcp_clients, needed, hard)),
         FdPlan::Raise(to) => {
-            limit.rlim_cur = to as libc::rlim_t;
+            limit.rlim_cur = to;
             // SAFETY: setrlimit reads the struct we own.
             if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
                 return Err(system(std::io::Error::last_os_error()));
