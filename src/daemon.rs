@@ -31,6 +31,8 @@ pub enum StartError {
     Serve(#[from] std::io::Error),
     #[error(transparent)]
     Metrics(#[from] ServeError),
+    #[error(transparent)]
+    FdLimit(#[from] crate::frontend::fd_limit::FdLimitError),
 }
 
 /// A running daemon: its bound addresses and what is needed to reload or stop it.
@@ -78,11 +80,19 @@ impl Daemon {
     /// Starts serving on sockets bound elsewhere (socket activation, or bound before
     /// dropping root). Must run inside the tokio runtime.
     pub fn start_on(config: &Config, listeners: Listeners) -> Result<Self, StartError> {
+        // Room for every client connection allowed, or a clear refusal now rather than
+        // EMFILE under load.
+        if let Some(raised) = crate::frontend::fd_limit::ensure(config.server.max_tcp_clients)? {
+            info!(soft_limit = raised, "raised RLIMIT_NOFILE for server.max_tcp_clients");
+        }
         let pipeline = Pipeline::new(pools(config)?, config.server.query_timeout, &config.cache);
         let limits = FrontendLimits {
             max_in_flight: config.server.max_inflight,
             max_tcp_clients: config.server.max_tcp_clients,
             tcp_idle_timeout: config.server.tcp_idle_timeout,
+            max_tcp_per_client: config.server.max_tcp_per_client,
+            tcp_write_timeout: config.server.tcp_write_timeout,
+            refused: config.server.refused,
         };
         let frontend = Frontend::start(
             listeners,
@@ -121,6 +131,9 @@ impl Daemon {
             ("server.max_inflight", old.max_inflight != new.max_inflight),
             ("server.max_tcp_clients", old.max_tcp_clients != new.max_tcp_clients),
             ("server.tcp_idle_timeout_ms", old.tcp_idle_timeout != new.tcp_idle_timeout),
+            ("server.max_tcp_per_client", old.max_tcp_per_client != new.max_tcp_per_client),
+            ("server.tcp_write_timeout_ms", old.tcp_write_timeout != new.tcp_write_timeout),
+            ("server.refused", old.refused != new.refused),
             ("server.threads", old.threads != new.threads),
             ("metrics", self.config.metrics != config.metrics),
         ]
@@ -151,6 +164,17 @@ impl Daemon {
     /// Every upstream pool in use: one per serving thread, and TCP's.
     pub fn pools(&self) -> Vec<Pool> {
         self.pipeline.pools()
+    }
+
+    /// Client queries being resolved upstream right now (holding `server.max_inflight`
+    /// slots).
+    pub fn in_flight(&self) -> usize {
+        self.frontend.in_flight()
+    }
+
+    /// Client TCP connections open right now.
+    pub fn tcp_connections(&self) -> usize {
+        self.frontend.tcp_connections()
     }
 
     /// The query pipeline (its cache).

@@ -5,7 +5,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use stubborn::config::{AddressSource, CaSource, Config, ConfigError, ConfigOrigin, Mode, Pin};
+use stubborn::config::{
+    AddressSource, CaSource, Config, ConfigError, ConfigOrigin, Mode, Pin, RefusedPolicy,
+};
 
 const FILE: &str = "/test/stubborn.toml";
 
@@ -409,6 +411,35 @@ fn timeouts_out_of_range_are_rejected() {
             fragment,
         );
     }
+}
+
+#[test]
+fn tcp_front_end_keys_have_defaults_ranges_and_named_errors() {
+    let config = ok(UPSTREAM);
+    assert_eq!(config.server.max_tcp_per_client, 16);
+    assert_eq!(config.server.tcp_write_timeout, Duration::from_millis(5000));
+    assert_eq!(config.server.refused, RefusedPolicy::RateLimited);
+    let config = ok(&format!(
+        "[server]\nmax_tcp_per_client = 1\ntcp_write_timeout_ms = 100\nrefused = \"drop\"\n{UPSTREAM}"
+    ));
+    assert_eq!(config.server.max_tcp_per_client, 1);
+    assert_eq!(config.server.tcp_write_timeout, Duration::from_millis(100));
+    assert_eq!(config.server.refused, RefusedPolicy::Drop);
+    assert_rejected(
+        &format!("[server]\nmax_tcp_per_client = 0\n{UPSTREAM}"),
+        "server.max_tcp_per_client",
+        "must be between 1 and 100000, got 0",
+    );
+    assert_rejected(
+        &format!("[server]\ntcp_write_timeout_ms = 99\n{UPSTREAM}"),
+        "server.tcp_write_timeout_ms",
+        "must be between 100 and 60000, got 99",
+    );
+    assert_rejected(
+        &format!("[server]\nrefused = \"sometimes\"\n{UPSTREAM}"),
+        "server.refused",
+        "\"sometimes\" is not a policy (expected \"rate-limited\" or \"drop\")",
+    );
 }
 
 #[test]
@@ -822,7 +853,8 @@ fn unknown_server_key_is_rejected() {
         &format!("[server]\nlisten = [\"127.0.0.1:53\"]\nlistn = []\n{UPSTREAM}"),
         "server.listn",
         "unknown key (expected one of listen, allow, query_timeout_ms, \
-         tcp_idle_timeout_ms, max_inflight, max_tcp_clients, threads, user)",
+         tcp_idle_timeout_ms, max_inflight, max_tcp_clients, max_tcp_per_client, \
+         tcp_write_timeout_ms, refused, threads, user)",
     );
     assert!(err.reason.ends_with("(line 3, column 1)"), "{err}");
 }
@@ -963,7 +995,8 @@ fn load_reports_errors_with_the_file_path() {
         err.to_string(),
         format!(
             "{}: server.listn: unknown key (expected one of listen, allow, query_timeout_ms, \
-             tcp_idle_timeout_ms, max_inflight, max_tcp_clients, threads, user) (line 2, column 1)",
+             tcp_idle_timeout_ms, max_inflight, max_tcp_clients, max_tcp_per_client, \
+             tcp_write_timeout_ms, refused, threads, user) (line 2, column 1)",
             path.display()
         )
     );

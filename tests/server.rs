@@ -20,13 +20,62 @@ async fn clients_outside_allow_get_refused() {
     let dir = tempfile::tempdir().unwrap();
     let block = upstream_block("up", &up, Auth::Pin(&up.leaf_key_pin), &dir);
     let stub = Stub::start("allow = [\"192.0.2.0/24\"]", &block, dir).await;
-    for answer in [
-        udp_query(stub.addr, &query(1, "a.test", RecordType::A), UDP_WAIT).await.unwrap(),
-        tcp_query(stub.addr, &query(1, "a.test", RecordType::A)).await.unwrap(),
-    ] {
-        assert_eq!(parse(&answer).metadata.response_code, ResponseCode::Refused);
-    }
+    let answer = udp_query(stub.addr, &query(1, "a.test", RecordType::A), UDP_WAIT).await.unwrap();
+    assert_eq!(parse(&answer).metadata.response_code, ResponseCode::Refused);
+    // Over TCP the connection is closed at accept, with no answer (tests/tcp_frontend.rs).
+    assert!(tcp_query(stub.addr, &query(1, "a.test", RecordType::A)).await.is_err());
     assert_eq!(up.queries_received(), 0);
+}
+
+/// Sends `count` queries from 127.0.0.2 (outside `allow = ["127.0.0.1/32"]`) as fast as
+/// it can, then counts the replies until 500 ms pass without one; also how long it took.
+async fn refused_replies_to_a_burst(stub: &Stub, count: u16) -> (usize, Duration) {
+    let sock = UdpSocket::bind("127.0.0.2:0").await.unwrap();
+    let started = std::time::Instant::now();
+    for id in 0..count {
+        sock.send_to(&query(id, "a.test", RecordType::A), stub.addr).await.unwrap();
+    }
+    let mut buf = vec![0u8; 4096];
+    let mut replies = 0;
+    while let Ok(Ok((n, _))) =
+        tokio::time::timeout(Duration::from_millis(500), sock.recv_from(&mut buf)).await
+    {
+        assert_eq!(parse(&buf[..n]).metadata.response_code, ResponseCode::Refused);
+        replies += 1;
+        assert!(replies <= usize::from(count), "no more replies than queries");
+    }
+    (replies, started.elapsed())
+}
+
+#[tokio::test]
+async fn udp_refused_to_clients_outside_allow_is_rate_limited() {
+    let up = TestUpstream::start(UpstreamOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let block = upstream_block("up", &up, Auth::Pin(&up.leaf_key_pin), &dir);
+    let stub = Stub::start("allow = [\"127.0.0.1/32\"]", &block, dir).await;
+    let (replies, took) = refused_replies_to_a_burst(&stub, 500).await;
+    // The burst, plus what the rate refills while it lasts.
+    let per_second = stubborn::frontend::REFUSED_PER_SECOND as f64;
+    let bound = per_second + per_second * took.as_secs_f64() + 1.0;
+    assert!(replies >= 1, "some are answered REFUSED");
+    assert!((replies as f64) <= bound, "{replies} REFUSED in {took:?}: a reflector");
+    // An allowed client is not limited.
+    for id in 0..50 {
+        let m = parse(&udp_query(stub.addr, &query(id, "a.test", RecordType::A), UDP_WAIT).await.unwrap());
+        assert_eq!(answer_strings(&m), vec!["192.0.2.1".to_string()]);
+    }
+}
+
+#[tokio::test]
+async fn udp_refused_drop_answers_clients_outside_allow_nothing() {
+    let up = TestUpstream::start(UpstreamOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let block = upstream_block("up", &up, Auth::Pin(&up.leaf_key_pin), &dir);
+    let stub = Stub::start("allow = [\"127.0.0.1/32\"]\nrefused = \"drop\"", &block, dir).await;
+    assert_eq!(refused_replies_to_a_burst(&stub, 20).await.0, 0);
+    let m = parse(&udp_query(stub.addr, &query(1, "a.test", RecordType::A), UDP_WAIT).await.unwrap());
+    assert_eq!(answer_strings(&m), vec!["192.0.2.1".to_string()]);
+    assert_eq!(up.queries_received(), 1);
 }
 
 #[tokio::test]

@@ -101,6 +101,12 @@ pub struct ServerConfig {
     pub max_inflight: usize,
     /// Cap on open client TCP connections. At least 1.
     pub max_tcp_clients: usize,
+    /// Cap on open client TCP connections from one IP address. At least 1.
+    pub max_tcp_per_client: usize,
+    /// A write to a client TCP connection that cannot finish within this closes it.
+    pub tcp_write_timeout: Duration,
+    /// What UDP clients outside `allow` get.
+    pub refused: RefusedPolicy,
     /// Threads serving UDP, each with its own sockets and upstream connections; 0 means
     /// one per core, up to [`AUTO_THREADS_MAX`]. See [`ServerConfig::serving_threads`].
     pub threads: usize,
@@ -110,6 +116,17 @@ pub struct ServerConfig {
     pub listen_from_env: bool,
     /// `allow` came from the `STUBBORN_ALLOW` environment variable, not the file.
     pub allow_from_env: bool,
+}
+
+/// `server.refused`: what a UDP query from outside `allow` gets. Its source address may
+/// be forged, so an answer to it may go to a victim: REFUSED only at a bounded rate, or
+/// nothing. (TCP clients outside `allow` are closed at accept.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusedPolicy {
+    /// REFUSED, at most [`crate::frontend::REFUSED_PER_SECOND`] a second in all.
+    RateLimited,
+    /// No answer at all.
+    Drop,
 }
 
 /// `server.threads = 0` serves on one thread per core, but on no more than this: each

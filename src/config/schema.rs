@@ -19,6 +19,9 @@ pub(crate) mod defaults {
     pub const TCP_IDLE_TIMEOUT_MS: i64 = 10_000;
     pub const SERVER_MAX_INFLIGHT: i64 = 4096;
     pub const MAX_TCP_CLIENTS: i64 = 512;
+    pub const MAX_TCP_PER_CLIENT: i64 = 16;
+    pub const TCP_WRITE_TIMEOUT_MS: i64 = 5000;
+    pub const REFUSED: &str = "rate-limited";
     /// 0: one serving thread per core, up to [`crate::config::AUTO_THREADS_MAX`].
     pub const THREADS: i64 = 0;
 
@@ -99,6 +102,9 @@ pub(crate) struct RawServer {
     pub tcp_idle_timeout_ms: i64,
     pub max_inflight: i64,
     pub max_tcp_clients: i64,
+    pub max_tcp_per_client: i64,
+    pub tcp_write_timeout_ms: i64,
+    pub refused: String,
     pub threads: i64,
     pub user: Option<String>,
 }
@@ -112,6 +118,9 @@ impl Default for RawServer {
             tcp_idle_timeout_ms: defaults::TCP_IDLE_TIMEOUT_MS,
             max_inflight: defaults::SERVER_MAX_INFLIGHT,
             max_tcp_clients: defaults::MAX_TCP_CLIENTS,
+            max_tcp_per_client: defaults::MAX_TCP_PER_CLIENT,
+            tcp_write_timeout_ms: defaults::TCP_WRITE_TIMEOUT_MS,
+            refused: defaults::REFUSED.to_owned(),
             threads: defaults::THREADS,
             user: None,
         }

@@ -36,6 +36,8 @@ pub(crate) mod limits {
     pub const TCP_IDLE_TIMEOUT_MS: RangeInclusive<i64> = 100..=3_600_000;
     pub const SERVER_MAX_INFLIGHT: RangeInclusive<i64> = 1..=1_000_000;
     pub const MAX_TCP_CLIENTS: RangeInclusive<i64> = 1..=100_000;
+    pub const MAX_TCP_PER_CLIENT: RangeInclusive<i64> = 1..=100_000;
+    pub const TCP_WRITE_TIMEOUT_MS: RangeInclusive<i64> = 100..=60_000;
     pub const THREADS: RangeInclusive<i64> = 0..=64;
     pub const CACHE_MAX_ENTRIES: RangeInclusive<i64> = 0..=10_000_000;
     pub const CACHE_MAX_BYTES: RangeInclusive<i64> = 0..=(16 << 30);

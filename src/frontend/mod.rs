@@ -14,8 +14,11 @@
 //! (and, with `[log] queries`, logging: [`querylog`]) every answer it sends. It never
 //! decides answers: the pipeline does.
 
+mod admission;
 mod batch;
 mod bind;
+pub mod fd_limit;
+mod framing;
 pub mod querylog;
 pub mod request;
 mod tcp;
@@ -26,7 +29,7 @@ use std::{
     fmt::Display,
     net::SocketAddr,
     sync::{
-        Arc, RwLock,
+        Arc, Mutex, RwLock,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
@@ -41,8 +44,12 @@ use tokio::{
 };
 use tracing::{info, warn};
 
-use self::request::Acl;
+use self::{
+    admission::{PerSource, TokenBucket},
+    request::Acl,
+};
 use crate::{
+    config::RefusedPolicy,
     metrics::{ClientTransport, Metrics, metrics},
     pipeline::Pipeline,
 };
@@ -56,10 +63,20 @@ pub struct FrontendLimits {
     pub max_tcp_clients: usize,
     /// Idle client TCP connections are closed after this (RFC 7766 §6.2.3).
     pub tcp_idle_timeout: Duration,
+    /// Client TCP connections open at once from one address.
+    pub max_tcp_per_client: usize,
+    /// A write to a TCP client that does not finish within this closes the connection.
+    pub tcp_write_timeout: Duration,
+    /// What UDP clients outside `allow` get.
+    pub refused: RefusedPolicy,
 }
 
 /// Queries one TCP connection may have in flight at once.
 const TCP_PIPELINE_DEPTH: usize = 64;
+
+/// REFUSED answers to UDP clients outside `allow`, at most, per second and in a burst
+/// (all clients together): a forged source address must not make us a reflector.
+pub const REFUSED_PER_SECOND: u32 = 20;
 
 /// What every serving task shares.
 struct Context {
@@ -70,7 +87,14 @@ struct Context {
     limits: FrontendLimits,
     in_flight: Arc<Semaphore>,
     tcp_clients: Arc<Semaphore>,
+    /// Open TCP connections per client address (`server.max_tcp_per_client`).
+    per_source: Arc<PerSource>,
+    /// REFUSED answers left to give UDP clients outside `allow`.
+    refusals: Mutex<TokenBucket>,
     over_cap: AtomicU64,
+    /// Counters for rate-limited warnings (logged at 1 and each power of two).
+    refusals_dropped: AtomicU64,
+    slow_readers: AtomicU64,
     metrics: &'static Metrics,
     /// `[log] queries`; a reload may flip it.
     log_queries: AtomicBool,
@@ -124,16 +148,52 @@ impl Context {
     fn admit(&self) -> Option<OwnedSemaphorePermit> {
         let permit = self.in_flight.clone().try_acquire_owned().ok();
         if permit.is_none() {
-            let n = self.over_cap.fetch_add(1, Ordering::Relaxed) + 1;
+            self.over_cap("dropping UDP queries");
+        }
+        permit
+    }
+
+    /// Like [`Context::admit`], but waits up to `wait` for a slot; None (logged) if none
+    /// came. For TCP, where a query must get an answer (RFC 7766 §6.2.1.1).
+    async fn admit_within(&self, wait: Duration) -> Option<OwnedSemaphorePermit> {
+        if let Ok(permit) = self.in_flight.clone().try_acquire_owned() {
+            return Some(permit);
+        }
+        let permit = tokio::time::timeout(wait, self.in_flight.clone().acquire_owned()).await;
+        let permit = permit.ok().and_then(Result::ok);
+        if permit.is_none() {
+            self.over_cap("answering TCP queries SERVFAIL");
+        }
+        permit
+    }
+
+    fn over_cap(&self, action: &'static str) {
+        let n = self.over_cap.fetch_add(1, Ordering::Relaxed) + 1;
+        if n.is_power_of_two() {
+            warn!(over_cap = n, limit = self.limits.max_in_flight, "server.max_inflight reached; {action}");
+        }
+    }
+
+    /// Whether a UDP client outside `allow` gets its REFUSED (`server.refused`): only for
+    /// refused packets, never on an allowed client's path.
+    fn may_refuse(&self) -> bool {
+        let allowed = match self.limits.refused {
+            RefusedPolicy::Drop => false,
+            RefusedPolicy::RateLimited => {
+                self.refusals.lock().unwrap_or_else(|e| e.into_inner()).take(std::time::Instant::now())
+            }
+        };
+        if !allowed && self.limits.refused == RefusedPolicy::RateLimited {
+            let n = self.refusals_dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if n.is_power_of_two() {
                 warn!(
-                    dropped = n,
-                    limit = self.limits.max_in_flight,
-                    "server.max_inflight reached; dropping queries"
+                    unanswered = n,
+                    per_second = REFUSED_PER_SECOND,
+                    "REFUSED answers to clients outside server.allow over their rate; not answering"
                 );
             }
         }
-        permit
+        allowed
     }
 }
 
@@ -169,7 +229,11 @@ impl Frontend {
             limits,
             in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
             tcp_clients: Arc::new(Semaphore::new(limits.max_tcp_clients)),
+            per_source: PerSource::new(limits.max_tcp_per_client),
+            refusals: Mutex::new(TokenBucket::new(REFUSED_PER_SECOND, REFUSED_PER_SECOND)),
             over_cap: AtomicU64::new(0),
+            refusals_dropped: AtomicU64::new(0),
+            slow_readers: AtomicU64::new(0),
             metrics: metrics(),
             log_queries: AtomicBool::new(log_queries),
         });
@@ -211,6 +275,11 @@ impl Frontend {
     /// Client queries being resolved upstream right now.
     pub fn in_flight(&self) -> usize {
         self.ctx.limits.max_in_flight - self.ctx.in_flight.available_permits()
+    }
+
+    /// Client TCP connections open right now.
+    pub fn tcp_connections(&self) -> usize {
+        self.ctx.limits.max_tcp_clients - self.ctx.tcp_clients.available_permits()
     }
 
     /// Stops taking queries, lets the ones in flight finish for up to `drain`, then

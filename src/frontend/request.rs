@@ -22,6 +22,9 @@ pub enum Verdict {
     Query(ClientQuery),
     /// Reply with this at once.
     Reply(Vec<u8>),
+    /// REFUSED for a client outside `allow`; over UDP its source may be forged, so the
+    /// front end may rate-limit or drop it (`server.refused`).
+    Refused(Vec<u8>),
     /// Nothing to reply to (too short, a response, garbage).
     Drop,
 }
@@ -56,7 +59,7 @@ pub fn classify(packet: &[u8], src: IpAddr, acl: &Acl) -> Verdict {
     }
     let parsed = Message::from_vec(packet);
     if !acl.allows(src) {
-        return Verdict::Reply(local_reply(&header, packet, parsed.as_ref().ok(), ResponseCode::Refused));
+        return Verdict::Refused(local_reply(&header, packet, parsed.as_ref().ok(), ResponseCode::Refused));
     }
     let msg = match parsed {
         Ok(msg) => msg,
@@ -394,7 +397,7 @@ mod tests {
 
     fn rcode_of(v: Verdict) -> ResponseCode {
         match v {
-            Verdict::Reply(w) => Message::from_vec(&w).unwrap().metadata.response_code,
+            Verdict::Reply(w) | Verdict::Refused(w) => Message::from_vec(&w).unwrap().metadata.response_code,
             other => panic!("expected a reply, got {other:?}"),
         }
     }

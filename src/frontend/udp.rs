@@ -106,6 +106,14 @@ fn answer_batch(
                 ctx.replied(Udp, src, &wire);
                 out.push((wire, src));
             }
+            // Outside `allow`: the source may be forged (a reflection victim), so at a
+            // bounded rate, or not at all (`server.refused`).
+            Verdict::Refused(wire) => {
+                if ctx.may_refuse() {
+                    ctx.replied(Udp, src, &wire);
+                    out.push((wire, src));
+                }
+            }
             Verdict::Query(query) => {
                 let limit = query.udp_limit();
                 let started = ctx.query_clock();

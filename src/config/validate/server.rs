@@ -7,7 +7,7 @@ use ipnet::IpNet;
 
 use super::super::operator::{self, ENV_ORIGIN, allow_key, listen_key};
 use super::super::schema::RawServer;
-use super::super::{ConfigError, EnvOverrides, ServerConfig};
+use super::super::{ConfigError, EnvOverrides, RefusedPolicy, ServerConfig};
 use super::{Validator, limits};
 
 impl Validator {
@@ -101,6 +101,26 @@ impl Validator {
                 raw.max_tcp_clients,
                 limits::MAX_TCP_CLIENTS,
             )?,
+            max_tcp_per_client: self.count(
+                "server.max_tcp_per_client",
+                raw.max_tcp_per_client,
+                limits::MAX_TCP_PER_CLIENT,
+            )?,
+            tcp_write_timeout: self.millis(
+                "server.tcp_write_timeout_ms",
+                raw.tcp_write_timeout_ms,
+                limits::TCP_WRITE_TIMEOUT_MS,
+            )?,
+            refused: match raw.refused.as_str() {
+                "rate-limited" => RefusedPolicy::RateLimited,
+                "drop" => RefusedPolicy::Drop,
+                other => {
+                    return Err(self.error(
+                        "server.refused",
+                        format!("{other:?} is not a policy (expected \"rate-limited\" or \"drop\")"),
+                    ));
+                }
+            },
             threads: self.count("server.threads", raw.threads, limits::THREADS)?,
             user: match raw.user {
                 None => None,
