@@ -335,3 +335,61 @@ async fn the_query_log_names_type_rcode_latency_and_upstream_only_when_asked() {
         assert!(find(&["name=nope.test.", "qtype=AAAA", "rcode=NXDOMAIN"]), "{out}");
     }
 }
+
+#[tokio::test]
+async fn a_refused_ca_pin_is_logged_with_the_check_that_failed() {
+    // The server holds a leaf from the pinned intermediate, but for another name.
+    let up = TestUpstream::start(UpstreamOptions {
+        chain: ChainKind::WithIntermediate,
+        tls_name: "attacker.test".into(),
+        ..Default::default()
+    })
+    .await;
+    let intermediate = up.intermediate_key_pin.clone().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let addr = common::private_listen_addr();
+    let auth = Auth::PinWithName { pin: &intermediate, tls_name: "dns.test" };
+    let block = upstream_block("borrowed", &up, auth, &dir);
+    let path = dir.path().join("stubborn.toml");
+    std::fs::write(&path, format!("[server]\nlisten = [\"{addr}\"]\n{block}")).unwrap();
+    // Killed if the test fails before it stops the daemon.
+    let mut guard = common::KillOnDrop(Some(
+        Command::new(BIN)
+            .arg("--config")
+            .arg(&path)
+            .env_remove("RUST_LOG")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let answer = loop {
+        if let Ok(wire) =
+            udp_query(addr, &query(1, "a.test", RecordType::A), Duration::from_millis(300)).await
+        {
+            break parse(&wire);
+        }
+        assert!(Instant::now() < deadline, "the daemon never answered");
+    };
+    assert_eq!(answer.metadata.response_code, ResponseCode::ServFail);
+    let mut child = guard.0.take().unwrap();
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        let _ = child.wait();
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        stderr
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.lines().any(|l| l.contains("WARN")
+            && l.contains("CA pin refused")
+            && l.contains("upstream=borrowed")
+            && l.contains("depth=1")
+            && l.contains("leaf not valid for tls_name")
+            && l.contains("attacker.test")),
+        "{out}"
+    );
+    assert_eq!(up.queries_received(), 0);
+}
