@@ -276,7 +276,7 @@ async fn pin_check_passes_good_pins_and_names_the_upstream_that_would_fail() {
         let report = stdout(&out);
         assert_eq!(out.status.code(), Some(1), "{report}");
         assert!(report.contains("upstream \"pinned\": WOULD FAIL"), "{report}");
-        assert!(report.contains(&format!("FAIL: CA pin refused: pinned CA at depth 1")), "{report}");
+        assert!(report.contains("FAIL: CA pin refused: pinned CA at depth 1"), "{report}");
         assert!(report.contains(why), "{why:?}:\n{report}");
     }
     let config = config_with_pins(dir.path(), &up, None, &[&unrelated]);

@@ -239,7 +239,7 @@ fn no_match_reports_what_was_presented() {
 fn a_cert_pin_matches_the_whole_der_only() {
     let pki = Pki::new();
     let (leaf, Pin::KeySha256(leaf_key)) = pki.leaf(leaf_params("dns.test")) else { unreachable!() };
-    check(&[Pin::CertSha256(cert_fingerprint(&leaf))], None, &[leaf.clone()]).unwrap();
+    check(&[Pin::CertSha256(cert_fingerprint(&leaf))], None, std::slice::from_ref(&leaf)).unwrap();
     // The key's hash is not the certificate's hash.
     assert!(check(&[Pin::CertSha256(leaf_key)], None, &[leaf]).is_err());
     // A cert-fp pin on the intermediate is a CA pin like a key-fp one.
