@@ -9,7 +9,13 @@ use common::{
     dns::{answer_strings, parse, query},
     udp_query, unrelated_key_pin,
 };
-use hickory_proto::{op::ResponseCode, rr::RecordType};
+use hickory_proto::{
+    op::{Message, ResponseCode},
+    rr::{
+        RecordType,
+        rdata::opt::{EdnsCode, EdnsOption},
+    },
+};
 use support::{Auth, Stub, UDP_WAIT, upstream_block};
 
 async fn ask(stub: &Stub) -> hickory_proto::op::Message {
@@ -54,18 +60,63 @@ async fn cert_fp_pin_matches() {
 }
 
 #[tokio::test]
-async fn intermediate_key_pin_matches_and_root_pin_does_not_when_root_is_not_presented() {
+async fn intermediate_key_pin_with_tls_name_matches_and_root_pin_does_not_when_root_is_not_presented() {
     let up =
         TestUpstream::start(UpstreamOptions { chain: ChainKind::WithIntermediate, ..Default::default() })
             .await;
     let intermediate = up.intermediate_key_pin.clone().unwrap();
-    assert_answered(&ask(&stub_with(&up, Auth::Pin(&intermediate)).await).await);
+    let auth = Auth::PinWithName { pin: &intermediate, tls_name: "dns.test" };
+    assert_answered(&ask(&stub_with(&up, auth).await).await);
     // The server presents leaf + intermediate only: a pin on the root's key has nothing
     // presented to match.
     let root = up.root_key_pin.clone().unwrap();
-    let m = ask(&stub_with(&up, Auth::Pin(&root)).await).await;
+    let m = ask(&stub_with(&up, Auth::PinWithName { pin: &root, tls_name: "dns.test" }).await).await;
     assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
     assert_eq!(up.queries_received(), 1, "only the intermediate-pinned stub's query arrived");
+}
+
+/// The EDE (RFC 8914) extra text of an answer.
+fn ede_text(m: &Message) -> Option<String> {
+    match m.edns.as_ref()?.options().get(EdnsCode::Unknown(15))? {
+        EdnsOption::Unknown(15, data) if data.len() >= 2 => {
+            Some(String::from_utf8_lossy(&data[2..]).into_owned())
+        }
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn an_intermediate_pin_refuses_a_leaf_for_another_name_and_the_ede_says_why() {
+    // The server holds a genuine leaf from the pinned intermediate, but for another name:
+    // what anyone gets from the same CA for a domain of their own.
+    let up = TestUpstream::start(UpstreamOptions {
+        chain: ChainKind::WithIntermediate,
+        tls_name: "attacker.test".into(),
+        ..Default::default()
+    })
+    .await;
+    let intermediate = up.intermediate_key_pin.clone().unwrap();
+    let m = ask(&stub_with(&up, Auth::PinWithName { pin: &intermediate, tls_name: "dns.test" }).await).await;
+    assert_refused(&m, &up);
+    let text = ede_text(&m).expect("an EDE on the SERVFAIL");
+    assert!(text.contains("ca-pin-refused (leaf not valid for tls_name)"), "{text}");
+    // For the name the leaf carries, the same pin answers.
+    let auth = Auth::PinWithName { pin: &intermediate, tls_name: "attacker.test" };
+    assert_answered(&ask(&stub_with(&up, auth).await).await);
+}
+
+#[tokio::test]
+async fn an_intermediate_pin_without_tls_name_is_refused_and_the_ede_says_why() {
+    let up =
+        TestUpstream::start(UpstreamOptions { chain: ChainKind::WithIntermediate, ..Default::default() })
+            .await;
+    let intermediate = up.intermediate_key_pin.clone().unwrap();
+    let m = ask(&stub_with(&up, Auth::Pin(&intermediate)).await).await;
+    assert_refused(&m, &up);
+    let text = ede_text(&m).expect("an EDE on the SERVFAIL");
+    assert!(text.contains("ca-pin-refused (CA pin without tls_name)"), "{text}");
+    // A leaf pin needs no name, whatever the leaf's names.
+    assert_answered(&ask(&stub_with(&up, Auth::Pin(&up.leaf_key_pin)).await).await);
 }
 
 #[tokio::test]

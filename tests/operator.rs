@@ -185,7 +185,9 @@ async fn pin_prints_the_values_the_harness_computed() {
         "accepted",
         "breaks when the server rotates its key",
         "backup pin",
-        "any certificate in the presented chain",
+        "works only together with tls_name",
+        "pins here: leaf: authenticates the server by itself",
+        "pins here: CA at depth 1: accepted now together with tls_name = \"dns.test\"",
     ] {
         assert!(report.contains(advice), "{advice:?} missing:\n{report}");
     }
@@ -216,22 +218,24 @@ async fn a_pin_printed_by_the_tool_is_accepted_by_the_daemon() {
     let up =
         TestUpstream::start(UpstreamOptions { chain: ChainKind::WithIntermediate, ..Default::default() })
             .await;
-    let out = stubborn(&["pin", &up.addr.to_string()], &[]).await;
+    let out = stubborn(&["pin", &up.addr.to_string(), "--tls-name", "dns.test"], &[]).await;
     let intermediate = printed_chain(&stdout(&out))[1].1.clone();
     let dir = tempfile::tempdir().unwrap();
-    let stub = Stub::start("", &upstream_block("printed", &up, Auth::Pin(&intermediate), &dir), dir).await;
+    let auth = Auth::PinWithName { pin: &intermediate, tls_name: "dns.test" };
+    let stub = Stub::start("", &upstream_block("printed", &up, auth, &dir), dir).await;
     let m = parse(&udp_query(stub.addr, &query(9, "a.test", RecordType::A), UDP_WAIT).await.unwrap());
     assert_eq!(m.metadata.response_code, ResponseCode::NoError);
     stub.shutdown().await;
 }
 
-fn config_with_pins(dir: &Path, up: &TestUpstream, pins: &[&str]) -> String {
+fn config_with_pins(dir: &Path, up: &TestUpstream, tls_name: Option<&str>, pins: &[&str]) -> String {
     let pins: Vec<String> = pins.iter().map(|p| format!("\"{p}\"")).collect();
-    let path = dir.join(format!("pins-{}.toml", pins.len()));
+    let path = dir.join(format!("pins-{}-{}.toml", pins.len(), tls_name.is_some()));
+    let name = tls_name.map(|n| format!("tls_name = \"{n}\"\n")).unwrap_or_default();
     std::fs::write(
         &path,
         format!(
-            "[[upstream]]\nname = \"pinned\"\naddresses = [\"{}\"]\ntls_port = {}\npins = [{}]\n\
+            "[[upstream]]\nname = \"pinned\"\naddresses = [\"{}\"]\ntls_port = {}\npins = [{}]\n{name}\
              [[upstream]]\nname = \"by-ca\"\naddresses = [\"192.0.2.1\"]\ntls_name = \"dns.example\"\n",
             up.addr.ip(),
             up.addr.port(),
@@ -250,8 +254,11 @@ async fn pin_check_passes_good_pins_and_names_the_upstream_that_would_fail() {
     let dir = tempfile::tempdir().unwrap();
     let intermediate = up.intermediate_key_pin.clone().unwrap();
     let unrelated = unrelated_key_pin();
-    for good in [vec![up.leaf_key_pin.as_str()], vec![intermediate.as_str(), unrelated.as_str()]] {
-        let config = config_with_pins(dir.path(), &up, &good);
+    for (name, good) in [
+        (None, vec![up.leaf_key_pin.as_str()]),
+        (Some("dns.test"), vec![intermediate.as_str(), unrelated.as_str()]),
+    ] {
+        let config = config_with_pins(dir.path(), &up, name, &good);
         let out = stubborn(&["pin", "--check", "--config", &config], &[]).await;
         let report = stdout(&out);
         assert_eq!(out.status.code(), Some(0), "{report}");
@@ -259,7 +266,20 @@ async fn pin_check_passes_good_pins_and_names_the_upstream_that_would_fail() {
         assert!(report.contains(&format!("{}: ok: a pin matches", up.addr)), "{report}");
         assert!(report.contains("upstream \"by-ca\": no pins; not checked"), "{report}");
     }
-    let config = config_with_pins(dir.path(), &up, &[&unrelated]);
+    // A CA pin without tls_name, or for a name the leaf does not carry, would fail, and the
+    // report says which check.
+    for (name, why) in
+        [(None, "CA pin without tls_name"), (Some("other.test"), "leaf not valid for tls_name")]
+    {
+        let config = config_with_pins(dir.path(), &up, name, &[&intermediate]);
+        let out = stubborn(&["pin", "--check", "--config", &config], &[]).await;
+        let report = stdout(&out);
+        assert_eq!(out.status.code(), Some(1), "{report}");
+        assert!(report.contains("upstream \"pinned\": WOULD FAIL"), "{report}");
+        assert!(report.contains("FAIL: CA pin refused: pinned CA at depth 1"), "{report}");
+        assert!(report.contains(why), "{why:?}:\n{report}");
+    }
+    let config = config_with_pins(dir.path(), &up, None, &[&unrelated]);
     let out = stubborn(&["pin", "--check", "--config", &config], &[]).await;
     let report = stdout(&out);
     assert_eq!(out.status.code(), Some(1), "{report}");
@@ -314,4 +334,62 @@ async fn the_query_log_names_type_rcode_latency_and_upstream_only_when_asked() {
         assert!(find(&["name=a.test.", "rcode=NOERROR", "via=cache"]), "{out}");
         assert!(find(&["name=nope.test.", "qtype=AAAA", "rcode=NXDOMAIN"]), "{out}");
     }
+}
+
+#[tokio::test]
+async fn a_refused_ca_pin_is_logged_with_the_check_that_failed() {
+    // The server holds a leaf from the pinned intermediate, but for another name.
+    let up = TestUpstream::start(UpstreamOptions {
+        chain: ChainKind::WithIntermediate,
+        tls_name: "attacker.test".into(),
+        ..Default::default()
+    })
+    .await;
+    let intermediate = up.intermediate_key_pin.clone().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let addr = common::private_listen_addr();
+    let auth = Auth::PinWithName { pin: &intermediate, tls_name: "dns.test" };
+    let block = upstream_block("borrowed", &up, auth, &dir);
+    let path = dir.path().join("stubborn.toml");
+    std::fs::write(&path, format!("[server]\nlisten = [\"{addr}\"]\n{block}")).unwrap();
+    // Killed if the test fails before it stops the daemon.
+    let mut guard = common::KillOnDrop(Some(
+        Command::new(BIN)
+            .arg("--config")
+            .arg(&path)
+            .env_remove("RUST_LOG")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let answer = loop {
+        if let Ok(wire) =
+            udp_query(addr, &query(1, "a.test", RecordType::A), Duration::from_millis(300)).await
+        {
+            break parse(&wire);
+        }
+        assert!(Instant::now() < deadline, "the daemon never answered");
+    };
+    assert_eq!(answer.metadata.response_code, ResponseCode::ServFail);
+    let mut child = guard.0.take().unwrap();
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        let _ = child.wait();
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        stderr
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.lines().any(|l| l.contains("WARN")
+            && l.contains("CA pin refused")
+            && l.contains("upstream=borrowed")
+            && l.contains("depth=1")
+            && l.contains("leaf not valid for tls_name")
+            && l.contains("attacker.test")),
+        "{out}"
+    );
+    assert_eq!(up.queries_received(), 0);
 }

@@ -3,7 +3,7 @@
 //!
 //! This file owns the textual form of a pin and nothing else. It never hashes
 //! certificates and never decides whether a pin matches: that is the TLS
-//! verifier's job (`src/tls.rs`).
+//! verifier's job (`src/tls/verify.rs`).
 
 use std::fmt;
 use std::str::FromStr;
@@ -16,8 +16,8 @@ const EXPECTED: &str = "expected key-fp:SHA256:<base64> or cert-fp:SHA256:<base6
 /// A SHA-256 pin on an upstream's certificate chain.
 ///
 /// With pins configured, a connection is accepted only if some certificate in
-/// the presented chain (leaf or intermediate) matches one of them
-/// (RFC 7858 §4.2).
+/// the presented chain matches one of them (RFC 7858 §4.2): the leaf, or a CA
+/// the leaf then validates to for `tls_name` (`src/tls/verify.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Pin {
     /// `key-fp:SHA256:…`: SHA-256 of the DER SubjectPublicKeyInfo. Survives

@@ -177,7 +177,7 @@ impl Metrics {
         let pin_mismatches = Family::<UpstreamLabel, Counter>::default();
         registry.register(
             "pin_mismatches",
-            "TLS handshakes refused because no certificate matched a pin",
+            "TLS handshakes refused by the pins (no certificate matched, or a pinned CA did not vouch for the leaf)",
             pin_mismatches.clone(),
         );
         Metrics {

@@ -4,21 +4,26 @@
 //!
 //! Discovery accepts any certificate (it is how you learn what a server presents, before
 //! you trust it), but still checks the handshake signature, so the chain printed belongs
-//! to a server that holds the leaf's key. The check uses the daemon's own TLS setup
+//! to a server that holds the leaf's key. Each pin is labelled: a leaf pin, or a CA pin at
+//! depth N, which the daemon accepts only with `tls_name` and a leaf that validates to that
+//! CA for the name; the report says whether it would, and if not which check fails. The check uses the daemon's own TLS setup
 //! ([`UpstreamTls`]), so it accepts and refuses exactly what the daemon would.
 //! Never used by the daemon; never writes a config.
 
 use std::{fmt::Write as _, net::SocketAddr, sync::Arc, time::Duration};
 
 use rustls::ClientConfig;
-use rustls_pki_types::{CertificateDer, ServerName};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio::{net::TcpStream, task::JoinSet, time::timeout};
 use tokio_rustls::TlsConnector;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::{
     config::{Config, Pin},
-    tls::{TlsConnectError, UpstreamTls, cert_fingerprint, encrypt_only_verifier, key_fingerprint, provider},
+    tls::{
+        CaRefusal, TlsConnectError, UpstreamTls, cert_fingerprint, encrypt_only_verifier, key_fingerprint,
+        provider, verify_ca_pin,
+    },
 };
 
 /// The DNS-over-TLS port (RFC 7858 §3.1), used when the target names none.
@@ -84,10 +89,19 @@ pub struct ChainEntry {
     pub not_after: String,
     pub key_pin: Pin,
     pub cert_pin: Pin,
+    /// For a CA (depth ≥ 1): would a pin on it accept this chain for the given name now
+    /// (the daemon's own check), or which check refuses it. `None` for the leaf.
+    pub as_ca_pin: Option<Result<(), CaRefusal>>,
 }
 
-/// Describes each certificate of `chain` (leaf first).
-pub fn describe_chain(chain: &[CertificateDer<'_>]) -> Result<Vec<ChainEntry>, PinToolError> {
+/// Describes each certificate of `chain` (leaf first), judging each CA as the daemon
+/// would judge a pin on it, for `tls_name` at `now`.
+pub fn describe_chain(
+    chain: &[CertificateDer<'_>],
+    tls_name: Option<&ServerName<'_>>,
+    now: UnixTime,
+) -> Result<Vec<ChainEntry>, PinToolError> {
+    let algorithms = provider().signature_verification_algorithms.all;
     chain
         .iter()
         .enumerate()
@@ -109,6 +123,7 @@ pub fn describe_chain(chain: &[CertificateDer<'_>]) -> Result<Vec<ChainEntry>, P
                 not_after: cert.validity().not_after.to_string(),
                 key_pin: Pin::KeySha256(key_fingerprint(&cert)),
                 cert_pin: Pin::CertSha256(cert_fingerprint(der)),
+                as_ca_pin: (index > 0).then(|| verify_ca_pin(chain, index, tls_name, now, algorithms)),
             })
         })
         .collect()
@@ -117,12 +132,15 @@ pub fn describe_chain(chain: &[CertificateDer<'_>]) -> Result<Vec<ChainEntry>, P
 /// Connects to `addr`, completes a TLS handshake accepting any certificate, and returns
 /// the chain the server presented.
 pub async fn discover(addr: SocketAddr, tls_name: Option<&str>) -> Result<Vec<ChainEntry>, PinToolError> {
-    let server_name = match tls_name {
-        Some(name) => ServerName::try_from(name.trim_end_matches('.').to_owned())
-            .map_err(|_| PinToolError::BadName(name.to_owned()))?,
-        // An IP-address server name sends no SNI, as the daemon does without tls_name.
-        None => ServerName::IpAddress(addr.ip().into()),
+    let configured = match tls_name {
+        Some(name) => Some(
+            ServerName::try_from(name.trim_end_matches('.').to_owned())
+                .map_err(|_| PinToolError::BadName(name.to_owned()))?,
+        ),
+        None => None,
     };
+    // An IP-address server name sends no SNI, as the daemon does without tls_name.
+    let server_name = configured.clone().unwrap_or_else(|| ServerName::IpAddress(addr.ip().into()));
     // Certificates are read here, not judged; the handshake signature is still checked.
     let config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
@@ -142,7 +160,7 @@ pub async fn discover(addr: SocketAddr, tls_name: Option<&str>) -> Result<Vec<Ch
     if chain.is_empty() {
         return Err(PinToolError::NoCertificate { addr });
     }
-    describe_chain(chain)
+    describe_chain(chain, configured.as_ref(), UnixTime::now())
 }
 
 async fn connect(addr: SocketAddr) -> Result<TcpStream, String> {
@@ -151,6 +169,11 @@ async fn connect(addr: SocketAddr) -> Result<TcpStream, String> {
         Ok(Err(e)) => Err(e.to_string()),
         Ok(Ok(tcp)) => Ok(tcp),
     }
+}
+
+/// How a pin on `entry` would work: "leaf", or "CA at depth N".
+fn pin_label(index: usize) -> String {
+    if index == 0 { "leaf".to_owned() } else { format!("CA at depth {index}") }
 }
 
 /// The report `stubborn pin` prints.
@@ -168,6 +191,13 @@ pub fn report(addr: SocketAddr, tls_name: Option<&str>, chain: &[ChainEntry]) ->
         let _ = writeln!(out, "    subject:   {}", c.subject);
         let _ = writeln!(out, "    issuer:    {}", c.issuer);
         let _ = writeln!(out, "    not after: {}", c.not_after);
+        let verdict = match (&c.as_ca_pin, tls_name) {
+            (None, _) => "authenticates the server by itself; tls_name is then only SNI".to_owned(),
+            (Some(Ok(())), Some(name)) => format!("accepted now together with tls_name = \"{name}\""),
+            (Some(Err(r)), _) => format!("would be REFUSED: {} ({})", r.check, r.detail),
+            (Some(Ok(())), None) => "works only together with tls_name".to_owned(),
+        };
+        let _ = writeln!(out, "    pins here: {}: {verdict}", pin_label(i));
         let _ = writeln!(out, "    {}", c.key_pin);
         let _ = writeln!(out, "    {}", c.cert_pin);
     }
@@ -175,30 +205,44 @@ pub fn report(addr: SocketAddr, tls_name: Option<&str>, chain: &[ChainEntry]) ->
     let _ = writeln!(
         out,
         "  - Pinning the leaf (key-fp of [0]) breaks when the server rotates its key; a cert-fp \
-         pin breaks at every renewal, even with the same key."
+         pin breaks at every renewal, even with the same key. A leaf pin authenticates the \
+         server by itself, whatever its name."
     );
     let _ = writeln!(
         out,
-        "  - Pin the intermediate CA's key, which survives leaf rotations, or keep a backup pin \
-         (a second key) next to the leaf's."
+        "  - A CA pin (the key of [1] or above) survives leaf rotations, but works only together \
+         with tls_name: the CA vouches for a name, not for every certificate it signed. The \
+         leaf must then carry tls_name, be within its dates, be for serverAuth, and chain \
+         through CA certificates up to the pinned one (as in web PKI)."
     );
-    let _ = writeln!(
-        out,
-        "  - stubborn matches pins against any certificate in the presented chain (leaf, \
-         intermediate or root), so a CA pin works as long as the server keeps sending that CA."
-    );
-    let mut suggested: Vec<(usize, &ChainEntry)> =
-        chain.iter().enumerate().filter(|(_, c)| c.role == Role::Intermediate).collect();
+    let _ = writeln!(out, "  - Keep a backup pin (a second key) next to the one you rely on.");
+    let mut suggested: Vec<(usize, &ChainEntry)> = chain
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.role == Role::Intermediate && tls_name.is_some() && c.as_ca_pin == Some(Ok(())))
+        .collect();
+    let with_ca = !suggested.is_empty();
     suggested.extend(chain.iter().enumerate().filter(|(i, _)| *i == 0));
-    let _ = writeln!(out, "\nSuggested (in the upstream's table):\npins = [");
+    let _ = writeln!(out, "\nSuggested (in the upstream's table):");
+    if let (true, Some(name)) = (with_ca, tls_name) {
+        let _ = writeln!(out, "tls_name = \"{name}\"  # required by the CA pin");
+    }
+    let _ = writeln!(out, "pins = [");
     for (i, c) in &suggested {
         let backup = if suggested.len() > 1 && *i == 0 { ", backup" } else { "" };
-        let _ = writeln!(out, "  \"{}\",  # [{i}] {} {}{backup}", c.key_pin, c.role.as_str(), c.subject);
+        let _ = writeln!(out, "  \"{}\",  # [{i}] {} {}{backup}", c.key_pin, pin_label(*i), c.subject);
     }
     if suggested.len() == 1 {
         let _ = writeln!(out, "  # add a backup pin: the key the operator will rotate to, or its CA's key");
     }
     let _ = writeln!(out, "]");
+    if tls_name.is_none() && chain.len() > 1 {
+        let _ = writeln!(
+            out,
+            "CA pins are not suggested: without tls_name the daemon refuses them. Run again with \
+             --tls-name NAME (the name in the leaf's subjectAltName) to check them."
+        );
+    }
     out
 }
 
@@ -209,6 +253,8 @@ pub enum AddressResult {
     Accepted,
     /// No pin matched what the server presented.
     PinMismatch(String),
+    /// A pin matched a CA certificate, and the leaf failed a check under it.
+    CaPinRefused(String),
     /// The handshake failed for another reason (a bad signature, an alert).
     TlsFailed(String),
     /// No TCP connection from here: says nothing about the pins.
@@ -226,10 +272,12 @@ impl UpstreamCheck {
     /// The daemon would fail this upstream: an address answered but refused the pins
     /// (or failed TLS), or no address could be reached at all.
     pub fn would_fail(&self) -> bool {
-        let refused = self
-            .addresses
-            .iter()
-            .any(|(_, r)| matches!(r, AddressResult::PinMismatch(_) | AddressResult::TlsFailed(_)));
+        let refused = self.addresses.iter().any(|(_, r)| {
+            matches!(
+                r,
+                AddressResult::PinMismatch(_) | AddressResult::CaPinRefused(_) | AddressResult::TlsFailed(_)
+            )
+        });
         let none_reached = self.addresses.iter().all(|(_, r)| matches!(r, AddressResult::Unreachable(_)));
         refused || none_reached
     }
@@ -277,6 +325,7 @@ async fn check_address(addr: SocketAddr, tls: &UpstreamTls) -> AddressResult {
         Ok(Err(TlsConnectError::PinMismatch { presented })) => {
             AddressResult::PinMismatch(format!("server presented {presented}"))
         }
+        Ok(Err(TlsConnectError::CaPinRefused(refusal))) => AddressResult::CaPinRefused(refusal.to_string()),
         Ok(Err(TlsConnectError::Tls(reason))) => AddressResult::TlsFailed(reason),
         Ok(Err(TlsConnectError::Io(e))) => AddressResult::Unreachable(e.to_string()),
     }
@@ -292,6 +341,7 @@ pub fn check_report(checks: &[UpstreamCheck], unpinned: &[String]) -> String {
             let line = match result {
                 AddressResult::Accepted => "ok: a pin matches".to_owned(),
                 AddressResult::PinMismatch(why) => format!("FAIL: pin mismatch: {why}"),
+                AddressResult::CaPinRefused(why) => format!("FAIL: CA pin refused: {why}"),
                 AddressResult::TlsFailed(why) => format!("FAIL: TLS: {why}"),
                 AddressResult::Unreachable(why) => format!("unreachable from here (pins not checked): {why}"),
             };
@@ -332,7 +382,8 @@ mod tests {
             .unwrap();
         let der = |d: &[u8]| CertificateDer::from(d.to_vec());
         let chain = [der(leaf.der()), der(inter.der()), der(root.der())];
-        let entries = describe_chain(&chain).unwrap();
+        let name = |n: &str| ServerName::try_from(n.to_owned()).unwrap();
+        let entries = describe_chain(&chain, Some(&name("dns.test")), UnixTime::now()).unwrap();
         let roles: Vec<Role> = entries.iter().map(|e| e.role).collect();
         assert_eq!(roles, [Role::Leaf, Role::Intermediate, Role::Root]);
         let sha = |d: &[u8]| {
@@ -344,27 +395,57 @@ mod tests {
         assert_eq!(entries[1].key_pin, Pin::KeySha256(sha(&inter_spki)));
         assert_eq!(entries[0].cert_pin, Pin::CertSha256(sha(leaf.der())));
         assert_eq!(entries[1].subject, "CN=inter");
+        assert_eq!(entries[0].as_ca_pin, None);
+        assert_eq!(entries[1].as_ca_pin, Some(Ok(())));
 
-        let text = report("192.0.2.1:853".parse().unwrap(), None, &entries);
-        assert!(text.contains("(no SNI)"), "{text}");
+        let text = report("192.0.2.1:853".parse().unwrap(), Some("dns.test"), &entries);
+        assert!(text.contains("(SNI dns.test)"), "{text}");
+        assert!(text.contains("pins here: leaf: authenticates the server by itself"), "{text}");
+        assert!(text.contains("pins here: CA at depth 1: accepted now together with tls_name"), "{text}");
+        assert!(text.contains("works only together with tls_name"), "{text}");
         let suggested: Vec<&str> = text.lines().filter(|l| l.starts_with("  \"key-fp:")).collect();
         assert_eq!(suggested.len(), 2, "the intermediate, then the leaf; never the root:\n{text}");
         assert!(
-            suggested[0].contains(&entries[1].key_pin.to_string()) && suggested[0].contains("intermediate")
+            suggested[0].contains(&entries[1].key_pin.to_string()) && suggested[0].contains("CA at depth 1")
         );
         assert!(suggested[1].contains(&entries[0].key_pin.to_string()) && suggested[1].ends_with("backup"));
+        assert!(text.contains("tls_name = \"dns.test\"  # required by the CA pin"), "{text}");
+
+        // Without a name a CA pin would be refused: the report says so and suggests the leaf only.
+        let entries = describe_chain(&chain, None, UnixTime::now()).unwrap();
+        let text = report("192.0.2.1:853".parse().unwrap(), None, &entries);
+        assert!(text.contains("(no SNI)"), "{text}");
+        assert!(
+            text.contains("pins here: CA at depth 1: would be REFUSED: CA pin without tls_name"),
+            "{text}"
+        );
+        assert!(
+            text.contains("pins here: CA at depth 2: would be REFUSED: CA pin without tls_name"),
+            "{text}"
+        );
+        let suggested: Vec<&str> = text.lines().filter(|l| l.starts_with("  \"key-fp:")).collect();
+        assert_eq!(suggested.len(), 1, "{text}");
+        assert!(suggested[0].contains("[0] leaf"), "{text}");
+        assert!(text.contains("without tls_name the daemon refuses them"), "{text}");
+
+        // For a name the leaf does not carry, the report names the check that fails.
+        let entries = describe_chain(&chain, Some(&name("other.test")), UnixTime::now()).unwrap();
+        let text = report("192.0.2.1:853".parse().unwrap(), Some("other.test"), &entries);
+        assert!(text.contains("CA at depth 1: would be REFUSED: leaf not valid for tls_name"), "{text}");
+        assert_eq!(text.lines().filter(|l| l.starts_with("  \"key-fp:")).count(), 1, "{text}");
     }
 
     #[test]
     fn a_lone_self_signed_certificate_is_a_self_signed_leaf() {
         let key = KeyPair::generate().unwrap();
         let cert = CertificateParams::new(vec!["x.test".to_string()]).unwrap().self_signed(&key).unwrap();
-        let entries = describe_chain(&[CertificateDer::from(cert.der().to_vec())]).unwrap();
+        let entries =
+            describe_chain(&[CertificateDer::from(cert.der().to_vec())], None, UnixTime::now()).unwrap();
         assert_eq!(entries[0].role, Role::SelfSignedLeaf);
         let text = report("192.0.2.1:853".parse().unwrap(), Some("x.test"), &entries);
         assert!(text.contains("add a backup pin"), "{text}");
         assert!(matches!(
-            describe_chain(&[CertificateDer::from(vec![1, 2, 3])]),
+            describe_chain(&[CertificateDer::from(vec![1, 2, 3])], None, UnixTime::now()),
             Err(PinToolError::BadCertificate { index: 0, .. })
         ));
     }

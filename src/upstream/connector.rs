@@ -109,6 +109,26 @@ pub async fn secure(
                     detail: format!("server presented {presented}"),
                 })
             }
+            Err(TlsConnectError::CaPinRefused(refusal)) => {
+                metrics().pin_mismatch(&ctx.upstream_name);
+                // A pin matched a CA, and the leaf failed one of a web PKI client's checks
+                // under it (or there is no tls_name to check it against): refused, and the
+                // line says which check and why.
+                warn!(
+                    attempt = id,
+                    upstream = %ctx.upstream_name,
+                    ip = %candidate.addr.ip(),
+                    port = candidate.addr.port(),
+                    depth = refusal.depth,
+                    check = %refusal.check,
+                    detail = %refusal.detail,
+                    "CA pin refused the server's certificate: connection refused"
+                );
+                Err(AttemptFailure {
+                    reason: FailReason::CaPinRefused(refusal.check),
+                    detail: refusal.to_string(),
+                })
+            }
             Err(TlsConnectError::Tls(detail)) => Err(AttemptFailure { reason: FailReason::TlsAlert, detail }),
             Err(TlsConnectError::Io(err)) => Err(io_failure(err)),
         },

@@ -15,6 +15,8 @@ use crate::common::TestUpstream;
 pub enum Auth<'a> {
     /// `pins = [pin]` (no tls_name).
     Pin(&'a str),
+    /// `pins = [pin]` and `tls_name` (a CA pin needs the name).
+    PinWithName { pin: &'a str, tls_name: &'a str },
     /// `tls_name` + `ca_file` holding the upstream's CA.
     Ca { tls_name: &'a str },
 }
@@ -23,6 +25,7 @@ pub enum Auth<'a> {
 pub fn upstream_block(name: &str, up: &TestUpstream, auth: Auth<'_>, dir: &TempDir) -> String {
     let auth = match auth {
         Auth::Pin(pin) => format!("pins = [\"{pin}\"]\n"),
+        Auth::PinWithName { pin, tls_name } => format!("pins = [\"{pin}\"]\ntls_name = \"{tls_name}\"\n"),
         Auth::Ca { tls_name } => {
             let path: PathBuf = dir.path().join(format!("{name}-ca.pem"));
             std::fs::write(&path, &up.ca_pem).unwrap();

@@ -15,7 +15,7 @@ use crate::{
     upstream::{
         connector::{RaceResult, drive_race},
         dot::{CloseReason, Connection},
-        race::{Candidate, FailReason, Race, Transport, UpstreamAddrs, order_candidates},
+        race::{Candidate, Race, Transport, UpstreamAddrs, order_candidates},
     },
 };
 
@@ -178,7 +178,7 @@ impl Inner {
         }
         if let Err(reasons) = &result.outcome {
             for (_, c, reason) in reasons {
-                if *reason != FailReason::PinMismatch {
+                if !reason.is_pin_refusal() {
                     st.endpoints.entry((c.addr, c.transport)).or_default().backoff.on_failure(now);
                 }
             }

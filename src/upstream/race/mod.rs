@@ -43,6 +43,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::tls::CaCheck;
 use tokio::time::Instant;
 
 /// How DNS is carried over one candidate connection.
@@ -109,6 +110,9 @@ pub enum FailReason {
     /// The server's key matched none of the upstream's pins (RFC 7858 §4.2:
     /// non-recoverable for this endpoint).
     PinMismatch,
+    /// A pin matched a CA certificate and the leaf did not validate to it for the
+    /// upstream's `tls_name`: which check failed. As final as a mismatch.
+    CaPinRefused(CaCheck),
     /// Any other socket error.
     Io,
 }
@@ -121,6 +125,11 @@ impl FailReason {
         !matches!(self, FailReason::Timeout)
     }
 
+    /// The pins refused what the server presented: no retry to the same endpoint helps.
+    pub fn is_pin_refusal(&self) -> bool {
+        matches!(self, FailReason::PinMismatch | FailReason::CaPinRefused(_))
+    }
+
     /// Short name for structured logs (`outcome=...`).
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -129,6 +138,7 @@ impl FailReason {
             FailReason::Timeout => "timeout",
             FailReason::TlsAlert => "tls-alert",
             FailReason::PinMismatch => "pin-mismatch",
+            FailReason::CaPinRefused(_) => "ca-pin-refused",
             FailReason::Io => "io",
         }
     }
@@ -136,7 +146,11 @@ impl FailReason {
 
 impl fmt::Display for FailReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        match self {
+            // Say which check failed: this text reaches the EDE clients get.
+            FailReason::CaPinRefused(check) => write!(f, "{} ({check})", self.as_str()),
+            _ => f.write_str(self.as_str()),
+        }
     }
 }
 
@@ -355,7 +369,7 @@ impl Race {
                 if reason.is_hard() {
                     self.next_start_at = self.next_start_at.min(now);
                 }
-                if reason == FailReason::PinMismatch {
+                if reason.is_pin_refusal() {
                     self.exclude_endpoint(attempt.candidate);
                 }
             }
@@ -414,7 +428,7 @@ impl Race {
         self.next_id
     }
 
-    /// Candidates whose attempt failed with [`FailReason::PinMismatch`] in this
+    /// Candidates whose attempt failed with a pin refusal ([`FailReason::is_pin_refusal`]) in this
     /// race, in the order they failed, whether the race was won or not, so the
     /// pool can back those endpoints off. No further attempt goes to the same
     /// (address, transport) in this race.

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::upstream::race::FailReason::{Io, PinMismatch, Refused, Timeout, TlsAlert, Unreachable};
+use crate::{tls::CaCheck, upstream::race::FailReason};
 
 // 10. Timeouts, cap, late events, ids.
 
@@ -207,6 +208,22 @@ fn pin_mismatch_takes_the_endpoint_out_of_the_race() {
 }
 
 #[test]
+fn a_ca_pin_refusal_takes_the_endpoint_out_like_a_mismatch() {
+    let (a0, a1, b0) = (tls(0, V4A), tls(1, V4A), tls(0, V4B));
+    let mut s = Script::new(&[a0, a1, b0], &[]);
+    s.at(0)
+        .expect(&[connect(0, a0)])
+        .at(40)
+        .feed(failed(0, FailReason::CaPinRefused(CaCheck::NameMismatch)))
+        .expect(&[connect(1, b0)])
+        .at(300)
+        .feed(ready(1))
+        .expect(&[won(1)])
+        .finished();
+    assert_eq!(s.race.pin_mismatches().collect::<Vec<_>>(), vec![a0]);
+}
+
+#[test]
 fn wrong_group_and_duplicate_candidates_are_dropped() {
     let (t, p) = (tls(0, V4A), plain(0, "192.0.2.1:53"));
     // A plain candidate in the TLS list never races as TLS, and vice versa.
@@ -296,6 +313,13 @@ fn fail_reason_names_and_hardness() {
         assert_eq!(reason.to_string(), name);
         assert_eq!(reason.is_hard(), hard, "{name}");
     }
+    // A CA pin refusal says which check failed: the text reaches the EDE clients get.
+    let ca = FailReason::CaPinRefused(CaCheck::NameMismatch);
+    assert_eq!(ca.as_str(), "ca-pin-refused");
+    assert_eq!(ca.to_string(), "ca-pin-refused (leaf not valid for tls_name)");
+    assert!(
+        ca.is_hard() && ca.is_pin_refusal() && PinMismatch.is_pin_refusal() && !TlsAlert.is_pin_refusal()
+    );
     assert_eq!(Transport::Tls.as_str(), "tls");
     assert_eq!(Transport::Plain.to_string(), "plain");
     assert_eq!(ready(3).id(), AttemptId(3));

@@ -36,6 +36,7 @@ fn arb_reason() -> impl Strategy<Value = FailReason> {
         Just(FailReason::Timeout),
         Just(FailReason::TlsAlert),
         Just(FailReason::PinMismatch),
+        Just(FailReason::CaPinRefused(crate::tls::CaCheck::Expired)),
         Just(FailReason::Io),
     ]
 }
@@ -206,7 +207,7 @@ impl Model {
                 if reason.is_hard() {
                     self.hard_failure_since_connect = true;
                 }
-                if reason == FailReason::PinMismatch {
+                if reason.is_pin_refusal() {
                     self.excluded.push((c.addr, c.transport));
                 }
             }
