@@ -443,10 +443,19 @@ impl Inner {
             }
             Ok(Err(err)) => Err(Failure::BadAnswer(err.to_string())),
             Ok(Ok((wire, conn))) => match parse_upstream(&wire) {
-                Ok((msg, keepalive)) => {
+                Ok((mut msg, keepalive)) => {
                     if let Some(k) = keepalive {
                         conn.honour_keepalive(k);
                     }
+                    // Records that do not answer the question reach neither a client nor
+                    // the cache; an answer that needed scrubbing is stored as re-encoded.
+                    let wire = match crate::scrub::scrub(&mut msg) {
+                        0 => wire,
+                        dropped => {
+                            debug!(name = %query.query.name(), dropped, via = %conn.info(), "scrubbed an upstream answer");
+                            msg.to_vec().map_err(|e| Failure::BadAnswer(e.to_string()))?
+                        }
+                    };
                     Ok((wire, Arc::new(msg), conn.shared_info()))
                 }
                 Err(err) => Err(Failure::BadAnswer(err.to_string())),
