@@ -22,7 +22,7 @@ use std::{
 use common::{
     Fault, TestUpstream, UpstreamOptions,
     dns::{self, read_frame, write_frame},
-    hostile::{Hostile, HostileFault},
+    hostile::{Action, Hostile, HostileFault},
 };
 use hickory_proto::{
     op::{Edns, Message, MessageType, OpCode, Query, ResponseCode},
@@ -307,6 +307,41 @@ fn upstream_block(name: &str, up: &TestUpstream) -> String {
     )
 }
 
+async fn start_daemon(upstreams: &[&TestUpstream]) -> Daemon {
+    let blocks: String =
+        upstreams.iter().enumerate().map(|(i, up)| upstream_block(&format!("up{i}"), up)).collect();
+    let text = format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nquery_timeout_ms = {}\nthreads = 1\n\n{blocks}",
+        QUERY_TIMEOUT.as_millis(),
+    );
+    let config = Config::from_toml(&text, ConfigOrigin::Embedded).expect("config");
+    Daemon::start(&config).await.expect("daemon starts")
+}
+
+/// The focused regression for the scrubber: every answer the upstream gives is right but
+/// carries poisoned records for other names (answer, authority or additional section).
+#[tokio::test]
+async fn records_for_other_names_reach_neither_a_client_nor_the_cache() {
+    let names = names();
+    let targets: Vec<(&str, RecordType)> = names.iter().map(|(n, t)| (n.as_str(), *t)).collect();
+    let hostile = HostileFault(Arc::new(Hostile::new(14, &targets).only(Action::ExtraRecords)));
+    let up = TestUpstream::with_fault(Fault::Hostile(hostile.clone())).await;
+    let daemon = start_daemon(&[&up]).await;
+    let asked = [("a.test", RecordType::A), ("missing.test", RecordType::A), ("aaaa.test", RecordType::AAAA)];
+    for (i, (name, rtype)) in asked.iter().enumerate() {
+        // The first answer comes from upstream, the second from the cache.
+        for round in 0..2 {
+            let q = client_query(i as u16 * 2 + round, name, *rtype, false);
+            let a =
+                common::udp_query(daemon.local_addrs[0], &q, QUERY_TIMEOUT + MARGIN).await.expect("answered");
+            check(&q, &a, true).unwrap_or_else(|why| panic!("round {round}: {why}"));
+        }
+        cached_answer_is_the_tables(&daemon, name, *rtype).unwrap();
+    }
+    assert_eq!(up.queries_received(), asked.len(), "one upstream query per name, the rest from the cache");
+    daemon.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hostile_upstream_never_reaches_a_client_or_the_cache() {
     let seed = seed();
@@ -316,14 +351,7 @@ async fn a_hostile_upstream_never_reaches_a_client_or_the_cache() {
     let fault = Fault::Hostile(hostile.clone());
     let first = TestUpstream::start(UpstreamOptions { fault: fault.clone(), ..Default::default() }).await;
     let second = TestUpstream::start(UpstreamOptions { fault, ..Default::default() }).await;
-    let text = format!(
-        "[server]\nlisten = [\"127.0.0.1:0\"]\nquery_timeout_ms = {}\nthreads = 1\n\n{}{}",
-        QUERY_TIMEOUT.as_millis(),
-        upstream_block("first", &first),
-        upstream_block("second", &second)
-    );
-    let config = Config::from_toml(&text, ConfigOrigin::Embedded).expect("config");
-    let daemon = Daemon::start(&config).await.expect("daemon starts");
+    let daemon = start_daemon(&[&first, &second]).await;
     let addr = daemon.local_addrs[0];
     let started = Instant::now();
 

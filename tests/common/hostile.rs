@@ -134,6 +134,8 @@ pub struct Hostile {
     seed: u64,
     /// Names (lower case, fully qualified) and types other clients ask: poisoning targets.
     targets: Vec<(String, RecordType)>,
+    /// Always this action instead of a draw (focused tests).
+    only: Option<Action>,
     state: Mutex<State>,
 }
 
@@ -149,7 +151,13 @@ impl Hostile {
             .collect::<Vec<_>>();
         assert!(!targets.is_empty(), "a hostile upstream needs names to poison");
         let tally = MIX.iter().map(|(a, _)| (*a, 0)).collect();
-        Hostile { seed, targets, state: Mutex::new(State { rng: Rng(seed), tally }) }
+        Hostile { seed, targets, only: None, state: Mutex::new(State { rng: Rng(seed), tally }) }
+    }
+
+    /// The same generator, always choosing `action` (its details still drawn from the seed).
+    pub fn only(mut self, action: Action) -> Self {
+        self.only = Some(action);
+        self
     }
 
     pub fn seed(&self) -> u64 {
@@ -174,6 +182,7 @@ impl Hostile {
             }
             pick -= w;
         }
+        let action = self.only.unwrap_or(action);
         if let Some(slot) = st.tally.iter_mut().find(|(a, _)| *a == action) {
             slot.1 += 1;
         }
