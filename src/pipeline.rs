@@ -225,6 +225,11 @@ impl Pipeline {
         self.current().cache.clone()
     }
 
+    /// Upstream fetches under way (one per coalesced question); 0 when the daemon is idle.
+    pub fn fetches_in_flight(&self) -> usize {
+        self.shared.in_flight.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
     /// The cache's fresh answer for `query`, if it has one: the hot path, no await. A hit
     /// near expiry starts one background refresh (prefetch); no client waits for it.
     /// Always a miss for a query with `bypass_cache`. The miss carries the key it was

@@ -414,6 +414,13 @@ async fn a_hostile_upstream_never_reaches_a_client_or_the_cache() {
     // Memory: the last round did not grow the process much beyond the first one.
     let growth = rss.last().unwrap().saturating_sub(rss[0]);
     assert!(growth < 64 << 20, "RSS grew by {growth} bytes over {ROUNDS} rounds: {rss:?}");
+    // Nothing left waiting: no fetch in the coalescing map, no query on a connection.
+    let idle = tokio::time::timeout(QUERY_TIMEOUT * 4, async {
+        while daemon.pipeline().fetches_in_flight() > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    assert!(idle.await.is_ok(), "{} fetches still in flight", daemon.pipeline().fetches_in_flight());
     for pool in daemon.pools() {
         for conn in pool.current().into_iter().chain(pool.spare()) {
             assert_eq!(conn.in_flight(), 0, "queries left in flight on {}", conn.info());
