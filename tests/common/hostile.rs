@@ -465,8 +465,11 @@ pub fn accepted_as(query: &[u8], candidate: &[u8]) -> Option<Message> {
         .then_some(m)
 }
 
+/// One record as compared: lower-case owner, type, RDATA.
+type RecordKey = (String, RecordType, String);
+
 /// What an answer says, ignoring TTLs, name case, flags and the OPT: rcode and records.
-fn content(m: &Message) -> (ResponseCode, Vec<Vec<(String, RecordType, String)>>) {
+fn content(m: &Message) -> (ResponseCode, Vec<Vec<RecordKey>>) {
     let section = |rs: &[Record]| {
         let mut v: Vec<_> = rs
             .iter()
