@@ -302,6 +302,16 @@ fn run(config: Config, config_path: Option<PathBuf>, overrides: EnvOverrides) ->
                 }
             }
         }
+        if config.server.user.is_none() {
+            // SAFETY: geteuid cannot fail and has no preconditions.
+            let euid = unsafe { libc::geteuid() };
+            if systemd::privileges::warn_staying_root(euid, false, systemd::privileges::under_service_manager_now()) {
+                warn!(
+                    "running as root with no [server] user and no service manager: set server.user to a local \
+                     account so that root is dropped once the sockets are bound"
+                );
+            }
+        }
         let mut daemon = match Daemon::start_on(&config, listeners) {
             Ok(d) => d,
             Err(err) => {

@@ -76,8 +76,11 @@ impl ClientQuery {
         let name = self.query.name();
         let mut wire = Vec::with_capacity(QUERY_PADDING_BLOCK);
         wire.extend_from_slice(&self.id.to_be_bytes());
-        // QR=0, OPCODE=QUERY, RD as asked; AD and CD as asked (RFC 6840 §5.7, §5.9).
-        let flags3 = u8::from(self.recursion_desired);
+        // QR=0, OPCODE=QUERY, RD always set: the answer goes into a cache shared by every
+        // client, so one client's RD=0 must not fill it with a non-recursive answer (the
+        // client's own RD is still echoed in its answer). AD and CD as asked (RFC 6840
+        // §5.7, §5.9).
+        let flags3 = 0x01;
         let flags4 =
             if self.authentic_data { 0x20 } else { 0 } | if self.checking_disabled { 0x10 } else { 0 };
         // QDCOUNT 1, ANCOUNT 0, NSCOUNT 0, ARCOUNT 1 (the OPT).
@@ -121,6 +124,10 @@ impl ClientQuery {
         let mut msg = upstream.clone();
         msg.metadata.id = self.id;
         msg.queries = vec![self.query.clone()];
+        // RFC 1035 §4.1.1: RD is copied from the query (upstream was asked with RD=1).
+        msg.metadata.recursion_desired = self.recursion_desired;
+        // RFC 1035 §4.1.1, RFC 2181 §5.4.1: a forwarder's answer is never authoritative.
+        msg.metadata.authoritative = false;
         msg.metadata.checking_disabled = self.checking_disabled;
         // RFC 6840 §5.8: AD only for a client that asked with DO or AD.
         if !self.dnssec_ok() && !self.authentic_data {
@@ -147,13 +154,18 @@ impl ClientQuery {
     /// The OPT for our answer: only when the client sent one (RFC 6891 §7), DO copied
     /// (RFC 3225 §3), and no padding on the cleartext loopback hop (RFC 7830 §6).
     pub fn response_edns(&self) -> Option<Edns> {
-        self.edns.map(|e| {
-            let mut edns = Edns::new();
-            edns.set_max_payload(e.max_payload.clamp(CLASSIC_UDP_LIMIT, u16::MAX));
-            edns.set_dnssec_ok(e.dnssec_ok);
-            edns
-        })
+        self.edns.map(|e| response_opt(e.dnssec_ok))
     }
+}
+
+/// A fresh OPT for an answer to a client: our own UDP payload size (RFC 6891 §6.2.3 and
+/// §6.2.5: a responder advertises what it can take, not an echo of the requester's),
+/// version 0 and the DO bit copied from the query (RFC 3225 §3).
+pub fn response_opt(dnssec_ok: bool) -> Edns {
+    let mut edns = Edns::new();
+    edns.set_max_payload(EDNS_PAYLOAD);
+    edns.set_dnssec_ok(dnssec_ok);
+    edns
 }
 
 /// Parses an upstream answer; also returns the server's edns-tcp-keepalive TIMEOUT
@@ -215,13 +227,61 @@ pub fn add_ede(msg: &mut Message, code: Ede, text: &str) {
         return;
     };
     // Keep EXTRA-TEXT short: it is diagnostic only, and must not push answers into TC.
-    let text = match text.char_indices().nth(200) {
-        Some((cut, _)) => &text[..cut],
-        None => text,
-    };
+    let text = shorten_list(text, EDE_TEXT_MAX);
     let mut data = (code as u16).to_be_bytes().to_vec();
     data.extend_from_slice(text.as_bytes());
     edns.options_mut().insert(EdnsOption::Unknown(EDNS_OPTION_EDE, data));
+}
+
+/// The most octets of EDE EXTRA-TEXT we send.
+pub const EDE_TEXT_MAX: usize = 200;
+
+/// `text`, a list of items joined by ", " with an optional trailing " (…)" note, made
+/// to fit in `max` octets: whole items are dropped from the end and counted
+/// ("…, and 3 more"), the note is kept. Only an item too long to fit alone is cut, at a
+/// space where there is one, and marked with "…". Never cuts inside a UTF-8 character.
+pub fn shorten_list(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    use std::borrow::Cow;
+    if text.len() <= max {
+        return Cow::Borrowed(text);
+    }
+    // A short trailing note that is not itself a list, e.g. "(racing again in 512 ms)".
+    let (body, note) = match text.rfind(" (") {
+        Some(at) if text.ends_with(')') && !text[at..].contains(", ") && text.len() - at <= max / 4 => {
+            text.split_at(at)
+        }
+        _ => (text, ""),
+    };
+    let items: Vec<&str> = body.split(", ").collect();
+    let more = |left: usize| if left == 0 { String::new() } else { format!(", and {left} more") };
+    for keep in (1..items.len()).rev() {
+        let shown = items[..keep].join(", ");
+        let out = format!("{shown}{}{note}", more(items.len() - keep));
+        if out.len() <= max {
+            return Cow::Owned(out);
+        }
+    }
+    // Even the first item does not fit with the rest's count: cut it.
+    const ELLIPSIS: &str = "…";
+    let tail = format!("{ELLIPSIS}{}{note}", more(items.len() - 1));
+    let room = max.saturating_sub(tail.len());
+    let first = items[0];
+    let mut cut = room.min(first.len());
+    while !first.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let cut = first[..cut].rfind(' ').filter(|&at| at > 0).unwrap_or(cut);
+    let out = format!("{}{tail}", &first[..cut]);
+    // A note longer than max / 4 is never kept, so this only trims a pathological max.
+    Cow::Owned(if out.len() <= max { out } else { truncate_utf8(&out, max).to_owned() })
+}
+
+fn truncate_utf8(text: &str, max: usize) -> &str {
+    let mut cut = max.min(text.len());
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    &text[..cut]
 }
 
 /// An upstream answer that cannot be parsed or is not an answer.
@@ -284,9 +344,10 @@ mod tests {
             assert_eq!(msg.metadata.id, 0x1234);
             assert_eq!(msg.metadata.message_type, MessageType::Query);
             assert_eq!(msg.metadata.op_code, OpCode::Query);
+            // RD is always asked for, whatever the client set: the cache is shared.
             assert_eq!(
                 (msg.metadata.recursion_desired, msg.metadata.checking_disabled, msg.metadata.authentic_data),
-                (rd, cd, ad)
+                (true, cd, ad)
             );
             assert_eq!(msg.queries, vec![q.query.clone()]);
             assert_eq!(msg.queries[0].name().to_ascii(), "A.Much-Longer.Name.Than-The-Other.Example.");
@@ -302,6 +363,26 @@ mod tests {
             assert_eq!(edns.option(EdnsCode::Padding).is_some(), pad);
             assert_eq!(wire.len() % QUERY_PADDING_BLOCK == 0, pad);
         }
+    }
+
+    #[test]
+    fn an_upstream_answer_loses_aa_and_echoes_the_clients_rd() {
+        let mut upstream = Message::new(7, MessageType::Response, OpCode::Query);
+        upstream.add_query(Query::query(Name::from_ascii("mixed.example.").unwrap(), RecordType::A));
+        upstream.metadata.authoritative = true;
+        upstream.metadata.recursion_desired = true;
+        let mut q = query(None);
+        q.recursion_desired = false;
+        let answer = q.answer_from_upstream(&upstream);
+        assert!(!answer.metadata.authoritative, "RFC 1035 §4.1.1: we are no authority");
+        assert!(!answer.metadata.recursion_desired, "the client's RD=0, not upstream's RD=1");
+    }
+
+    #[test]
+    fn errors_from_here_advertise_our_payload_size_and_copy_do() {
+        let q = query(Some(ClientEdns { dnssec_ok: true, max_payload: 4096 }));
+        let edns = q.error_answer(ResponseCode::ServFail).edns.unwrap();
+        assert_eq!((edns.max_payload(), edns.flags().dnssec_ok), (EDNS_PAYLOAD, true));
     }
 
     #[test]
@@ -330,7 +411,7 @@ mod tests {
             query(Some(ClientEdns { dnssec_ok: false, max_payload: 1400 })).answer_from_upstream(&parsed);
         let opt = with.edns.unwrap();
         assert!(opt.option(EdnsCode::Padding).is_none(), "padding stripped on loopback");
-        assert_eq!(opt.max_payload(), 1400);
+        assert_eq!(opt.max_payload(), EDNS_PAYLOAD, "our own payload size, not the client's 1400");
     }
 
     fn upstream_answer(options: Vec<EdnsOption>, rcode: ResponseCode) -> Vec<u8> {
@@ -398,5 +479,54 @@ mod tests {
         assert_eq!(query(None).udp_limit(), 512);
         assert_eq!(query(Some(ClientEdns { dnssec_ok: false, max_payload: 100 })).udp_limit(), 512);
         assert_eq!(query(Some(ClientEdns { dnssec_ok: false, max_payload: 4096 })).udp_limit(), 4096);
+    }
+
+    #[test]
+    fn a_long_list_is_shortened_at_an_item_and_says_how_many_are_left_out() {
+        let items: Vec<String> = (1..=8).map(|i| format!("[2a01:3a0:53:53::{i}]:853 unreachable")).collect();
+        let text = format!("no upstream connection: {} (racing again in 512 ms)", items.join(", "));
+        assert!(text.len() > EDE_TEXT_MAX);
+        let short = shorten_list(&text, EDE_TEXT_MAX);
+        assert!(short.len() <= EDE_TEXT_MAX, "{short}");
+        assert!(short.ends_with(" more (racing again in 512 ms)"), "{short}");
+        // Whole items only: every one shown ends as it did, the count makes up the rest.
+        let (shown, left) =
+            short.trim_end_matches(" more (racing again in 512 ms)").rsplit_once(", and ").unwrap();
+        let shown: Vec<&str> = shown.trim_start_matches("no upstream connection: ").split(", ").collect();
+        assert_eq!(shown, items[..shown.len()].iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(left.parse::<usize>().unwrap(), items.len() - shown.len());
+        // Short text is left alone.
+        assert_eq!(shorten_list("a, b (c)", EDE_TEXT_MAX), "a, b (c)");
+    }
+
+    #[test]
+    fn an_item_too_long_alone_is_cut_at_a_space_never_inside_a_character() {
+        let text = format!("{} tail, second", "wörd ".repeat(60));
+        let short = shorten_list(&text, 50);
+        assert!(short.len() <= 50, "{short}");
+        assert!(short.ends_with("…, and 1 more"), "{short}");
+        assert!(short.starts_with("wörd wörd"), "{short}");
+        // Any limit, any text: within the limit and valid UTF-8 (a &str) without a panic.
+        for max in 0..60 {
+            assert!(shorten_list(&text, max).len() <= max, "max {max}");
+        }
+    }
+
+    #[test]
+    fn the_ede_of_an_answer_is_shortened_at_an_item() {
+        let q = query(Some(ClientEdns { dnssec_ok: false, max_payload: 1232 }));
+        let mut msg = q.error_answer(ResponseCode::ServFail);
+        let text = (1..=20).map(|i| format!("192.0.2.{i}:853 rst")).collect::<Vec<_>>().join(", ");
+        add_ede(&mut msg, Ede::NetworkError, &text);
+        let wire = msg.to_vec().unwrap();
+        let parsed = Message::from_vec(&wire).unwrap();
+        let Some(EdnsOption::Unknown(_, data)) =
+            parsed.edns.as_ref().unwrap().option(EdnsCode::Unknown(EDNS_OPTION_EDE))
+        else {
+            panic!("no EDE");
+        };
+        let extra = std::str::from_utf8(&data[2..]).unwrap();
+        assert!(extra.len() <= EDE_TEXT_MAX && extra.ends_with(" more"), "{extra}");
+        assert!(extra.split(", ").all(|item| item.ends_with(" rst") || item.starts_with("and ")), "{extra}");
     }
 }

@@ -25,7 +25,7 @@ use tokio::{
 use tracing::debug;
 
 use crate::{
-    cache::{Cache, CacheKey, ClientView, Lookup, StoredAnswer},
+    cache::{Cache, CacheKey, ClientView, Lookup, StoredAnswer, UNAUTHENTICATED_MAX_TTL},
     config::CacheConfig,
     message::{ClientQuery, Ede, add_ede, parse_upstream},
     metrics::metrics,
@@ -399,9 +399,22 @@ impl Inner {
         let query = query.clone();
         let fetch = Box::pin(async move {
             let outcome = match inner.fetch(inner.pool(shard), &query).await {
-                Ok((wire, message, via)) => {
-                    let (_, stored) = inner.cache.store_parsed(key.clone(), &wire, Instant::now());
-                    Ok(Fetched { message, stored, via })
+                Ok((wire, mut message, via)) => {
+                    let (_, stored) = if via.authenticated {
+                        inner.cache.store_parsed(key.clone(), &wire, Instant::now())
+                    } else {
+                        inner.cache.store_parsed_unauthenticated(key.clone(), &wire, Instant::now())
+                    };
+                    if stored.is_none() {
+                        if !inner.cache.normalize_uncached(&wire, &mut message) {
+                            debug!(name = %query.query.name(), "an uncached answer our walker cannot read keeps its TTLs");
+                        }
+                        // After normalising (which reads the TTLs from the wire again).
+                        if !via.authenticated {
+                            cap_ttls(&mut message, UNAUTHENTICATED_MAX_TTL);
+                        }
+                    }
+                    Ok(Fetched { message: Arc::new(message), stored, via })
                 }
                 Err(failure) => Err(failure),
             };
@@ -440,31 +453,57 @@ impl Inner {
         &self,
         pool: &Pool,
         query: &ClientQuery,
-    ) -> Result<(Vec<u8>, Arc<Message>, Arc<ConnectionInfo>), Failure> {
+    ) -> Result<(Vec<u8>, Message, Arc<ConnectionInfo>), Failure> {
         match timeout(self.query_timeout, pool.forward(query)).await {
             Err(_) => Err(Failure::Timeout(self.query_timeout)),
             Ok(Err(err @ (ForwardError::NoConnection(_) | ForwardError::Closed))) => {
                 Err(Failure::Network(err.to_string()))
             }
             Ok(Err(err)) => Err(Failure::BadAnswer(err.to_string())),
-            Ok(Ok((wire, conn))) => match parse_upstream(&wire) {
-                Ok((mut msg, keepalive)) => {
-                    if let Some(k) = keepalive {
-                        conn.honour_keepalive(k);
-                    }
-                    // Records that do not answer the question reach neither a client nor
-                    // the cache; an answer that needed scrubbing is stored as re-encoded.
-                    let wire = match crate::scrub::scrub(&mut msg) {
-                        0 => wire,
-                        dropped => {
-                            debug!(name = %query.query.name(), dropped, via = %conn.info(), "scrubbed an upstream answer");
-                            msg.to_vec().map_err(|e| Failure::BadAnswer(e.to_string()))?
-                        }
-                    };
-                    Ok((wire, Arc::new(msg), conn.shared_info()))
+            Ok(Ok((mut wire, conn))) => {
+                if !conn.info().authenticated {
+                    distrust(&mut wire);
                 }
-                Err(err) => Err(Failure::BadAnswer(err.to_string())),
-            },
+                match parse_upstream(&wire) {
+                    Ok((mut msg, keepalive)) => {
+                        if let Some(k) = keepalive {
+                            conn.honour_keepalive(k);
+                        }
+                        // Records that do not answer the question reach neither a client
+                        // nor the cache; an answer that needed scrubbing is stored as
+                        // re-encoded.
+                        let wire = match crate::scrub::scrub(&mut msg) {
+                            0 => wire,
+                            dropped => {
+                                debug!(name = %query.query.name(), dropped, via = %conn.info(), "scrubbed an upstream answer");
+                                msg.to_vec().map_err(|e| Failure::BadAnswer(e.to_string()))?
+                            }
+                        };
+                        Ok((wire, msg, conn.shared_info()))
+                    }
+                    Err(err) => Err(Failure::BadAnswer(err.to_string())),
+                }
+            }
         }
+    }
+}
+
+/// Clears AD in an answer from a connection that authenticated nothing (plain text, or
+/// encrypt-only TLS). AD says the upstream validated the data (RFC 4035 §3.2.3), and
+/// local software trusts it from a loopback resolver (glibc `trust-ad`, OpenSSH
+/// `VerifyHostKeyDNS`, DANE): over such a connection an on-path attacker could have set
+/// it. RFC 4035 §4.9.3: AD may be relied on only when it came from a trusted validator
+/// over a secure channel; this hop was not one, so we do not pass the claim on.
+fn distrust(wire: &mut [u8]) {
+    if let Some(flags) = wire.get_mut(3) {
+        *flags &= !0x20;
+    }
+}
+
+/// Lowers every TTL of `msg` to `cap`: an unauthenticated answer the cache did not store
+/// still reaches the client with no TTL above what the cache would have kept it.
+fn cap_ttls(msg: &mut Message, cap: u32) {
+    for record in msg.answers.iter_mut().chain(msg.authorities.iter_mut()).chain(msg.additionals.iter_mut()) {
+        record.ttl = record.ttl.min(cap);
     }
 }

@@ -58,11 +58,17 @@ pub enum TlsConnectError {
 pub struct UpstreamTls {
     connector: TlsConnector,
     server_name: ServerName<'static>,
+    /// The verifier authenticates the server (pins, or CA + name); false for the
+    /// encrypt-only verifier of an opportunistic upstream with neither.
+    authenticates: bool,
 }
 
 impl fmt::Debug for UpstreamTls {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("UpstreamTls").field("server_name", &self.server_name).finish()
+        f.debug_struct("UpstreamTls")
+            .field("server_name", &self.server_name)
+            .field("authenticates", &self.authenticates)
+            .finish()
     }
 }
 
@@ -72,6 +78,7 @@ impl UpstreamTls {
     pub fn new(upstream: &UpstreamConfig) -> Result<Self, TlsSetupError> {
         let provider = provider();
         let algorithms = provider.signature_verification_algorithms;
+        let authenticates = !upstream.pins.is_empty() || upstream.tls_name.is_some();
         let verifier: Arc<dyn ServerCertVerifier> = if !upstream.pins.is_empty() {
             Arc::new(KeyVerifier { policy: KeyPolicy::Pins(upstream.pins.clone()), algorithms })
         } else if upstream.tls_name.is_some() {
@@ -98,7 +105,13 @@ impl UpstreamTls {
             // An IP-address server name sends no SNI; the pin authenticates.
             None => ServerName::IpAddress(upstream_ip(upstream).into()),
         };
-        Ok(Self { connector: TlsConnector::from(Arc::new(config)), server_name })
+        Ok(Self { connector: TlsConnector::from(Arc::new(config)), server_name, authenticates })
+    }
+
+    /// Whether a completed handshake authenticated the server (RFC 8310 §5): false for an
+    /// opportunistic upstream with neither pins nor `tls_name`, whose TLS only encrypts.
+    pub fn authenticates(&self) -> bool {
+        self.authenticates
     }
 
     /// Runs the TLS handshake over an established stream; returns once the key is verified.

@@ -208,6 +208,44 @@ pub(crate) fn scan(wire: &[u8]) -> Result<Scanned, Malformed> {
     Ok(Scanned { flags, qname, qtype, qclass, records, opt })
 }
 
+/// For a message that does not parse: whether it carries an OPT RR and, if so, the DO
+/// bit of the first one (RFC 3225 §3), so that even a FORMERR to an EDNS query carries
+/// an OPT (RFC 6891 §7). Tolerant where [`scan`] is strict (several OPTs, an OPT outside
+/// the additional section, trailing octets), and it never follows a compression pointer,
+/// so it costs one pass over the octets. It stops at the first octet it cannot walk.
+pub(crate) fn opt_dnssec_ok(wire: &[u8]) -> Option<bool> {
+    /// The offset just past the name at `at`, without decoding it: labels up to the root
+    /// label or a pointer, which ends a name where it sits (RFC 1035 §4.1.4).
+    fn skip_name(wire: &[u8], mut at: usize) -> Option<usize> {
+        loop {
+            let len = *wire.get(at)?;
+            match len & 0xc0 {
+                0x00 if len == 0 => return Some(at + 1),
+                0x00 => at += 1 + usize::from(len),
+                0xc0 => return Some(at + 2),
+                _ => return None,
+            }
+        }
+    }
+    let count = |at| u16_at(wire, at).ok().map(usize::from);
+    let (questions, records) = (count(4)?, count(6)? + count(8)? + count(10)?);
+    let mut at = HEADER_LEN;
+    for _ in 0..questions {
+        at = skip_name(wire, at)? + 4;
+    }
+    for _ in 0..records {
+        at = skip_name(wire, at)?;
+        let rtype = u16_at(wire, at).ok()?;
+        let ttl = u32_at(wire, at + 4).ok()?;
+        if rtype == TYPE_OPT {
+            // The TTL field: extended RCODE, version, then DO as the top flag bit.
+            return Some(ttl & 0x8000 != 0);
+        }
+        at += 10 + usize::from(u16_at(wire, at + 8).ok()?);
+    }
+    None
+}
+
 /// The data of the first EDNS option `code` in the OPT (RFC 6891 §6.1.2), if present
 /// and whole.
 pub(crate) fn edns_option<'a>(wire: &'a [u8], opt: &Opt, code: u16) -> Option<&'a [u8]> {
@@ -247,4 +285,39 @@ pub(crate) fn soa_minimum(wire: &[u8], rr: &Rr) -> Result<u32, Malformed> {
 /// The type an RRSIG covers (RFC 4034 §3.1), so signatures group with their RRset.
 pub(crate) fn rrsig_covered(wire: &[u8], rr: &Rr) -> u16 {
     if rr.rdata.len() >= 2 { u16_at(wire, rr.rdata.start).unwrap_or(0) } else { 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A query for `a.` A IN with `additional` appended as its additional records.
+    fn query(additional: &[&[u8]]) -> Vec<u8> {
+        let mut wire = vec![0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, additional.len() as u8];
+        wire.extend_from_slice(&[1, b'a', 0, 0, 1, 0, 1]);
+        for rr in additional {
+            wire.extend_from_slice(rr);
+        }
+        wire
+    }
+
+    const OPT_DO: &[u8] = &[0, 0, 41, 16, 0, 0, 0, 0x80, 0, 0, 0];
+    const OPT_NO_DO: &[u8] = &[0, 0, 41, 16, 0, 0, 0, 0, 0, 0, 0];
+    /// An A record whose owner is a pointer to the question name.
+    const A_RR: &[u8] = &[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 1];
+
+    #[test]
+    fn the_opt_of_a_broken_query_is_found_with_its_do_bit() {
+        assert_eq!(opt_dnssec_ok(&query(&[OPT_DO])), Some(true));
+        assert_eq!(opt_dnssec_ok(&query(&[A_RR, OPT_NO_DO])), Some(false));
+        // Two OPTs (RFC 6891 §6.1.1 makes that a FORMERR): the first one counts.
+        assert_eq!(opt_dnssec_ok(&query(&[OPT_DO, OPT_NO_DO])), Some(true));
+        assert_eq!(opt_dnssec_ok(&query(&[A_RR])), None);
+        // Cut inside the OPT: not found, and no panic at any cut.
+        let whole = query(&[A_RR, OPT_DO]);
+        assert_eq!(opt_dnssec_ok(&whole[..whole.len() - 6]), None);
+        for cut in 0..whole.len() {
+            let _ = opt_dnssec_ok(&whole[..cut]);
+        }
+    }
 }

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use super::policy::Decision;
 use super::{AnswerKind, ClientView};
-use crate::message::{CLASSIC_UDP_LIMIT, EDNS_OPTION_EDE, OPT_FIXED_LEN};
+use crate::message::{EDNS_OPTION_EDE, EDNS_PAYLOAD, OPT_FIXED_LEN};
 use crate::wire::TYPE_OPT;
 use crate::wire::{QNAME_OFFSET, Scanned};
 
@@ -24,6 +24,7 @@ const EDE_FIXED_LEN: usize = 6;
 const EDE_TEXT_MAX: usize = 256;
 
 const FLAG3_RD: u8 = 0x01;
+const FLAG3_AA: u8 = 0x04;
 const FLAG4_AD: u8 = 0x20;
 
 /// How the TTLs of a rendered answer are written.
@@ -74,6 +75,9 @@ impl Entry {
             let arcount = u16::from_be_bytes([stored[10], stored[11]]) - 1;
             stored[10..12].copy_from_slice(&arcount.to_be_bytes());
         }
+        // RFC 1035 §4.1.1, RFC 2181 §5.4.1: an answer from a cache is never
+        // authoritative. Cleared once here, so a hit has nothing to patch.
+        stored[2] &= !FLAG3_AA;
         let mut ttl_offsets = Vec::with_capacity(scanned.records.len());
         for (rr, &ttl) in scanned.records.iter().zip(&decision.record_ttls) {
             stored[rr.ttl_offset..rr.ttl_offset + 4].copy_from_slice(&ttl.to_be_bytes());
@@ -137,7 +141,8 @@ impl Entry {
     }
 
     /// The answer for `client`: one copy of the stored octets, then the ID, RD, AD,
-    /// the question's case and the TTLs patched in place, then the client's OPT.
+    /// the question's case and the TTLs patched in place, then a fresh OPT for a client
+    /// that sent one. AA was cleared when the entry was built.
     pub fn render(&self, client: &ClientView<'_>, ttls: Ttls, ede: Option<u16>) -> Vec<u8> {
         let opt_len = match (client.edns, ede) {
             (None, _) => 0,
@@ -167,10 +172,10 @@ impl Entry {
             *field = ttl.to_be_bytes();
         }
 
-        if let Some(edns) = client.edns {
-            // RFC 6891 §6.2.3: a payload below 512 means 512.
-            let payload = edns.max_payload.max(CLASSIC_UDP_LIMIT);
-            append_opt(&mut out, payload, dnssec_ok, ede.map(|code| (code, "")));
+        if client.edns.is_some() {
+            // Our own payload size, not an echo of the client's (RFC 6891 §6.2.5); the
+            // client's size only limits how long a UDP answer may be.
+            append_opt(&mut out, EDNS_PAYLOAD, dnssec_ok, ede.map(|code| (code, "")));
         }
         out
     }

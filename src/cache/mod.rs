@@ -17,8 +17,9 @@
 //!             on failure or after stale_answer_after: cache.lookup_stale(&key, &view, now)
 //! }
 //! ```
-//! A rendered answer carries the client's ID, RD, question case and OPT (only if the
-//! client sent one); the caller still truncates it to the client's UDP limit.
+//! A rendered answer carries the client's ID, RD and question case, AA clear, and a
+//! fresh OPT (only if the client sent one); the caller still truncates it to the
+//! client's UDP limit.
 
 mod entry;
 mod policy;
@@ -53,6 +54,12 @@ pub const TTL_CEILING: u32 = 604_800;
 pub const SERVFAIL_TTL_CEILING: u32 = 300;
 /// The longest stale window we accept: 7 days (RFC 8767 §5 suggests 1 to 3).
 pub const STALE_MAX_CEILING: Duration = Duration::from_secs(7 * 86_400);
+/// The longest an answer from an unauthenticated upstream connection (plain text, or
+/// encrypt-only TLS of an opportunistic upstream) is kept, in seconds: its lifetime,
+/// every TTL in it, and its stale window (RFC 8767) are capped at this, whatever the
+/// configured limits. An on-path attacker could have written such an answer; it must not
+/// outlive the downgrade that let them.
+pub const UNAUTHENTICATED_MAX_TTL: u32 = 60;
 /// Bytes charged per entry on top of its key, its `Entry` and their heap octets: the
 /// cache slot, hash table and ghost share, the Arc header, allocator rounding. Set so
 /// that the estimate stays above what is measured: about 365 B are charged for a
@@ -196,8 +203,8 @@ pub struct ClientView<'a> {
     pub recursion_desired: bool,
     /// AD as the client set it (RFC 6840 §5.8: AD only if the query had DO or AD).
     pub authentic_data: bool,
-    /// The client's OPT, if it sent one: the answer then carries a fresh OPT with the
-    /// payload size and DO bit, and EDE codes where they apply (RFC 8914 §2).
+    /// The client's OPT, if it sent one: the answer then carries a fresh OPT with our
+    /// payload size and the client's DO bit, and EDE codes where they apply (RFC 8914 §2).
     pub edns: Option<ClientEdns>,
 }
 
@@ -449,7 +456,7 @@ impl Cache {
     /// under the key (fresh or stale), except that a SERVFAIL never replaces a
     /// servable answer. Never panics, whatever the octets.
     pub fn store(&self, key: CacheKey, upstream_answer: &[u8], now: Instant) -> StoreOutcome {
-        self.store_inner(key, upstream_answer, now, false).0
+        self.store_inner(key, upstream_answer, now, false, None).0
     }
 
     /// Like [`Cache::store`], for an answer the caller has already parsed with
@@ -463,7 +470,19 @@ impl Cache {
         upstream_answer: &[u8],
         now: Instant,
     ) -> (StoreOutcome, Option<StoredAnswer>) {
-        self.store_inner(key, upstream_answer, now, true)
+        self.store_inner(key, upstream_answer, now, true, None)
+    }
+
+    /// Like [`Cache::store_parsed`], for an answer that came over a connection that
+    /// authenticated nothing: kept at most [`UNAUTHENTICATED_MAX_TTL`] seconds (its TTLs
+    /// lowered to that), and served stale at most that long past expiry.
+    pub fn store_parsed_unauthenticated(
+        &self,
+        key: CacheKey,
+        upstream_answer: &[u8],
+        now: Instant,
+    ) -> (StoreOutcome, Option<StoredAnswer>) {
+        self.store_inner(key, upstream_answer, now, true, Some(UNAUTHENTICATED_MAX_TTL))
     }
 
     fn store_inner(
@@ -472,8 +491,9 @@ impl Cache {
         upstream_answer: &[u8],
         now: Instant,
         parsed: bool,
+        ttl_cap: Option<u32>,
     ) -> (StoreOutcome, Option<StoredAnswer>) {
-        let entry = match self.admit(&key, upstream_answer, now, parsed) {
+        let entry = match self.admit(&key, upstream_answer, now, parsed, ttl_cap) {
             Ok(entry) => entry,
             Err(outcome) => return (outcome, None),
         };
@@ -492,6 +512,7 @@ impl Cache {
         upstream_answer: &[u8],
         now: Instant,
         parsed: bool,
+        ttl_cap: Option<u32>,
     ) -> Result<Arc<Entry>, StoreOutcome> {
         use NotCacheable as Not;
         let Some(map) = &self.map else {
@@ -506,7 +527,23 @@ impl Cache {
         let Ok(scanned) = crate::wire::scan(upstream_answer) else {
             return Err(StoreOutcome::NotCacheable(Not::Malformed));
         };
-        let decision = match policy::decide(upstream_answer, &scanned, key, &self.cfg) {
+        // A capped store decides with limits no higher than the cap (min_ttl included:
+        // the cap wins over a configured floor).
+        let capped;
+        let cfg = match ttl_cap {
+            None => &self.cfg,
+            Some(cap) => {
+                capped = CacheConfig {
+                    max_ttl: self.cfg.max_ttl.min(cap),
+                    servfail_ttl: self.cfg.servfail_ttl.min(cap),
+                    stale_max: self.cfg.stale_max.min(Duration::from_secs(cap.into())),
+                    ..self.cfg.clone()
+                }
+                .normalized();
+                &capped
+            }
+        };
+        let decision = match policy::decide(upstream_answer, &scanned, key, cfg) {
             Ok(decision) => decision,
             Err(reason) => return Err(StoreOutcome::NotCacheable(reason)),
         };
@@ -520,12 +557,21 @@ impl Cache {
         {
             return Err(StoreOutcome::KeptExisting);
         }
-        let stale_max = self.cfg.serve_stale.then_some(self.cfg.stale_max);
+        let stale_max = cfg.serve_stale.then_some(cfg.stale_max);
         let entry = Arc::new(Entry::new(upstream_answer, &scanned, &decision, now, stale_max));
         if self.weighter.weight(key, &entry) > self.max_entry_weight {
             return Err(StoreOutcome::NotCacheable(Not::TooLarge));
         }
         Ok(entry)
+    }
+
+    /// Gives an answer the cache did not store (refused by the policy, too large, a
+    /// bypass of a disabled cache) the TTLs a stored one would have had: one per RRset,
+    /// high bit capped, at most `max_ttl` (see `policy::normalize_message`); `wire` is the
+    /// upstream answer `msg` was parsed from. False (and `msg` as it was) when our walker
+    /// cannot read `wire`.
+    pub fn normalize_uncached(&self, wire: &[u8], msg: &mut Message) -> bool {
+        policy::normalize_message(wire, msg, self.cfg.max_ttl)
     }
 
     /// Entries held, stale ones included.

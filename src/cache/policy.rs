@@ -156,6 +156,38 @@ fn answers_question(wire: &[u8], scanned: &Scanned) -> Result<bool, NotCacheable
     Ok(false)
 }
 
+/// Gives the records of `msg` (the hickory parse of `wire`, without its OPT) the TTLs the
+/// cache would store for them: one TTL per RRset, the lowest (RFC 2181 §5.2), a TTL with
+/// the high bit set read as large and positive, then capped at `max_ttl` (RFC 8767 §4,
+/// RFC 2181 §8), by [`rrset_ttls`], the rule the cache applies on admission. For answers
+/// that are not cached. False, and `msg` untouched, when our walker cannot walk `wire`
+/// or finds other records than hickory did.
+pub(super) fn normalize_message(wire: &[u8], msg: &mut hickory_proto::op::Message, max_ttl: u32) -> bool {
+    let Ok(scanned) = wire::scan(wire) else {
+        return false;
+    };
+    let ttls = rrset_ttls(wire, &scanned, max_ttl);
+    let in_section = |s| scanned.records.iter().zip(&ttls).filter(move |(r, _)| r.section == s);
+    let sections = [
+        (in_section(Section::Answer), &mut msg.answers),
+        (in_section(Section::Authority), &mut msg.authorities),
+        (in_section(Section::Additional), &mut msg.additionals),
+    ];
+    let same = sections.iter().all(|(walked, parsed)| {
+        walked.clone().count() == parsed.len()
+            && walked.clone().zip(parsed.iter()).all(|((r, _), p)| u16::from(p.record_type()) == r.rtype)
+    });
+    if !same {
+        return false;
+    }
+    for (walked, parsed) in sections {
+        for ((_, &ttl), record) in walked.zip(parsed.iter_mut()) {
+            record.ttl = ttl;
+        }
+    }
+    true
+}
+
 /// Every record's TTL lowered to the lowest TTL of its RRset (RFC 2181 §5.2: "use the
 /// lowest"), and capped at `max_ttl`. An RRset is ⟨owner, type, class⟩ across the
 /// sections; RRSIGs group by the type they cover, whose TTL they share (RFC 4034 §3).

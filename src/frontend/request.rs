@@ -7,13 +7,13 @@
 use std::net::IpAddr;
 
 use hickory_proto::{
-    op::{Edns, Header, Message, MessageType, OpCode, ResponseCode},
-    rr::rdata::opt::EdnsCode,
+    op::{Header, Message, MessageType, OpCode, ResponseCode},
+    rr::{RecordType, rdata::opt::EdnsCode},
     serialize::binary::{BinDecodable, BinDecoder},
 };
 use ipnet::IpNet;
 
-use crate::message::{BYPASS_CACHE_OPTION, ClientEdns, ClientQuery, EDNS_OPTION_EDE};
+use crate::message::{BYPASS_CACHE_OPTION, ClientEdns, ClientQuery, EDNS_OPTION_EDE, response_opt};
 
 /// The verdict on one client packet.
 #[derive(Debug)]
@@ -56,22 +56,22 @@ pub fn classify(packet: &[u8], src: IpAddr, acl: &Acl) -> Verdict {
     }
     let parsed = Message::from_vec(packet);
     if !acl.allows(src) {
-        return Verdict::Reply(error_reply(&header, parsed.as_ref().ok(), ResponseCode::Refused));
+        return Verdict::Reply(local_reply(&header, packet, parsed.as_ref().ok(), ResponseCode::Refused));
     }
     let msg = match parsed {
         Ok(msg) => msg,
-        Err(_) => return Verdict::Reply(error_reply(&header, None, ResponseCode::FormErr)),
+        Err(_) => return Verdict::Reply(local_reply(&header, packet, None, ResponseCode::FormErr)),
     };
     if msg.metadata.op_code != OpCode::Query {
-        return Verdict::Reply(error_reply(&header, Some(&msg), ResponseCode::NotImp));
+        return Verdict::Reply(local_reply(&header, packet, Some(&msg), ResponseCode::NotImp));
     }
     if msg.queries.len() != 1 {
-        return Verdict::Reply(error_reply(&header, Some(&msg), ResponseCode::FormErr));
+        return Verdict::Reply(local_reply(&header, packet, Some(&msg), ResponseCode::FormErr));
     }
     let edns = match &msg.edns {
         // RFC 6891 §6.1.3: we speak EDNS version 0 only.
         Some(e) if e.version() > 0 => {
-            return Verdict::Reply(error_reply(&header, Some(&msg), ResponseCode::BADVERS));
+            return Verdict::Reply(local_reply(&header, packet, Some(&msg), ResponseCode::BADVERS));
         }
         Some(e) => Some(ClientEdns { dnssec_ok: e.flags().dnssec_ok, max_payload: e.max_payload() }),
         None => None,
@@ -80,15 +80,7 @@ pub fn classify(packet: &[u8], src: IpAddr, acl: &Acl) -> Verdict {
         // RFC 9462 §6.1/§6.4: a forwarder does not forward resolver.arpa; we designate no
         // encrypted resolver, so the answer is NODATA, from here. (The watchdog's probe
         // relies on this: it checks our query path without leaving the host.)
-        let mut reply = Message::new(header.metadata.id, MessageType::Response, OpCode::Query);
-        reply.metadata.recursion_desired = header.metadata.recursion_desired;
-        reply.metadata.recursion_available = true;
-        reply.metadata.authoritative = true;
-        reply.queries = msg.queries.clone();
-        if msg.edns.is_some() {
-            reply.edns = Some(Edns::new());
-        }
-        return Verdict::Reply(reply.to_vec().unwrap_or_default());
+        return Verdict::Reply(local_reply(&header, packet, Some(&msg), ResponseCode::NoError));
     }
     let bypass_cache =
         msg.edns.as_ref().is_some_and(|e| e.option(EdnsCode::from(BYPASS_CACHE_OPTION)).is_some());
@@ -112,32 +104,52 @@ fn is_resolver_arpa(name: &hickory_proto::rr::Name) -> bool {
     ZONE.zone_of(name)
 }
 
-/// An answer with no records: the request's ID, opcode and RD, its question when it could
-/// be parsed, and an OPT when the request had one (RFC 6891 §7, also for FORMERR; BADVERS
-/// needs it for the extended RCODE).
-fn error_reply(header: &Header, parsed: Option<&Message>, rcode: ResponseCode) -> Vec<u8> {
+/// A reply made here, with no records: the request's ID, opcode and RD, RA set (we do
+/// offer recursion), AA clear (RFC 1035 §4.1.1: we are no authority), its question when
+/// it could be parsed, and an OPT when the request had one (RFC 6891 §7, also for a
+/// FORMERR, even one caused by the OPT itself; BADVERS needs it for the extended RCODE),
+/// with our payload size and DO copied (RFC 3225 §3).
+///
+/// When the request did not parse (`parsed` is None), its OPT is looked for with our
+/// wire walker: only this error path pays for that.
+fn local_reply(header: &Header, packet: &[u8], parsed: Option<&Message>, rcode: ResponseCode) -> Vec<u8> {
+    let dnssec_ok = match parsed {
+        Some(msg) => msg.edns.as_ref().map(|e| e.flags().dnssec_ok),
+        None => crate::wire::opt_dnssec_ok(packet),
+    };
+    let opt = match dnssec_ok {
+        Some(dnssec_ok) => Some(response_opt(dnssec_ok)),
+        None if rcode == ResponseCode::BADVERS => Some(response_opt(false)),
+        None => None,
+    };
     let mut reply = Message::error_msg(header.metadata.id, header.metadata.op_code, rcode);
     reply.metadata.recursion_desired = header.metadata.recursion_desired;
+    reply.metadata.recursion_available = true;
+    reply.metadata.authoritative = false;
+    reply.edns = opt;
     if let Some(msg) = parsed {
         reply.queries = msg.queries.clone();
-        if msg.edns.is_some() || rcode == ResponseCode::BADVERS {
-            reply.edns = Some(Edns::new());
-        }
     }
     reply.to_vec().unwrap_or_else(|_| {
-        // The question itself would not encode: answer with the header alone.
-        let mut bare = Message::error_msg(header.metadata.id, header.metadata.op_code, rcode);
-        if rcode == ResponseCode::BADVERS {
-            bare.edns = Some(Edns::new());
-        }
-        bare.to_vec().unwrap_or_default()
+        // The question itself would not encode: answer with the header (and OPT) alone.
+        reply.queries.clear();
+        reply.to_vec().unwrap_or_default()
     })
 }
 
-/// Fits an answer to a UDP client's limit. Extended DNS Errors go first (RFC 8914 §3:
-/// they are dropped before any other data); if it still does not fit, the answer goes out
-/// as header + question + OPT with TC=1 and the client retries over TCP (RFC 6891 §7,
-/// RFC 2181 §9).
+/// Fits an answer to a UDP client's limit, dropping what the client can do without
+/// before it sets TC (RFC 2181 §9: TC only when data that is required does not fit):
+/// first Extended DNS Errors (RFC 8914 §3), then the additional section, then the
+/// authority section. If the answer section itself does not fit, the answer goes out as
+/// header + question + OPT with TC=1 and the client retries over TCP (RFC 6891 §7).
+///
+/// The authority section of a negative answer (NXDOMAIN or NODATA, also after a CNAME)
+/// holds the SOA the client needs to cache the denial (RFC 2308 §5 and §6: answers
+/// from a cache must include it): an authority section with an SOA is never dropped;
+/// such an answer is sent with TC instead.
+///
+/// Answers within the limit are returned untouched, without a parse: only an answer
+/// that is too long pays for this.
 pub fn fit_udp(answer: Vec<u8>, limit: u16) -> Vec<u8> {
     if answer.len() <= usize::from(limit) {
         return answer;
@@ -145,11 +157,26 @@ pub fn fit_udp(answer: Vec<u8>, limit: u16) -> Vec<u8> {
     let Ok(mut msg) = Message::from_vec(&answer) else {
         return Vec::new();
     };
+    let limit = usize::from(limit);
     let ede = EdnsCode::from(EDNS_OPTION_EDE);
-    if let Some(edns) = msg.edns.as_mut().filter(|e| e.option(ede).is_some()) {
-        edns.options_mut().remove(ede);
+    let authority_required = msg.authorities.iter().any(|r| r.record_type() == RecordType::SOA);
+    for step in 0..3 {
+        let changed = match step {
+            0 => match msg.edns.as_mut().filter(|e| e.option(ede).is_some()) {
+                Some(edns) => {
+                    edns.options_mut().remove(ede);
+                    true
+                }
+                None => false,
+            },
+            1 => !std::mem::take(&mut msg.additionals).is_empty(),
+            _ => !authority_required && !std::mem::take(&mut msg.authorities).is_empty(),
+        };
+        if !changed {
+            continue;
+        }
         match msg.to_vec() {
-            Ok(wire) if wire.len() <= usize::from(limit) => return wire,
+            Ok(wire) if wire.len() <= limit => return wire,
             Ok(_) => {}
             Err(_) => return Vec::new(),
         }
@@ -159,6 +186,7 @@ pub fn fit_udp(answer: Vec<u8>, limit: u16) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+    use hickory_proto::op::Edns;
     use hickory_proto::rr::{Name, RecordType};
 
     use super::*;
@@ -198,6 +226,156 @@ mod tests {
         // Within the limit nothing changes.
         let small = big_answer(1, "why");
         assert_eq!(fit_udp(small.clone(), 1232), small);
+    }
+
+    /// An answer with `answers`, `authority` and `additional` TXT records of 100 octets,
+    /// with an SOA in authority when `negative` (an NXDOMAIN).
+    fn sectioned(answers: usize, authority: usize, additional: usize, negative: bool) -> Vec<u8> {
+        use hickory_proto::rr::{RData, Record, rdata::SOA, rdata::TXT};
+        let name = Name::from_ascii("big.test.").unwrap();
+        let txt = || Record::from_rdata(name.clone(), 60, RData::TXT(TXT::new(vec!["x".repeat(100)])));
+        let mut m = Message::new(7, MessageType::Response, OpCode::Query);
+        m.add_query(hickory_proto::op::Query::query(name.clone(), RecordType::TXT));
+        m.answers.extend((0..answers).map(|_| txt()));
+        if negative {
+            m.metadata.response_code = ResponseCode::NXDomain;
+            let soa = SOA::new(name.clone(), name.clone(), 1, 2, 3, 4, 5);
+            m.add_authority(Record::from_rdata(name.clone(), 60, RData::SOA(soa)));
+        }
+        m.authorities.extend((0..authority).map(|_| txt()));
+        m.additionals.extend((0..additional).map(|_| txt()));
+        m.set_edns(Edns::new());
+        m.to_vec().unwrap()
+    }
+
+    fn counts(wire: &[u8]) -> (bool, usize, usize, usize) {
+        let m = Message::from_vec(wire).unwrap();
+        (m.metadata.truncation, m.answers.len(), m.authorities.len(), m.additionals.len())
+    }
+
+    #[test]
+    fn the_additional_section_goes_before_tc() {
+        let fitted = fit_udp(sectioned(2, 1, 6, false), 512);
+        assert_eq!(counts(&fitted), (false, 2, 1, 0), "RFC 2181 §9: no TC for additional data");
+        assert!(Message::from_vec(&fitted).unwrap().edns.is_some(), "the OPT stays");
+    }
+
+    #[test]
+    fn then_the_authority_section_of_a_positive_answer() {
+        assert_eq!(counts(&fit_udp(sectioned(2, 6, 6, false), 512)), (false, 2, 0, 0));
+    }
+
+    #[test]
+    fn a_negative_answer_keeps_its_soa_or_is_truncated() {
+        // Small enough once the additional data is gone: the SOA stays.
+        assert_eq!(counts(&fit_udp(sectioned(0, 0, 6, true), 512)), (false, 0, 1, 0));
+        // Too big with its authority section: TC rather than an answer without the SOA
+        // the client needs to cache the denial (RFC 2308 §5, §6).
+        assert_eq!(counts(&fit_udp(sectioned(0, 6, 0, true), 512)), (true, 0, 0, 0));
+    }
+
+    #[test]
+    fn tc_only_when_the_answer_section_does_not_fit() {
+        assert_eq!(counts(&fit_udp(sectioned(6, 1, 1, false), 512)), (true, 0, 0, 0));
+        // Within the limit nothing changes, not even a re-encoding.
+        let small = sectioned(1, 1, 1, false);
+        assert_eq!(fit_udp(small.clone(), 512), small);
+    }
+
+    /// The OPT of a local reply: (payload, DO), None without one.
+    fn reply_opt(v: Verdict) -> (Message, Option<(u16, bool)>) {
+        let Verdict::Reply(w) = v else { panic!("expected a reply, got {v:?}") };
+        let m = Message::from_vec(&w).unwrap();
+        let opt = m.edns.as_ref().map(|e| (e.max_payload(), e.flags().dnssec_ok));
+        (m, opt)
+    }
+
+    fn with_do(m: &mut Message) {
+        let mut e = Edns::new();
+        e.set_max_payload(4096);
+        e.set_dnssec_ok(true);
+        m.set_edns(e);
+    }
+
+    #[test]
+    fn local_replies_copy_do_set_ra_clear_aa_and_advertise_our_size() {
+        let outside: IpAddr = "192.0.2.9".parse().unwrap();
+        let arpa = |m: &mut Message| {
+            m.queries[0] = hickory_proto::op::Query::query(
+                Name::from_ascii("_dns.resolver.arpa.").unwrap(),
+                RecordType::SVCB,
+            );
+            with_do(m);
+        };
+        let cases: Vec<(Vec<u8>, IpAddr)> = vec![
+            (query_wire(with_do), outside),
+            (
+                query_wire(|m| {
+                    m.metadata.op_code = OpCode::Notify;
+                    with_do(m);
+                }),
+                LOCAL,
+            ),
+            (
+                query_wire(|m| {
+                    let q = m.queries[0].clone();
+                    m.add_query(q);
+                    with_do(m);
+                }),
+                LOCAL,
+            ),
+            (
+                query_wire(|m| {
+                    with_do(m);
+                    m.edns.as_mut().unwrap().set_version(1);
+                }),
+                LOCAL,
+            ),
+            (query_wire(arpa), LOCAL),
+        ];
+        for (wire, src) in cases {
+            let (m, opt) = reply_opt(classify(&wire, src, &acl()));
+            let rcode = m.metadata.response_code;
+            assert_eq!(opt, Some((crate::message::EDNS_PAYLOAD, true)), "{rcode:?}: DO copied, our size");
+            assert!(m.metadata.recursion_available, "{rcode:?}: RA");
+            assert!(!m.metadata.authoritative, "{rcode:?}: no AA");
+            assert!(m.metadata.recursion_desired, "{rcode:?}: RD copied");
+        }
+        // No OPT in the query, none in the reply (RFC 6891 §7).
+        let (m, opt) = reply_opt(classify(&query_wire(|_| {}), outside, &acl()));
+        assert_eq!((m.metadata.response_code, opt), (ResponseCode::Refused, None));
+    }
+
+    /// A query with DO whose OPT is followed by `extra` octets counted as one more
+    /// additional record.
+    fn query_with_extra_record(extra: &[u8]) -> Vec<u8> {
+        let mut wire = query_wire(with_do);
+        wire.extend_from_slice(extra);
+        let ar = u16::from_be_bytes([wire[10], wire[11]]) + 1;
+        wire[10..12].copy_from_slice(&ar.to_be_bytes());
+        wire
+    }
+
+    #[test]
+    fn a_formerr_for_a_bad_opt_carries_an_opt() {
+        // RFC 6891 §6.1.1: two OPT RRs are a FORMERR; §7: the reply still has an OPT.
+        let two = query_with_extra_record(&[0, 0, 41, 16, 0, 0, 0, 0x80, 0, 0, 0]);
+        // An OPT whose option runs past its RDATA: hickory cannot read it.
+        let mut bad = query_wire(|_| {});
+        bad.extend_from_slice(&[0, 0, 41, 4, 0xd0, 0, 0, 0x80, 0, 0, 4, 0, 15, 0, 40]);
+        bad[10..12].copy_from_slice(&1u16.to_be_bytes());
+        for wire in [two, bad] {
+            assert!(Message::from_vec(&wire).is_err(), "hickory refuses it");
+            let (m, opt) = reply_opt(classify(&wire, LOCAL, &acl()));
+            assert_eq!(m.metadata.response_code, ResponseCode::FormErr);
+            assert_eq!(opt, Some((crate::message::EDNS_PAYLOAD, true)));
+            assert!(m.metadata.recursion_available);
+        }
+        // A body that does not parse and has no OPT: FORMERR without one.
+        let mut cut = query_wire(|_| {});
+        cut.truncate(cut.len() - 3);
+        let (m, opt) = reply_opt(classify(&cut, LOCAL, &acl()));
+        assert_eq!((m.metadata.response_code, opt), (ResponseCode::FormErr, None));
     }
 
     fn acl() -> Acl {

@@ -15,6 +15,7 @@
 //! privileged port can be bound afterwards.
 
 use std::{
+    ffi::OsStr,
     io,
     path::{Path, PathBuf},
 };
@@ -52,6 +53,10 @@ pub enum PrivError {
     MalformedEntry { user: String, path: PathBuf, line: usize },
     #[error("user {user:?} has uid 0; refusing to \"drop\" to root")]
     TargetIsRoot { user: String },
+    #[error(
+        "user {user:?} has primary group 0 (root); refusing to run in the root group (give it a group of its own)"
+    )]
+    TargetGroupIsRoot { user: String },
     #[error("{call} failed: {source}")]
     Syscall { call: &'static str, source: io::Error },
     #[error("still privileged after switching to uid {uid}: {detail}")]
@@ -81,11 +86,43 @@ pub fn drop_privileges_using(passwd: &Path, user: &str) -> Result<PrivDrop, Priv
             PrivError::MalformedEntry { user: user.to_owned(), path: passwd.to_owned(), line }
         }
     })?;
-    if account.uid == 0 {
-        return Err(PrivError::TargetIsRoot { user: user.to_owned() });
-    }
+    check_target(&account)?;
     switch_to(&account)?;
     Ok(PrivDrop::Dropped(account))
+}
+
+/// Refuses an account that would keep root's powers: uid 0, or primary gid 0 (the root
+/// group owns files and devices a DNS daemon has no business writing, e.g. group-writable
+/// ones under /etc; setgroups clears the supplementary groups but this one would stay).
+pub fn check_target(account: &Account) -> Result<(), PrivError> {
+    if account.uid == 0 {
+        return Err(PrivError::TargetIsRoot { user: account.name.clone() });
+    }
+    if account.gid == 0 {
+        return Err(PrivError::TargetGroupIsRoot { user: account.name.clone() });
+    }
+    Ok(())
+}
+
+/// Whether a service manager started us: systemd sets `INVOCATION_ID` for every unit it
+/// runs, and `NOTIFY_SOCKET` for `Type=notify` ones. Empty values count as unset.
+pub fn under_service_manager(notify_socket: Option<&OsStr>, invocation_id: Option<&OsStr>) -> bool {
+    notify_socket.is_some_and(|v| !v.is_empty()) || invocation_id.is_some_and(|v| !v.is_empty())
+}
+
+/// [`under_service_manager`] from this process's environment.
+pub fn under_service_manager_now() -> bool {
+    under_service_manager(
+        std::env::var_os("NOTIFY_SOCKET").as_deref(),
+        std::env::var_os("INVOCATION_ID").as_deref(),
+    )
+}
+
+/// Whether to warn that the daemon keeps running as root: effective uid 0, no
+/// `[server] user` to drop to, and no service manager (under systemd, the unit decides:
+/// `DynamicUser=`, `User=`, capabilities and sandboxing do it better than we can).
+pub fn warn_staying_root(euid: u32, user_configured: bool, under_service_manager: bool) -> bool {
+    euid == 0 && !user_configured && !under_service_manager
 }
 
 fn switch_to(account: &Account) -> Result<(), PrivError> {
@@ -180,6 +217,37 @@ stubborn:x:1:1::/:/bin/false
         assert_eq!(lookup_user(PASSWD, "# a comment"), Err(Lookup::NotFound));
         assert_eq!(lookup_user(PASSWD, "+nisuser"), Err(Lookup::NotFound));
         assert_eq!(lookup_user(PASSWD, ""), Err(Lookup::NotFound));
+    }
+
+    #[test]
+    fn a_target_with_uid_or_primary_gid_0_is_refused() {
+        let account = |uid, gid| Account { name: "x".into(), uid, gid };
+        assert!(matches!(check_target(&account(0, 0)), Err(PrivError::TargetIsRoot { .. })));
+        assert!(matches!(check_target(&account(0, 5)), Err(PrivError::TargetIsRoot { .. })));
+        let err = check_target(&account(998, 0)).unwrap_err();
+        assert!(matches!(err, PrivError::TargetGroupIsRoot { .. }), "{err}");
+        assert!(err.to_string().contains("primary group 0"), "{err}");
+        assert!(check_target(&account(998, 997)).is_ok());
+        // From a passwd line: a user in the root group.
+        let wheel = lookup_user("op:x:1000:0::/:/bin/sh\n", "op").unwrap();
+        assert!(check_target(&wheel).is_err());
+    }
+
+    #[test]
+    fn staying_root_is_warned_about_only_outside_a_service_manager_without_a_user() {
+        assert!(warn_staying_root(0, false, false));
+        assert!(!warn_staying_root(0, true, false), "the user is dropped to");
+        assert!(!warn_staying_root(0, false, true), "the unit decides");
+        assert!(!warn_staying_root(1000, false, false), "not root");
+    }
+
+    #[test]
+    fn a_service_manager_is_recognised_by_its_environment() {
+        let s = |v: &'static str| Some(OsStr::new(v));
+        assert!(!under_service_manager(None, None));
+        assert!(under_service_manager(s("/run/systemd/notify"), None));
+        assert!(under_service_manager(None, s("0123456789abcdef0123456789abcdef")));
+        assert!(!under_service_manager(s(""), s("")), "empty means unset");
     }
 
     #[test]

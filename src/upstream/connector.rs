@@ -85,6 +85,7 @@ pub async fn secure(
         upstream_name: ctx.upstream_name.clone(),
         peer: candidate.addr,
         transport: candidate.transport,
+        authenticated: candidate.transport == Transport::Tls && ctx.tls.authenticates(),
         attempt: id,
     };
     match candidate.transport {
@@ -260,9 +261,7 @@ where
                 Action::GaveUp { reasons } => {
                     let summary: Vec<String> = reasons
                         .iter()
-                        .map(|(id, c, r)| {
-                            format!("#{id} {}:{} {} {r}", c.addr.ip(), c.addr.port(), c.transport)
-                        })
+                        .map(|(id, c, r)| format!("#{id} {} {} {r}", c.addr, c.transport))
                         .collect();
                     info!(
                         attempts,

@@ -55,6 +55,7 @@ fn fake_connection(c: Candidate, id: AttemptId) -> Connection {
         upstream_name: Arc::from("fake"),
         peer: c.addr,
         transport: c.transport,
+        authenticated: true,
         attempt: id.0,
     };
     Connection::spawn(

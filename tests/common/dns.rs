@@ -27,6 +27,9 @@ pub const BIG_TXT_COUNT: usize = 40;
 /// Length of each `big.test` TXT string.
 pub const BIG_TXT_LEN: usize = 60;
 
+/// The TTL with the high bit set among `mixed-ttl.test`'s records.
+pub const MIXED_HIGH_BIT_TTL: u32 = 0x8000_0010;
+
 /// EDNS option code of padding (RFC 7830).
 pub const EDNS_PADDING: u16 = 12;
 
@@ -50,6 +53,8 @@ pub struct Entry {
 /// | `ttl1.test.` | A | 192.0.2.3, TTL 1 (for expiry tests) |
 /// | `ttl0.test.` | A | 192.0.2.4, TTL 0 |
 /// | `servfail.test.` | any | rcode SERVFAIL, no records |
+/// | `ad.test.` | A | 192.0.2.5, answered with AD set (as a validating resolver would) |
+/// | `mixed-ttl.test.` | A | 192.0.2.20–22 with TTLs 300, 100 and 0x80000010 (one RRset, unequal TTLs, one with the high bit), AA set |
 /// | `*.a.test.` (e.g. `n7.a.test.`) | A | 192.0.2.1 (fresh names for tests that must miss a cache) |
 ///
 /// Any other name: NXDOMAIN + `test.` SOA in authority. A listed name with another
@@ -74,6 +79,7 @@ pub fn lookup(lower_fqdn: &str) -> Option<Entry> {
         ),
         "ttl1.test." => e(RecordType::A, 1, vec![RData::A(A(Ipv4Addr::new(192, 0, 2, 3)))]),
         "ttl0.test." => e(RecordType::A, 0, vec![RData::A(A(Ipv4Addr::new(192, 0, 2, 4)))]),
+        "ad.test." => e(RecordType::A, POSITIVE_TTL, vec![RData::A(A(Ipv4Addr::new(192, 0, 2, 5)))]),
         name if name.ends_with(".a.test.") => {
             e(RecordType::A, POSITIVE_TTL, vec![RData::A(A(Ipv4Addr::new(192, 0, 2, 1)))])
         }
@@ -143,6 +149,17 @@ pub fn respond(query_wire: &[u8]) -> Option<Vec<u8>> {
     let lower = if lower.ends_with('.') { lower } else { format!("{lower}.") };
     if lower == "servfail.test." {
         r.metadata.response_code = ResponseCode::ServFail;
+        return Some(encode(&r));
+    }
+    r.metadata.authentic_data = lower == "ad.test.";
+    if lower == "mixed-ttl.test." && question.query_type() == RecordType::A {
+        // An upstream that breaks RFC 2181 §5.2 (unequal TTLs in an RRset) and §8 (a TTL
+        // with the high bit set), and claims authority.
+        r.metadata.authoritative = true;
+        for (last, ttl) in [(20, 300), (21, 100), (22, MIXED_HIGH_BIT_TTL)] {
+            let rd = RData::A(A(Ipv4Addr::new(192, 0, 2, last)));
+            r.answers.push(Record::from_rdata(question.name().clone(), ttl, rd));
+        }
         return Some(encode(&r));
     }
     match lookup(&lower) {

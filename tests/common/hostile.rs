@@ -36,7 +36,8 @@ pub enum Action {
     ExtraRecords,
     /// Random octets (sometimes behind the query's ID and a response header).
     RandomBytes,
-    /// The right answer cut short (as a shorter frame, or a frame whose prefix overstates it).
+    /// The right answer cut short (as a shorter frame, or a frame whose prefix overstates
+    /// it), or its header alone with no question and any RCODE.
     Truncated,
     /// The query's ID and a name made of compression pointers that loop.
     CompressionLoop,
@@ -220,7 +221,14 @@ impl Hostile {
             }
             Action::Truncated => {
                 let cut = rng.below(truth.len());
-                if rng.chance(4) {
+                if rng.chance(5) {
+                    // The header alone, QDCOUNT 0 (matched by ID alone when its RCODE is
+                    // an error, RFC 7858 §3.3), with any RCODE.
+                    let mut header = truth[..12].to_vec();
+                    header[3] = (header[3] & 0xf0) | rng.below(16) as u8;
+                    header[4..].fill(0);
+                    vec![Frame(header)]
+                } else if rng.chance(4) {
                     // The prefix announces the whole message; only part of it follows.
                     let mut raw = (truth.len() as u16).to_be_bytes().to_vec();
                     raw.extend_from_slice(&truth[..cut]);

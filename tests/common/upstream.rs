@@ -62,6 +62,9 @@ pub enum Fault {
     ResetOnAccept,
     /// Answer every query after this delay (each independently, so answers stay pipelined).
     Delay(Duration),
+    /// Answer every query with the header alone: same ID, QR, RCODE FORMERR, QDCOUNT 0
+    /// (as servers do for a query they cannot read).
+    FormErrWithoutQuestion,
     /// Answer each query with one misbehaviour drawn from a seeded PRNG (see [`hostile`]).
     Hostile(HostileFault),
 }
@@ -557,6 +560,13 @@ where
                             hostile::Step::Reset => Outgoing::Reset,
                         });
                     }
+                }
+                Fault::FormErrWithoutQuestion => {
+                    let mut header = msg[..12].to_vec();
+                    header[2] = 0x80 | (msg[2] & 0x79); // QR, opcode and RD as asked
+                    header[3] = 0x80 | 1; // RA, FORMERR
+                    header[4..].fill(0);
+                    let _ = tx.send(Outgoing::Answer(header));
                 }
                 Fault::None | Fault::WrongKey | Fault::StallHandshake | Fault::ResetOnAccept => {
                     let _ = tx.send(Outgoing::Answer(resp));

@@ -85,17 +85,35 @@ fn the_clients_opt_replaces_the_upstreams() {
     };
     let m = parse(&wire);
     let edns = m.edns.expect("an EDNS client gets an OPT (RFC 6891 §6.1.1)");
-    assert_eq!(edns.max_payload(), 1400);
+    assert_eq!(edns.max_payload(), 1232, "our payload size, not the client's 1400");
     assert!(edns.flags().dnssec_ok);
     assert!(edns.option(EdnsCode::Padding).is_none());
     assert!(edns.option(EdnsCode::Unknown(15)).is_none(), "no EDE on a fresh hit");
     assert_eq!(m.additionals.len(), 1);
     assert_eq!(u16::from_be_bytes([wire[10], wire[11]]), 2, "ARCOUNT = A + OPT");
 
-    // RFC 6891 §6.2.3: a payload below 512 is answered as 512.
+    // Whatever the client's size, we advertise ours (RFC 6891 §6.2.5).
     let tiny = ClientView { edns: Some(ClientEdns { dnssec_ok: false, max_payload: 100 }), ..view(&qn) };
     let m = hit(c.lookup(&k, &tiny, now));
-    assert_eq!(m.edns.unwrap().max_payload(), 512);
+    assert_eq!(m.edns.unwrap().max_payload(), 1232);
+}
+
+#[test]
+fn aa_is_cleared_in_every_answer_from_the_cache() {
+    let c = cache(stale_cfg());
+    let now = t0();
+    let mut up = Answer::new("aa.example.", RecordType::A).answer(a("aa.example.", 10, 1));
+    up.msg.metadata.authoritative = true;
+    let k = key("aa.example.", RecordType::A);
+    let (_, stored) = c.store_parsed(k.clone(), &up.wire(), now);
+    let qn = name("aa.example.");
+    // RFC 1035 §4.1.1, RFC 2181 §5.4.1: a cache's answer is never authoritative.
+    assert!(!parse(&stored.unwrap().render(&view(&qn), now)).metadata.authoritative);
+    assert!(!hit(c.lookup(&k, &view(&qn), now)).metadata.authoritative);
+    let Lookup::Stale(wire) = c.lookup_stale(&k, &view(&qn), now + secs(11)) else {
+        panic!("stale answer expected");
+    };
+    assert!(!parse(&wire).metadata.authoritative);
 }
 
 #[test]

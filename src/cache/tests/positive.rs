@@ -192,3 +192,54 @@ fn an_answer_already_parsed_by_the_caller_is_stored_the_same_way() {
     tc[2] |= 0x02;
     assert!(matches!(c.store_parsed(k, &tc, now), (StoreOutcome::NotCacheable(_), None)));
 }
+
+#[test]
+fn an_unauthenticated_answer_is_kept_briefly_whatever_the_limits() {
+    // A configured floor above the cap, and serve-stale with a day's window: the cap wins.
+    let c = cache(CacheConfig { min_ttl: 3600, ..stale_cfg() });
+    let now = t0();
+    let up = Answer::new("u.example.", RecordType::A).answer(a("u.example.", 300, 7));
+    let k = key("u.example.", RecordType::A);
+    let (outcome, answer) = c.store_parsed_unauthenticated(k.clone(), &up.wire(), now);
+    assert_eq!(outcome, stored(UNAUTHENTICATED_MAX_TTL));
+    let qn = name("u.example.");
+    assert_eq!(ttls(&parse(&answer.unwrap().render(&view(&qn), now))), vec![UNAUTHENTICATED_MAX_TTL]);
+    let cap = u64::from(UNAUTHENTICATED_MAX_TTL);
+    assert_eq!(c.lookup(&k, &view(&qn), now + secs(cap)), Lookup::Miss);
+    // Served stale for at most the cap past expiry, not for the configured day.
+    assert!(matches!(c.lookup_stale(&k, &view(&qn), now + secs(cap + 1)), Lookup::Stale(_)));
+    assert_eq!(c.lookup_stale(&k, &view(&qn), now + secs(2 * cap + 1)), Lookup::Miss);
+    // The same answer from an authenticated upstream keeps the configured limits.
+    let (outcome, _) = c.store_parsed(k, &up.wire(), now);
+    assert_eq!(outcome, stored(3600));
+}
+
+#[test]
+fn an_uncached_answer_gets_the_ttls_a_cached_one_would_have() {
+    // Refused by the cache (one TTL is 0), so it would go out as parsed: one TTL per
+    // RRset, the lowest (RFC 2181 §5.2), high bit read as large then capped (RFC 8767 §4).
+    let up = Answer::new("m.example.", RecordType::A)
+        .answer(a("m.example.", 300, 1))
+        .answer(a("m.example.", 100, 2))
+        .answer(a("m.example.", 0x8000_0010, 3))
+        .answer(a("z.example.", 0, 4))
+        .authority(ns("example.", 0x8000_0000, "ns1.example."))
+        .additional(a("ns1.example.", 700, 53))
+        .with_opt();
+    let c = cache(CacheConfig { max_ttl: 600, ..CacheConfig::default() });
+    let wire = up.wire();
+    let mut msg = crate::message::parse_upstream(&wire).unwrap().0;
+    assert!(c.normalize_uncached(&wire, &mut msg));
+    assert_eq!(ttls(&msg), vec![100, 100, 100, 0, 600, 600]);
+    // A disabled cache still applies its max_ttl.
+    let off = cache(CacheConfig { max_entries: 0, max_ttl: 50, ..CacheConfig::default() });
+    let mut msg = crate::message::parse_upstream(&wire).unwrap().0;
+    assert!(off.normalize_uncached(&wire, &mut msg));
+    assert_eq!(ttls(&msg), vec![50, 50, 50, 0, 50, 50]);
+    // Octets our walker refuses leave the message as it was.
+    let mut trailing = wire.clone();
+    trailing.push(0);
+    let mut msg = crate::message::parse_upstream(&wire).unwrap().0;
+    assert!(!c.normalize_uncached(&trailing, &mut msg));
+    assert_eq!(ttls(&msg)[..3], [300, 100, 0x8000_0010]);
+}

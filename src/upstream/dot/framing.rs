@@ -51,6 +51,19 @@ pub(super) fn question_bytes(wire: &[u8]) -> Option<&[u8]> {
     (end <= wire.len() && end - HEADER_LEN <= 255 + 4).then(|| &wire[HEADER_LEN..end])
 }
 
+/// The RCODE of an error answer that carries no question (QR set, QDCOUNT 0, RCODE not
+/// NOERROR): a server that could not read a query (FORMERR), will not answer it
+/// (REFUSED) or does not implement it (NOTIMP) may send the header alone. RFC 7858 §3.3
+/// (and RFC 7766 §7) match by ID, and by the question only *if* the answer has one, so
+/// such an answer belongs to the query in flight under its ID.
+pub(super) fn questionless_error(wire: &[u8]) -> Option<u8> {
+    if wire.len() < HEADER_LEN || wire[2] & 0x80 == 0 || wire[4..6] != [0, 0] {
+        return None;
+    }
+    let rcode = wire[3] & 0x0f;
+    (rcode != 0).then_some(rcode)
+}
+
 /// RFC 7766 §7 matching: the same name ignoring ASCII case (RFC 4343), type and class.
 /// Length octets are below 64, so case folding never changes them: equal octets up to
 /// case mean the same labels.
@@ -123,5 +136,29 @@ mod tests {
         pointer[12] = 0xc0;
         assert!(question_bytes(&pointer).is_none());
         assert!(!same_question(&[], &[1, 2]));
+    }
+
+    #[test]
+    fn only_error_answers_without_a_question_match_by_id_alone() {
+        // Header only: ID, QR + RD, RA + FORMERR, all counts 0.
+        let formerr = [0x12, 0x34, 0x81, 0x81, 0, 0, 0, 0, 0, 0, 0, 0];
+        assert_eq!(questionless_error(&formerr), Some(1));
+        let mut refused = formerr;
+        refused[3] = 0x85;
+        assert_eq!(questionless_error(&refused), Some(5));
+        // NOERROR without a question answers nothing.
+        let mut noerror = formerr;
+        noerror[3] = 0x80;
+        assert_eq!(questionless_error(&noerror), None);
+        // A query (QR clear) is not an answer.
+        let mut query = formerr;
+        query[2] = 0x01;
+        assert_eq!(questionless_error(&query), None);
+        // An answer that has a question is matched by it, never by ID alone.
+        let mut with_question = wire("a.test.", RecordType::A);
+        with_question[2] |= 0x80;
+        with_question[3] |= 0x01;
+        assert_eq!(questionless_error(&with_question), None);
+        assert_eq!(questionless_error(&formerr[..11]), None);
     }
 }

@@ -1,7 +1,8 @@
 //! One pipelined DNS connection to an upstream, over TLS (RFC 7858) or plain TCP (RFC 7766).
 //!
 //! Owns the framing (2-octet length prefix), the per-connection message IDs, matching
-//! answers to queries by ID *and* question (RFC 7858 §3.3) in any order, the connection's
+//! answers to queries by ID *and* question, or by ID alone for an error answer without a
+//! question (RFC 7858 §3.3), in any order, the connection's
 //! health (RTT, unanswered streaks, silence) and its idle life (RFC 7766 §6.2.3, RFC 7828
 //! keepalive). It never decides where to connect or whether to retry: a query not answered
 //! before the connection closed fails with [`QueryError::Closed`] and the pool retries it.
@@ -39,6 +40,24 @@ pub enum QueryError {
     /// The query is not a well-formed DNS query with exactly one question.
     #[error("malformed query")]
     Malformed,
+    /// The upstream answered with an error and no question (RFC 7858 §3.3: matched by ID
+    /// alone): it could not read the query, refused it, or does not implement it. Not an
+    /// answer for the client; another try on the same connection would get the same.
+    #[error("upstream {peer} answered {} without a question", rcode_name(*.rcode))]
+    NoQuestion { rcode: u8, peer: SocketAddr },
+}
+
+/// The mnemonic of a 4-bit RCODE (RFC 1035 §4.1.1, RFC 2136 §2.2), for messages.
+fn rcode_name(rcode: u8) -> String {
+    match rcode {
+        0 => "NOERROR".into(),
+        1 => "FORMERR".into(),
+        2 => "SERVFAIL".into(),
+        3 => "NXDOMAIN".into(),
+        4 => "NOTIMP".into(),
+        5 => "REFUSED".into(),
+        other => format!("RCODE {other}"),
+    }
 }
 
 /// Limits of one connection.
@@ -60,6 +79,10 @@ pub struct ConnectionInfo {
     pub upstream_name: Arc<str>,
     pub peer: SocketAddr,
     pub transport: Transport,
+    /// The server was authenticated (TLS with pins or CA + name). False for plain text and
+    /// for encrypt-only TLS: an on-path attacker could have written its answers, so their
+    /// AD bit is cleared and they are cached only briefly (see the pipeline).
+    pub authenticated: bool,
     /// The race attempt id that produced this connection (unique per daemon).
     pub attempt: u64,
 }

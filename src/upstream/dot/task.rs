@@ -14,7 +14,7 @@ use tracing::{debug, info, warn};
 
 use super::{
     CloseReason, ConnectionInfo, ConnectionLimits, QueryError, Shared, Submission,
-    framing::{push_frame, question_bytes, same_question, take_frame},
+    framing::{push_frame, question_bytes, questionless_error, same_question, take_frame},
 };
 use crate::{metrics::metrics, upstream::health::ConnectionHealth};
 
@@ -123,7 +123,7 @@ pub(super) async fn run<S>(
                     let now = Instant::now();
                     last_activity = now;
                     while let Some(message) = take_frame(&mut buf) {
-                        if deliver(&mut pending, message, &mut health, &rtt_histogram, now) {
+                        if deliver(&mut pending, message, &mut health, &rtt_histogram, now, &info) {
                             answered += 1;
                         } else {
                             // Not a query in flight (a late answer to an abandoned one):
@@ -200,34 +200,51 @@ pub(super) async fn run<S>(
     );
 }
 
-/// Hands an answer to its waiter; returns whether it matched a query in flight.
+/// Hands an answer to its waiter; returns whether it matched a query in flight. An
+/// answer with a question matches by ID and question; an error answer without one by ID
+/// alone (RFC 7858 §3.3), and its waiter learns at once that there is no answer rather
+/// than waiting out its timeout.
 fn deliver(
     pending: &mut HashMap<u16, Pending>,
     mut message: BytesMut,
     health: &mut ConnectionHealth,
     rtt_histogram: &Histogram,
     now: Instant,
+    info: &ConnectionInfo,
 ) -> bool {
-    let Some(question) = question_bytes(&message) else {
-        debug!(len = message.len(), "ignoring an upstream message without one question");
-        return false;
+    let id = match question_bytes(&message) {
+        Some(question) => {
+            let id = u16::from_be_bytes([message[0], message[1]]);
+            match pending.get(&id) {
+                Some(p) if question_bytes(&p.query).is_some_and(|q| same_question(q, question)) => id,
+                Some(_) => {
+                    debug!(id, "ignoring an upstream answer whose question does not match");
+                    return false;
+                }
+                None => {
+                    debug!(id, "ignoring an upstream answer for no query in flight");
+                    return false;
+                }
+            }
+        }
+        None => match questionless_error(&message) {
+            Some(_) if pending.contains_key(&u16::from_be_bytes([message[0], message[1]])) => {
+                u16::from_be_bytes([message[0], message[1]])
+            }
+            _ => {
+                debug!(len = message.len(), "ignoring an upstream message without one question");
+                return false;
+            }
+        },
     };
-    let id = u16::from_be_bytes([message[0], message[1]]);
-    match pending.get(&id) {
-        Some(p) if question_bytes(&p.query).is_some_and(|q| same_question(q, question)) => {}
-        Some(_) => {
-            debug!(id, "ignoring an upstream answer whose question does not match");
-            return false;
-        }
-        None => {
-            debug!(id, "ignoring an upstream answer for no query in flight");
-            return false;
-        }
-    }
     let p = pending.remove(&id).expect("checked above");
     let rtt = now.saturating_duration_since(p.sent_at);
     health.on_answer(rtt, now, pending.len());
     rtt_histogram.observe(rtt.as_secs_f64());
+    if let Some(rcode) = questionless_error(&message) {
+        let _ = p.reply.send(Err(QueryError::NoQuestion { rcode, peer: info.peer }));
+        return true;
+    }
     message[..2].copy_from_slice(&p.client_id.to_be_bytes());
     let _ = p.reply.send(Ok(message.to_vec()));
     true

@@ -189,11 +189,7 @@ impl Inner {
                 let why = if reasons.is_empty() {
                     "no candidates (every endpoint is backed off or none is configured)".to_string()
                 } else {
-                    reasons
-                        .iter()
-                        .map(|(_, c, r)| format!("{}:{} {r}", c.addr.ip(), c.addr.port()))
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    reasons.iter().map(|(_, c, r)| format!("{} {r}", c.addr)).collect::<Vec<_>>().join(", ")
                 };
                 match kind {
                     RaceKind::Spare => st.spare_backoff.on_failure(now),
