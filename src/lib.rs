@@ -19,6 +19,7 @@ pub mod frontend;
 pub mod message;
 pub mod metrics;
 pub mod pipeline;
+pub mod scrub;
 pub mod systemd;
 pub mod tls;
 pub mod tools;

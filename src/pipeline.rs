@@ -229,6 +229,11 @@ impl Pipeline {
         self.current().cache.clone()
     }
 
+    /// Upstream fetches under way (one per coalesced question); 0 when the daemon is idle.
+    pub fn fetches_in_flight(&self) -> usize {
+        self.shared.in_flight.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
     /// The cache's fresh answer for `query`, if it has one: the hot path, no await. A hit
     /// near expiry starts one background refresh (prefetch); no client waits for it.
     /// Always a miss for a query with `bypass_cache`. The miss carries the key it was
@@ -498,10 +503,20 @@ impl Inner {
                     distrust(&mut wire);
                 }
                 match parse_upstream(&wire) {
-                    Ok((msg, keepalive)) => {
+                    Ok((mut msg, keepalive)) => {
                         if let Some(k) = keepalive {
                             conn.honour_keepalive(k);
                         }
+                        // Records that do not answer the question reach neither a client
+                        // nor the cache; an answer that needed scrubbing is stored as
+                        // re-encoded.
+                        let wire = match crate::scrub::scrub(&mut msg) {
+                            0 => wire,
+                            dropped => {
+                                debug!(name = %query.query.name(), dropped, via = %conn.info(), "scrubbed an upstream answer");
+                                msg.to_vec().map_err(|e| Failure::BadAnswer(e.to_string()))?
+                            }
+                        };
                         Ok((wire, msg, conn.shared_info()))
                     }
                     Err(err) => Err(Failure::BadAnswer(err.to_string())),

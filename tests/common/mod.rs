@@ -4,6 +4,7 @@
 //! - [`upstream`]: [`TestUpstream`], an in-process DNS-over-TLS (or plain TCP/UDP) server on
 //!   loopback with rcgen certificates, a fixed `test.` zone and switchable [`Fault`]s.
 //! - [`pki`]: certificate chains and pin strings (`key-fp:SHA256:…`, `cert-fp:SHA256:…`).
+//! - [`hostile`]: the misbehaviours of [`Fault::Hostile`], drawn from a seeded PRNG.
 //! - [`dns`]: the answer table, query builders, response inspection, RFC 7766 framing.
 //! - [`client`]: a minimal DoT/TCP/UDP client (not stubborn) for asserting on answers.
 //!
@@ -13,6 +14,7 @@
 
 pub mod client;
 pub mod dns;
+pub mod hostile;
 pub mod pki;
 pub mod upstream;
 

@@ -29,6 +29,7 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use super::dns;
+use super::hostile::{self, HostileFault};
 pub use super::pki::ChainKind;
 use super::pki::{self, TestPki};
 
@@ -68,6 +69,8 @@ pub enum Fault {
     Rcode(hickory_proto::op::ResponseCode),
     /// Answer every query at once as usual, but with every TTL 0.
     ZeroTtl,
+    /// Answer each query with one misbehaviour drawn from a seeded PRNG (see [`hostile`]).
+    Hostile(HostileFault),
 }
 
 impl Fault {
@@ -483,6 +486,8 @@ fn reset(sock: &std::net::TcpStream) {
 
 enum Outgoing {
     Answer(Vec<u8>),
+    /// Octets written as they are, without a length prefix.
+    Raw(Vec<u8>),
     /// Send close_notify + FIN after the answers queued before this.
     Close,
     /// Reset after the answers queued before this.
@@ -561,6 +566,17 @@ where
                         let _ = tx.send(Outgoing::Answer(resp));
                     });
                 }
+                Fault::Hostile(h) => {
+                    for step in h.0.respond(&msg).1 {
+                        closing |= matches!(step, hostile::Step::Close | hostile::Step::Reset);
+                        let _ = tx.send(match step {
+                            hostile::Step::Frame(m) => Outgoing::Answer(m),
+                            hostile::Step::Raw(b) => Outgoing::Raw(b),
+                            hostile::Step::Close => Outgoing::Close,
+                            hostile::Step::Reset => Outgoing::Reset,
+                        });
+                    }
+                }
                 Fault::FormErrWithoutQuestion => {
                     let mut header = msg[..12].to_vec();
                     header[2] = 0x80 | (msg[2] & 0x79); // QR, opcode and RD as asked
@@ -591,6 +607,11 @@ where
                     }
                     writer_shared.bump(&writer_shared.answers);
                 }
+                Outgoing::Raw(bytes) => {
+                    if wr.write_all(&bytes).await.is_err() || wr.flush().await.is_err() {
+                        return WriterEnd::Failed;
+                    }
+                }
                 Outgoing::Close => {
                     let _ = wr.shutdown().await;
                     return WriterEnd::Closed;
@@ -603,17 +624,18 @@ where
     };
 
     tokio::pin!(reader, writer);
-    let end = tokio::select! {
-        end = &mut writer => end,
-        () = &mut reader => (&mut writer).await,
+    let (end, reader_done) = tokio::select! {
+        end = &mut writer => (end, false),
+        () = &mut reader => ((&mut writer).await, true),
     };
     match end {
         WriterEnd::Reset => reset(&reset_handle),
-        WriterEnd::Closed => {
+        // (A finished reader must not be polled again: the peer has closed already.)
+        WriterEnd::Closed if !reader_done => {
             // Let the peer read our FIN and close first; bounded so a silent peer cannot pin us.
             let _ = tokio::time::timeout(Duration::from_secs(2), &mut reader).await;
         }
-        WriterEnd::Drained | WriterEnd::Failed => {}
+        WriterEnd::Closed | WriterEnd::Drained | WriterEnd::Failed => {}
     }
 }
 
