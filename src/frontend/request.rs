@@ -287,7 +287,7 @@ mod tests {
 
     /// The OPT of a local reply: (payload, DO), None without one.
     fn reply_opt(v: Verdict) -> (Message, Option<(u16, bool)>) {
-        let Verdict::Reply(w) = v else { panic!("expected a reply, got {v:?}") };
+        let (Verdict::Reply(w) | Verdict::Refused(w)) = v else { panic!("expected a reply, got {v:?}") };
         let m = Message::from_vec(&w).unwrap();
         let opt = m.edns.as_ref().map(|e| (e.max_payload(), e.flags().dnssec_ok));
         (m, opt)

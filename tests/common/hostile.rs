@@ -7,7 +7,7 @@
 //! What it never sends: a *lie*, i.e. a well-formed answer with the query's ID and question
 //! whose data differs from the table's. No resolver can tell a lie from the truth without
 //! DNSSEC; the point here is every *other* kind of hostile byte. Bit flips that would make a
-//! lie are therefore drawn again ([`accepted_as`]). Poisoning tries (data for other names,
+//! lie are therefore drawn again ([`is_lie`]). Poisoning tries (data for other names,
 //! under another question or next to the right answer) are not lies in that sense: a
 //! resolver must not let them reach a client or its cache.
 
@@ -452,17 +452,22 @@ fn bit_flips(query: &[u8], truth: &[u8], rng: &mut Rng) -> Vec<u8> {
 /// response, one question equal to the query's ignoring case) and its content differs
 /// from `truth` in something beyond TTLs, name case, header flags and the OPT.
 pub fn is_lie(query: &[u8], truth: &[u8], candidate: &[u8]) -> bool {
-    let Some(taken) = accepted_as(query, candidate) else {
-        return false;
-    };
     let truth = Message::from_vec(truth).expect("own answer parses");
-    content(&taken) != content(&truth)
+    // Both readings count: hickory's of the whole message, and stubborn's own, which
+    // leaves a last OPT out of the parse (so a flip inside the OPT can make hickory
+    // refuse a message stubborn takes).
+    let whole = Message::from_vec(candidate).ok();
+    let ours = stubborn::message::parse_upstream(candidate).ok().map(|(m, _)| m);
+    [whole, ours]
+        .into_iter()
+        .flatten()
+        .filter_map(|m| accepted_as(query, m))
+        .any(|taken| content(&taken) != content(&truth))
 }
 
-/// `candidate` parsed, if a resolver would take it as the answer to `query`.
-pub fn accepted_as(query: &[u8], candidate: &[u8]) -> Option<Message> {
+/// `m`, if a resolver would take it as the answer to `query`.
+pub fn accepted_as(query: &[u8], m: Message) -> Option<Message> {
     let q = Message::from_vec(query).ok()?;
-    let m = Message::from_vec(candidate).ok()?;
     // hickory compares names ignoring ASCII case, as the connection's matcher does.
     let same_question = m.queries.len() == 1
         && q.queries.len() == 1
