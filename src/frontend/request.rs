@@ -79,6 +79,9 @@ pub fn classify(packet: &[u8], src: IpAddr, acl: &Acl) -> Verdict {
         Some(e) => Some(ClientEdns { dnssec_ok: e.flags().dnssec_ok, max_payload: e.max_payload() }),
         None => None,
     };
+    if let Some(rcode) = unaskable(u16::from(msg.queries[0].query_type())) {
+        return Verdict::Reply(local_reply(&header, packet, Some(&msg), rcode));
+    }
     if is_resolver_arpa(msg.queries[0].name()) {
         // RFC 9462 §6.1/§6.4: a forwarder does not forward resolver.arpa; we designate no
         // encrypted resolver, so the answer is NODATA, from here. (The watchdog's probe
@@ -97,6 +100,26 @@ pub fn classify(packet: &[u8], src: IpAddr, acl: &Acl) -> Verdict {
         edns,
         bypass_cache,
     })
+}
+
+/// The RCODE for a question no upstream should be asked, by its QTYPE; None for the
+/// rest. Meta-TYPEs only make sense within one hop (RFC 6895 §3.1): OPT is never
+/// forwarded (RFC 6891 §6.1.1), TKEY and TSIG belong to their own transaction, and type 0
+/// is reserved, so they are malformed as questions. Zone transfers (AXFR, IXFR), the
+/// obsolete MAILA and MAILB and the unassigned meta-TYPEs are not something a stub
+/// serves. Forwarding them is worse than useless: an upstream may answer a meta-TYPE
+/// question by closing the connection, which every other client's queries share.
+fn unaskable(qtype: u16) -> Option<ResponseCode> {
+    const OPT: u16 = 41;
+    const TKEY: u16 = 249;
+    const TSIG: u16 = 250;
+    const ANY: u16 = 255;
+    match qtype {
+        0 | OPT | TKEY | TSIG => Some(ResponseCode::FormErr),
+        ANY => None,
+        128..=254 => Some(ResponseCode::NotImp),
+        _ => None,
+    }
 }
 
 fn is_resolver_arpa(name: &hickory_proto::rr::Name) -> bool {
@@ -451,6 +474,31 @@ mod tests {
         let mut cut = query_wire(|_| {});
         cut.truncate(cut.len() - 3);
         assert_eq!(rcode_of(classify(&cut, LOCAL, &acl())), ResponseCode::FormErr);
+    }
+
+    #[test]
+    fn meta_type_questions_are_answered_here() {
+        for (qtype, rcode) in [
+            (RecordType::OPT, ResponseCode::FormErr),
+            (RecordType::TSIG, ResponseCode::FormErr),
+            (RecordType::Unknown(249), ResponseCode::FormErr),
+            (RecordType::Unknown(0), ResponseCode::FormErr),
+            (RecordType::AXFR, ResponseCode::NotImp),
+            (RecordType::IXFR, ResponseCode::NotImp),
+            (RecordType::Unknown(128), ResponseCode::NotImp),
+            (RecordType::Unknown(254), ResponseCode::NotImp),
+        ] {
+            let wire = query_wire(|m| {
+                m.queries[0] = hickory_proto::op::Query::query(Name::from_ascii("a.test.").unwrap(), qtype)
+            });
+            assert_eq!(rcode_of(classify(&wire, LOCAL, &acl())), rcode, "{qtype:?}");
+        }
+        for qtype in [RecordType::ANY, RecordType::A, RecordType::Unknown(256), RecordType::Unknown(127)] {
+            let wire = query_wire(|m| {
+                m.queries[0] = hickory_proto::op::Query::query(Name::from_ascii("a.test.").unwrap(), qtype)
+            });
+            assert!(matches!(classify(&wire, LOCAL, &acl()), Verdict::Query(_)), "{qtype:?}");
+        }
     }
 
     #[test]
