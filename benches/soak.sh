@@ -295,7 +295,10 @@ record_window healthy "$start" no "$a0" "$s0"
 END_SAMPLE="$(now),$(fds),$(bench_rss_kib "$PID" 2>/dev/null),$(threads)"
 
 # dnsperf ends by itself at SECONDS_TOTAL and waits ≤ 15 s for the last answers.
-for ((i = 0; i < 400 && $(kill -0 "$DP_PID" 2>/dev/null && echo 1); i++)); do sleep 0.1; done
+for ((i = 0; i < 400; i++)); do
+    stb_alive "$DP_PID" || break
+    sleep 0.1
+done
 stb_alive "$DP_PID" && kill -INT "$DP_PID"
 dp_rc=0
 wait "$DP_PID" 2>/dev/null || dp_rc=$?
@@ -392,7 +395,7 @@ VERDICT=ok
     echo "Load: \`${DNSPERF[*]//$T\//}\` — sent $SENT, answered $DONE, **lost $LOST**; $(bench_dp "$T/load.dnsperf" qps) queries/s;"
     echo "latency avg $(bench_dp "$T/load.dnsperf" avg_ms) ms, max $(bench_dp "$T/load.dnsperf" max_ms) ms; rcodes: $(bench_dp_rcodes "$T/load.dnsperf")."
     echo
-    echo "Samples (every 10 s, [soak.csv](soak.csv), plot [soak.svg](soak.svg)); baseline = the sample nearest ${BASELINE_AT} s ($(cut -d, -f1 <<<"$BASE") s), end = the last before the load stopped ($(cut -d, -f1 <<<"$END") s):"
+    echo "Samples (every 10 s, [$(basename "$CSV")]($(basename "$CSV")), plot [$(basename "$SVG")]($(basename "$SVG"))); baseline = the sample nearest ${BASELINE_AT} s ($(cut -d, -f1 <<<"$BASE") s), end = the last before the load stopped ($(cut -d, -f1 <<<"$END") s):"
     echo
     echo '```'
     echo "$FLAT_LINES"
@@ -417,5 +420,5 @@ VERDICT=ok
 } >"$OUT"
 cat "$OUT"
 stb_stop "$PID" 50
-echo "soak: ${SECONDS_TOTAL} s, $SENT queries sent, $LOST lost, $bad_sf SERVFAIL outside all-down windows, $(grep -c . <<<"$FLAT_LINES") samples compared: $VERDICT"
+echo "soak: ${SECONDS_TOTAL} s, $SENT queries sent, $LOST lost, $bad_sf SERVFAIL outside all-down windows; $(sed 's/ (.*//' <<<"$FLAT_LINES" | paste -sd, - | sed 's/,/, /g'): $VERDICT"
 [[ $VERDICT == ok ]]
