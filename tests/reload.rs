@@ -60,3 +60,32 @@ async fn a_reload_finishes_queries_in_flight_and_applies_the_new_access_list() {
     let refused = parse(&udp_query(stub.addr, &query(5, "a.test", RecordType::A), UDP_WAIT).await.unwrap());
     assert_eq!(refused.metadata.response_code, ResponseCode::Refused);
 }
+
+/// A reload replaces the pools; the old ones must retire, not keep replacing connections
+/// the upstream closes. Found by the soak (docs/soak.md, defect 4): a task watching each
+/// connection held its pool alive, so a close by the upstream made the replaced pool race
+/// for a new connection, which held it alive again; with an upstream that closes idle
+/// connections (unbound, once its TCP slots are half used) every reload left a generation
+/// of pools reconnecting for ever. Here the pool is dropped as a reload drops it, and the
+/// upstream then closes the connection a query still held.
+#[tokio::test]
+async fn a_pool_dropped_by_a_reload_does_not_replace_a_connection_the_upstream_closes() {
+    let up = TestUpstream::with_fault(Fault::CloseAfter(1)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\n{}",
+        upstream_block("up", &up, Auth::Pin(&up.leaf_key_pin), &dir)
+    );
+    let config = Config::from_toml(&text, ConfigOrigin::Embedded).unwrap();
+    let pool = stubborn::upstream::pool::Pool::new(&config).unwrap();
+    let (conn, _) = pool.connections().await.unwrap();
+    assert_eq!(up.connections_accepted(), 1);
+    drop(pool); // what a reload does to the old pools (a query in flight still holds `conn`)
+    let answer = conn.query(query(7, "a.test", RecordType::A)).await.unwrap();
+    assert_eq!(answer_strings(&parse(&answer)), vec!["192.0.2.1".to_string()]);
+    conn.closed().await; // the upstream closed it after that answer
+    assert!(
+        !up.wait_for_connections(2, Duration::from_millis(500)).await,
+        "the dropped pool raced for a replacement connection"
+    );
+}

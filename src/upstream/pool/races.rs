@@ -257,10 +257,14 @@ impl Inner {
 
     /// When a connection in use dies (not when it idles out), the spare takes over and a
     /// race for a replacement starts at once, so the next query does not pay for noticing.
+    /// The watch holds the pool weakly: a pool a reload replaced retires once nothing else
+    /// holds it, instead of replacing each connection the upstream closes for ever (every
+    /// replacement's watch held it alive again).
     fn watch_connection(self: &Arc<Self>, conn: Connection) {
-        let inner = self.clone();
+        let pool = Arc::downgrade(self);
         tokio::spawn(async move {
             let reason = conn.closed().await;
+            let Some(inner) = pool.upgrade() else { return };
             let mut st = inner.lock();
             let same =
                 |c: &Option<Connection>| c.as_ref().is_some_and(|c| c.info().attempt == conn.info().attempt);
