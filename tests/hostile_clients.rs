@@ -19,9 +19,6 @@ use support::{Stub, UDP_WAIT};
 /// shared upstream connection (up to 191 queries in flight unanswered). stubborn must
 /// answer it itself and never forward it.
 #[tokio::test]
-#[ignore = "defect: meta-TYPE queries (OPT, TKEY, TSIG, 128..=248) are forwarded upstream; \
-            unbound then closes the shared DoT connection (frontend/request.rs classification, \
-            being reworked by the issue-13 helpers)"]
 async fn meta_type_queries_are_answered_locally_and_never_forwarded() {
     let up = TestUpstream::start(UpstreamOptions::default()).await;
     let stub = Stub::pinned(&up).await;
