@@ -234,7 +234,8 @@ fn pin_matches(pins: &[Pin], cert: &X509Certificate<'_>, der: &[u8]) -> bool {
     })
 }
 
-fn verify_pins(pins: &[Pin], ders: &[&[u8]]) -> Result<(), rustls::Error> {
+/// pub(crate) for src/fuzz.rs, which feeds it arbitrary DER.
+pub(crate) fn verify_pins(pins: &[Pin], ders: &[&[u8]]) -> Result<(), rustls::Error> {
     let mut chain = Vec::with_capacity(ders.len());
     for der in ders {
         let (_, cert) = X509Certificate::from_der(der).map_err(|_| bad_encoding())?;
