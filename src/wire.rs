@@ -132,7 +132,10 @@ pub(crate) fn read_name(wire: &[u8], pos: usize) -> Result<(Vec<u8>, usize), Mal
                 let low = *wire.get(at + 1).ok_or(Malformed)?;
                 let target = (usize::from(len & 0x3f) << 8) | usize::from(low);
                 end.get_or_insert(at + 2);
-                if target >= run_start {
+                // No name starts in the header (RFC 1035 §4.1.4: a pointer names a prior
+                // occurrence of a name), and the cache rewrites the header's ID, flags and
+                // ARCOUNT on every hit: a name read from there would change per client.
+                if target >= run_start || target < HEADER_LEN {
                     return Err(Malformed);
                 }
                 run_start = target;

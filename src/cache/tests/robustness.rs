@@ -62,6 +62,23 @@ fn compression_loops_and_forward_pointers_are_malformed() {
     assert_eq!(out, StoreOutcome::NotCacheable(NotCacheable::Malformed));
 }
 
+/// Found by fuzzing (fuzz/regressions/upstream_answer/owner-points-into-header): an
+/// owner name that points at offset 0 reads the message ID as a name (0x00: the root).
+/// Every hit writes the client's ID there, so the stored answer rendered for ID 0xfffc
+/// carried a pointer hickory refuses, and other IDs would spell other owner names.
+#[test]
+fn a_name_pointing_into_the_header_is_malformed() {
+    let c = cache(CacheConfig::default());
+    let k = key("a.example.", RecordType::A);
+    let mut wire = Answer::new("a.example.", RecordType::A).answer(a("a.example.", 300, 1)).wire();
+    let owner = 12 + "a.example.".len() + 1 + 4;
+    assert_eq!(&wire[owner..owner + 2], &[0xc0, 12]);
+    wire[..2].copy_from_slice(&[0, 3]);
+    wire[owner + 1] = 0;
+    assert_eq!(c.store(k.clone(), &wire, t0()), StoreOutcome::NotCacheable(NotCacheable::Malformed));
+    assert_eq!(c.lookup(&k, &view(&name("a.example.")), t0()), Lookup::Miss);
+}
+
 #[test]
 fn a_mismatched_client_name_never_corrupts_the_answer() {
     let c = cache(CacheConfig::default());
