@@ -29,8 +29,12 @@ const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 const OUTSIDE: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 9));
 static ACL: LazyLock<Acl> = LazyLock::new(|| Acl::new(&["127.0.0.0/8".parse().expect("a network")]));
 
-/// The names of the targets, as directories under `fuzz/corpus/` and `fuzz/regressions/`.
-pub const TARGETS: [(&str, fn(&[u8])); 5] = [
+/// A target: its name (its directory under `fuzz/corpus/` and `fuzz/regressions/`) and
+/// its harness.
+pub type Target = (&'static str, fn(&[u8]));
+
+/// Every target.
+pub const TARGETS: [Target; 5] = [
     ("client_query", client_query),
     ("upstream_answer", upstream_answer),
     ("dot_framing", dot_framing),
