@@ -124,6 +124,28 @@ fn an_rdata_name_pointing_into_the_header_is_malformed() {
     assert_eq!(c.store(k, &wire, t0()), StoreOutcome::NotCacheable(NotCacheable::Malformed));
 }
 
+/// Real answers with names in RDATA, compressed (unbound's, from the fuzz seeds): the
+/// walker's RDATA name checks must not refuse them.
+#[test]
+fn real_answers_with_compressed_rdata_names_are_cached() {
+    let c = cache(CacheConfig::default());
+    let answers: [&[u8]; 8] = [
+        include_bytes!("../../../fuzz/corpus/upstream_answer/unbound-mx.test-15-edns-tcp"),
+        include_bytes!("../../../fuzz/corpus/upstream_answer/unbound-_dns._tcp.test-33-edns-tcp"),
+        include_bytes!("../../../fuzz/corpus/upstream_answer/unbound-svc.test-64-edns-tcp"),
+        include_bytes!("../../../fuzz/corpus/upstream_answer/unbound-1.2.0.192.in-addr.arpa-12-edns-tcp"),
+        include_bytes!("../../../fuzz/corpus/upstream_answer/unbound-www.test-1-edns-tcp"),
+        include_bytes!("../../../fuzz/corpus/upstream_answer/unbound-test-2-edns-tcp"),
+        include_bytes!("../../../fuzz/corpus/upstream_answer/unbound-test-6-edns-tcp"),
+        include_bytes!("../../../fuzz/corpus/upstream_answer/unbound-nx.test-1-edns-tcp"),
+    ];
+    for wire in answers {
+        let q = Message::from_vec(wire).unwrap().queries[0].clone();
+        let out = c.store(CacheKey::new(&q, false, false), wire, t0());
+        assert!(matches!(out, StoreOutcome::Stored { .. }), "{q}: {out:?}");
+    }
+}
+
 #[test]
 fn a_mismatched_client_name_never_corrupts_the_answer() {
     let c = cache(CacheConfig::default());
