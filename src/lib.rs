@@ -16,6 +16,9 @@ pub mod cache;
 pub mod config;
 pub mod daemon;
 pub mod frontend;
+/// Fuzz harnesses (docs/fuzzing.md); not used by the daemon.
+#[doc(hidden)]
+pub mod fuzz;
 pub mod message;
 pub mod metrics;
 pub mod pipeline;

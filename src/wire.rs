@@ -16,8 +16,16 @@ pub(crate) const QNAME_OFFSET: usize = HEADER_LEN;
 /// A name is at most 255 octets in wire form (RFC 1035 §2.3.4).
 const MAX_NAME_LEN: usize = 255;
 
+pub(crate) const TYPE_NS: u16 = 2;
 pub(crate) const TYPE_CNAME: u16 = 5;
 pub(crate) const TYPE_SOA: u16 = 6;
+pub(crate) const TYPE_PTR: u16 = 12;
+pub(crate) const TYPE_MX: u16 = 15;
+pub(crate) const TYPE_SRV: u16 = 33;
+pub(crate) const TYPE_NAPTR: u16 = 35;
+pub(crate) const TYPE_SVCB: u16 = 64;
+pub(crate) const TYPE_HTTPS: u16 = 65;
+pub(crate) const TYPE_ANAME: u16 = 65_305;
 pub(crate) const TYPE_SIG: u16 = 24;
 pub(crate) const TYPE_OPT: u16 = 41;
 pub(crate) const TYPE_RRSIG: u16 = 46;
@@ -105,12 +113,32 @@ fn u32_at(wire: &[u8], at: usize) -> Result<u32, Malformed> {
 /// sits at `pos`. A pointer must point before the run of labels it ends, so every jump
 /// goes strictly backwards and the walk terminates.
 pub(crate) fn read_name(wire: &[u8], pos: usize) -> Result<(Vec<u8>, usize), Malformed> {
+    read_name_avoiding(wire, pos, &[])
+}
+
+/// Whether `start..end` overlaps one of the 4-octet fields at `fields` (ascending).
+fn overlaps(fields: &[usize], start: usize, end: usize) -> bool {
+    let i = fields.partition_point(|&f| f + 4 <= start);
+    fields.get(i).is_some_and(|&f| f < end)
+}
+
+/// [`read_name`], where no octet of the name (length octets, labels, pointers) may lie
+/// in one of the TTL fields at `ttls` (ascending offsets): the cache rewrites those on
+/// every hit, so a name read from them would change with the time.
+fn read_name_avoiding(wire: &[u8], pos: usize, ttls: &[usize]) -> Result<(Vec<u8>, usize), Malformed> {
     let mut name = Vec::with_capacity(32);
     let mut at = pos;
     let mut run_start = pos;
     let mut end = None;
     loop {
         let len = *wire.get(at).ok_or(Malformed)?;
+        let span = match len & 0xc0 {
+            0x00 => 1 + usize::from(len),
+            _ => 2,
+        };
+        if overlaps(ttls, at, at + span) {
+            return Err(Malformed);
+        }
         match len & 0xc0 {
             0x00 if len == 0 => {
                 name.push(0);
@@ -132,7 +160,10 @@ pub(crate) fn read_name(wire: &[u8], pos: usize) -> Result<(Vec<u8>, usize), Mal
                 let low = *wire.get(at + 1).ok_or(Malformed)?;
                 let target = (usize::from(len & 0x3f) << 8) | usize::from(low);
                 end.get_or_insert(at + 2);
-                if target >= run_start {
+                // No name starts in the header (RFC 1035 §4.1.4: a pointer names a prior
+                // occurrence of a name), and the cache rewrites the header's ID, flags and
+                // ARCOUNT on every hit: a name read from there would change per client.
+                if target >= run_start || target < HEADER_LEN {
                     return Err(Malformed);
                 }
                 run_start = target;
@@ -173,10 +204,11 @@ pub(crate) fn scan(wire: &[u8]) -> Result<Scanned, Malformed> {
     let total: usize = counts.iter().map(|&(_, n)| usize::from(n)).sum();
     let mut records = Vec::with_capacity(total.min((wire.len() - at) / 11));
     let mut opt = None;
+    let mut ttls = Vec::with_capacity(records.capacity());
     for (section, count) in counts {
         for _ in 0..count {
             let start = at;
-            let (owner, after) = read_name(wire, at)?;
+            let (owner, after) = read_name_avoiding(wire, at, &ttls)?;
             let rtype = u16_at(wire, after)?;
             let class = u16_at(wire, after + 2)?;
             let ttl = u32_at(wire, after + 4)?;
@@ -199,6 +231,8 @@ pub(crate) fn scan(wire: &[u8]) -> Result<Scanned, Malformed> {
                 });
                 continue;
             }
+            ttls.push(after + 4);
+            check_rdata_names(wire, rtype, &rdata, &ttls)?;
             records.push(Rr { section, owner, rtype, class, ttl, ttl_offset: after + 4, rdata });
         }
     }
@@ -244,6 +278,43 @@ pub(crate) fn opt_dnssec_ok(wire: &[u8]) -> Option<bool> {
         at += 10 + usize::from(u16_at(wire, at + 8).ok()?);
     }
     None
+}
+
+/// Reads the names inside RDATA that hickory-proto decompresses (RFC 3597 §4 names the
+/// types whose names may be compressed; hickory also follows pointers in SRV, NAPTR and
+/// SVCB/HTTPS). A hit is served from these octets and parsed by the client, so these
+/// names obey the rules of owner names: pointers backwards, never into the header or a
+/// TTL field. Empty RDATA (hickory reads it as no data) has no name.
+fn check_rdata_names(wire: &[u8], rtype: u16, rdata: &Range<usize>, ttls: &[usize]) -> Result<(), Malformed> {
+    let first = match rtype {
+        TYPE_NS | TYPE_CNAME | TYPE_PTR | TYPE_SOA | TYPE_ANAME => 0,
+        TYPE_MX | TYPE_SVCB | TYPE_HTTPS => 2,
+        TYPE_SRV => 6,
+        TYPE_NAPTR => {
+            // ORDER, PREFERENCE, then FLAGS, SERVICES and REGEXP (RFC 3403 §4.1).
+            let mut at = rdata.start + 4;
+            for _ in 0..3 {
+                at += 1 + usize::from(*wire.get(at).ok_or(Malformed)?);
+            }
+            at - rdata.start
+        }
+        _ => return Ok(()),
+    };
+    if rdata.is_empty() {
+        return Ok(());
+    }
+    let names = if rtype == TYPE_SOA { 2 } else { 1 };
+    let mut at = rdata.start + first;
+    for _ in 0..names {
+        if at >= rdata.end {
+            return Err(Malformed);
+        }
+        at = read_name_avoiding(wire, at, ttls)?.1;
+    }
+    if at > rdata.end {
+        return Err(Malformed);
+    }
+    Ok(())
 }
 
 /// The data of the first EDNS option `code` in the OPT (RFC 6891 §6.1.2), if present

@@ -18,6 +18,7 @@ use rustls::{
 use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::{TlsConnector, client::TlsStream};
+pub(crate) use verify::verify_pins;
 pub use verify::{CaCheck, CaRefusal, PresentedPins, cert_fingerprint, key_fingerprint, verify_ca_pin};
 use verify::{KeyPolicy, KeyVerifier, PinMismatch};
 

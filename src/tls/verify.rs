@@ -180,7 +180,8 @@ fn pin_matches(pins: &[Pin], cert: &X509Certificate<'_>, der: &[u8]) -> bool {
 
 /// Judges a presented chain (leaf first) against `pins`. A refusal is a rustls error
 /// carrying [`PinMismatch`] or [`CaRefusal`], so the handshake error can be classified.
-pub(super) fn verify_pins(
+/// pub(crate) for src/fuzz.rs, which feeds it arbitrary DER.
+pub(crate) fn verify_pins(
     pins: &[Pin],
     tls_name: Option<&ServerName<'_>>,
     chain: &[CertificateDer<'_>],

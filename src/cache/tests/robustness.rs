@@ -62,6 +62,90 @@ fn compression_loops_and_forward_pointers_are_malformed() {
     assert_eq!(out, StoreOutcome::NotCacheable(NotCacheable::Malformed));
 }
 
+/// Found by fuzzing (fuzz/regressions/upstream_answer/owner-points-into-header): an
+/// owner name that points at offset 0 reads the message ID as a name (0x00: the root).
+/// Every hit writes the client's ID there, so the stored answer rendered for ID 0xfffc
+/// carried a pointer hickory refuses, and other IDs would spell other owner names.
+#[test]
+fn a_name_pointing_into_the_header_is_malformed() {
+    let c = cache(CacheConfig::default());
+    let k = key("a.example.", RecordType::A);
+    let mut wire = Answer::new("a.example.", RecordType::A).answer(a("a.example.", 300, 1)).wire();
+    let owner = 12 + "a.example.".len() + 1 + 4;
+    assert_eq!(&wire[owner..owner + 2], &[0xc0, 12]);
+    wire[..2].copy_from_slice(&[0, 3]);
+    wire[owner + 1] = 0;
+    assert_eq!(c.store(k.clone(), &wire, t0()), StoreOutcome::NotCacheable(NotCacheable::Malformed));
+    assert_eq!(c.lookup(&k, &view(&name("a.example.")), t0()), Lookup::Miss);
+}
+
+/// A hand-built answer to a.example. of `qtype`: header with `id`, the question, then
+/// `records` as raw octets.
+fn raw_answer(id: u16, qtype: u16, ancount: u16, records: &[u8]) -> Vec<u8> {
+    let mut wire = id.to_be_bytes().to_vec();
+    wire.extend_from_slice(&[0x81, 0x80, 0, 1]);
+    wire.extend_from_slice(&ancount.to_be_bytes());
+    wire.extend_from_slice(&[0, 0, 0, 0, 1, b'a', 7]);
+    wire.extend_from_slice(b"example");
+    wire.push(0);
+    wire.extend_from_slice(&qtype.to_be_bytes());
+    wire.extend_from_slice(&[0, 1]);
+    wire.extend_from_slice(records);
+    wire
+}
+
+/// Found while fixing the fuzzer's first crash: the walker checked the names it read, but
+/// not that they avoid the TTL fields every hit rewrites. The second owner points two
+/// octets into the first record's TTL (00 00 01 2c): it reads as the label "," now, and
+/// as "+" once a second has been counted down, so the served owner depends on the time.
+#[test]
+fn a_name_pointing_into_a_ttl_field_is_malformed() {
+    let c = cache(CacheConfig::default());
+    let k = key("a.example.", RecordType::A);
+    // The first record starts at 12 + 11 + 4 = 27, its TTL at 33; point at 35.
+    let records = [
+        &[0xc0, 12, 0, 1, 0, 1, 0, 0, 1, 0x2c, 0, 4, 192, 0, 2, 1][..],
+        &[0xc0, 35, 0, 1, 0, 1, 0, 0, 1, 0x2c, 0, 4, 192, 0, 2, 2][..],
+    ]
+    .concat();
+    let wire = raw_answer(0x4242, 1, 2, &records);
+    assert_eq!(c.store(k, &wire, t0()), StoreOutcome::NotCacheable(NotCacheable::Malformed));
+}
+
+/// Likewise: names inside RDATA (here an MX exchange) are followed by hickory but were
+/// never read by the walker, so a pointer into the header was admitted. With ID 0 it reads as the root; rendered for a client whose ID is
+/// 0x0161 it reads as "a" followed by the flags octet 0x81, which hickory refuses.
+#[test]
+fn an_rdata_name_pointing_into_the_header_is_malformed() {
+    let c = cache(CacheConfig::default());
+    let k = key("a.example.", RecordType::MX);
+    let records = [0xc0, 12, 0, 15, 0, 1, 0, 0, 1, 0x2c, 0, 4, 0, 10, 0xc0, 0];
+    let wire = raw_answer(0, 15, 1, &records);
+    assert_eq!(c.store(k, &wire, t0()), StoreOutcome::NotCacheable(NotCacheable::Malformed));
+}
+
+/// Real answers with names in RDATA, compressed (unbound's, from the fuzz seeds): the
+/// walker's RDATA name checks must not refuse them.
+#[test]
+fn real_answers_with_compressed_rdata_names_are_cached() {
+    let c = cache(CacheConfig::default());
+    let answers: [&[u8]; 8] = [
+        include_bytes!("../../../fuzz/corpus/upstream_answer/unbound-mx.test-15-edns-tcp"),
+        include_bytes!("../../../fuzz/corpus/upstream_answer/unbound-_dns._tcp.test-33-edns-tcp"),
+        include_bytes!("../../../fuzz/corpus/upstream_answer/unbound-svc.test-64-edns-tcp"),
+        include_bytes!("../../../fuzz/corpus/upstream_answer/unbound-1.2.0.192.in-addr.arpa-12-edns-tcp"),
+        include_bytes!("../../../fuzz/corpus/upstream_answer/unbound-www.test-1-edns-tcp"),
+        include_bytes!("../../../fuzz/corpus/upstream_answer/unbound-test-2-edns-tcp"),
+        include_bytes!("../../../fuzz/corpus/upstream_answer/unbound-test-6-edns-tcp"),
+        include_bytes!("../../../fuzz/corpus/upstream_answer/unbound-nx.test-1-edns-tcp"),
+    ];
+    for wire in answers {
+        let q = Message::from_vec(wire).unwrap().queries[0].clone();
+        let out = c.store(CacheKey::new(&q, false, false), wire, t0());
+        assert!(matches!(out, StoreOutcome::Stored { .. }), "{q}: {out:?}");
+    }
+}
+
 #[test]
 fn a_mismatched_client_name_never_corrupts_the_answer() {
     let c = cache(CacheConfig::default());

@@ -8,13 +8,13 @@ use bytes::{Buf, BytesMut};
 const HEADER_LEN: usize = 12;
 
 /// Appends `message` to `out` with its 2-octet length prefix (RFC 7766 §8).
-pub(super) fn push_frame(out: &mut Vec<u8>, message: &[u8]) {
+pub(crate) fn push_frame(out: &mut Vec<u8>, message: &[u8]) {
     out.extend_from_slice(&(message.len() as u16).to_be_bytes());
     out.extend_from_slice(message);
 }
 
 /// Takes one length-prefixed message off the front of `buf`, if a whole one is there.
-pub(super) fn take_frame(buf: &mut BytesMut) -> Option<BytesMut> {
+pub(crate) fn take_frame(buf: &mut BytesMut) -> Option<BytesMut> {
     if buf.len() < 2 {
         return None;
     }
@@ -30,7 +30,7 @@ pub(super) fn take_frame(buf: &mut BytesMut) -> Option<BytesMut> {
 /// The octets of the single question of a DNS message (name, type, class), if it has
 /// exactly one and its name is uncompressed. The first name of a message has nothing
 /// before it to point at, so a well-formed question is never compressed.
-pub(super) fn question_bytes(wire: &[u8]) -> Option<&[u8]> {
+pub(crate) fn question_bytes(wire: &[u8]) -> Option<&[u8]> {
     if wire.len() < HEADER_LEN || wire[4..6] != [0, 1] {
         return None;
     }
@@ -67,7 +67,7 @@ pub(super) fn questionless_error(wire: &[u8]) -> Option<u8> {
 /// RFC 7766 §7 matching: the same name ignoring ASCII case (RFC 4343), type and class.
 /// Length octets are below 64, so case folding never changes them: equal octets up to
 /// case mean the same labels.
-pub(super) fn same_question(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn same_question(a: &[u8], b: &[u8]) -> bool {
     let (Some(name_a), Some(name_b)) = (a.len().checked_sub(4), b.len().checked_sub(4)) else {
         return false;
     };

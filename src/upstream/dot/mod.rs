@@ -7,7 +7,8 @@
 //! keepalive). It never decides where to connect or whether to retry: a query not answered
 //! before the connection closed fails with [`QueryError::Closed`] and the pool retries it.
 
-mod framing;
+// pub(crate) for src/fuzz.rs, which fuzzes the framing.
+pub(crate) mod framing;
 mod task;
 
 use std::{
