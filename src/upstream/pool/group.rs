@@ -47,6 +47,13 @@ impl Inner {
         })
     }
 
+    /// True when a sibling has a primary race running: its connection will serve us too.
+    pub(super) fn sibling_racing(&self) -> bool {
+        self.siblings
+            .get()
+            .is_some_and(|s| s.iter().filter_map(Weak::upgrade).any(|sibling| sibling.lock().race.is_some()))
+    }
+
     /// A sibling's reason to fail at once: its primary race failed and its back-off has
     /// not ended (nor a suspend reset it). The pools share the network and the
     /// upstreams, so a race of our own would only make a client wait to learn the same.

@@ -13,8 +13,10 @@
 
 mod group;
 mod races;
+mod warm;
 
 pub use group::{group_connections, group_health};
+pub use warm::{WarmReason, keep_warm};
 
 use std::{
     collections::HashMap,
@@ -455,6 +457,10 @@ pub fn watch_resolv_conf(pools: &[Pool], own_listen: &[SocketAddr]) {
                         for inner in &pools {
                             inner.set_addresses(index, addresses.clone());
                         }
+                        // A new network: race now rather than at the next query.
+                        if let Some(warm) = pools.last() {
+                            warm.prewarm(WarmReason::ResolvConf);
+                        }
                     }
                     Some(Err(err)) => warn!(
                         path = %watch.path().display(),
@@ -477,7 +483,8 @@ impl Inner {
     /// After a suspend every connection is suspect: peers and middleboxes may have dropped
     /// their state while we slept, and a dead socket would only show itself by timing out.
     /// Drop them all, so the next query races fresh ones instead of waiting on a corpse.
-    fn notice_suspend(&self, st: &mut PoolState) {
+    /// True when this reading found a resume.
+    fn notice_suspend(&self, st: &mut PoolState) -> bool {
         let (monotonic, boottime) = (self.clock.lock().unwrap_or_else(|e| e.into_inner()))();
         let detector = st.suspend.get_or_insert_with(|| SuspendDetector::new(SUSPEND_THRESHOLD));
         if detector.observe(monotonic, boottime) {
@@ -489,7 +496,9 @@ impl Inner {
             for conn in [st.primary.take(), st.spare.take()].into_iter().flatten() {
                 conn.close();
             }
+            return true;
         }
+        false
     }
 
     /// The usable (first, hedge) pair, promoting the spare when the primary is gone and
