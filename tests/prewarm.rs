@@ -170,3 +170,25 @@ async fn a_failed_pre_warm_race_backs_off_like_a_querys_and_does_not_retry_alone
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(up.connections_accepted(), 1);
 }
+
+#[tokio::test]
+async fn a_pool_without_a_connection_joins_a_siblings_race_instead_of_starting_its_own() {
+    // A silent first upstream makes the race last one attempt delay.
+    let silent = TestUpstream::with_fault(Fault::StallHandshake).await;
+    let good = TestUpstream::start(UpstreamOptions::default()).await;
+    let text = "[server]\nlisten = [\"127.0.0.1:0\"]\n[racing]\nattempt_delay_ms = 500\n".to_string()
+        + &pinned_block("silent", silent.addr, &silent.leaf_key_pin)
+        + &pinned_block("good", good.addr, &good.leaf_key_pin);
+    let config =
+        stubborn::config::Config::from_toml(&text, stubborn::config::ConfigOrigin::Embedded).unwrap();
+    let pools = stubborn::upstream::pool::Pool::group(&config, 2).unwrap();
+    let racing = pools[0].clone();
+    let first = tokio::spawn(async move { racing.connections().await });
+    // The first pool's race is under way (its first attempt reached the silent one).
+    assert!(silent.wait_for_connections(1, Duration::from_secs(5)).await);
+    let (joined, _) = pools[1].connections().await.expect("the sibling's race connects");
+    let (theirs, _) = first.await.unwrap().unwrap();
+    assert_eq!(joined.info().attempt, theirs.info().attempt, "the second pool raced on its own");
+    assert!(pools[1].current().is_none());
+    assert_eq!(good.connections_accepted(), 1);
+}

@@ -315,7 +315,8 @@ impl Pool {
     }
 
     /// The connection to use and, when one is up, the one to hedge to. Waits for a race
-    /// only when no connection is up at all, here or in a sibling pool. A pool with no
+    /// only when no connection is up at all, here or in a sibling pool (joining a
+    /// sibling's race when one runs). A pool with no
     /// connection of its own uses a sibling's pair; it races for its own only once that
     /// connection is busy ([`BUSY_IN_FLIGHT`]), so a lightly loaded daemon keeps one
     /// connection (and its spare) whatever the number of serving threads.
@@ -344,12 +345,16 @@ impl Pool {
                 if let Some(why) = self.inner.sibling_backing_off() {
                     return Err(why);
                 }
-                // Our lock was let go for a moment: a race may have ended meanwhile.
-                let mut st = self.inner.lock();
-                if let Some(pair) = self.inner.usable_pair(&mut st) {
-                    return Ok(pair);
+                if let Some(theirs) = self.inner.sibling_race() {
+                    theirs
+                } else {
+                    // Our lock was let go for a moment: a race may have ended meanwhile.
+                    let mut st = self.inner.lock();
+                    if let Some(pair) = self.inner.usable_pair(&mut st) {
+                        return Ok(pair);
+                    }
+                    self.inner.race_unless_backing_off(&mut st)?
                 }
-                self.inner.race_unless_backing_off(&mut st)?
             }
         };
         loop {

@@ -89,7 +89,7 @@ impl Inner {
     /// own lines log each attempt.
     pub(super) fn prewarm(self: &Arc<Self>, reason: WarmReason) {
         // Siblings first, without our own lock: no task holds two pools' locks at once.
-        if self.sibling_pair().is_some() || self.sibling_racing() {
+        if self.sibling_pair().is_some() || self.sibling_race().is_some() {
             debug!(reason = reason.as_str(), "no pre-warm race: a sibling pool has a connection");
             return;
         }
