@@ -54,6 +54,12 @@ impl WarmReason {
     }
 }
 
+impl std::fmt::Display for WarmReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Races at once in the group's pre-warming pool (the last of `pools`) and watches for
 /// resumes in the background, racing again after each. Must be called inside the
 /// runtime; the watch holds the pools weakly and ends once they are dropped (a reload's
@@ -90,7 +96,7 @@ impl Inner {
     pub(super) fn prewarm(self: &Arc<Self>, reason: WarmReason) {
         // Siblings first, without our own lock: no task holds two pools' locks at once.
         if self.sibling_pair().is_some() || self.sibling_race().is_some() {
-            debug!(reason = reason.as_str(), "no pre-warm race: a sibling pool has a connection");
+            debug!(reason = %reason, "no pre-warm race: a sibling pool has a connection");
             return;
         }
         let sibling_backing_off = self.sibling_backing_off();
@@ -100,12 +106,12 @@ impl Inner {
                 return;
             }
             if let Some(why) = backing_off(&st).or(sibling_backing_off) {
-                info!(reason = reason.as_str(), %why, "no pre-warm race while a failed race's back-off lasts");
+                info!(reason = %reason, %why, "no pre-warm race while a failed race's back-off lasts");
                 return;
             }
             self.start_primary_race(&mut st)
         };
-        info!(reason = reason.as_str(), "pre-warm race: racing before any query needs a connection");
+        info!(reason = %reason, "pre-warm race: racing before any query needs a connection");
         tokio::spawn(log_outcome(rx, reason, Instant::now()));
     }
 }
@@ -123,7 +129,7 @@ async fn log_outcome(mut rx: watch::Receiver<RaceStatus>, reason: WarmReason, st
     let elapsed_ms = started.elapsed().as_millis() as u64;
     match result {
         Ok(conn) => info!(
-            reason = reason.as_str(),
+            reason = %reason,
             upstream = %conn.info().upstream_name,
             ip = %conn.info().peer.ip(),
             port = conn.info().peer.port(),
@@ -132,7 +138,7 @@ async fn log_outcome(mut rx: watch::Receiver<RaceStatus>, reason: WarmReason, st
             "pre-warm race: connection ready"
         ),
         Err(why) => warn!(
-            reason = reason.as_str(),
+            reason = %reason,
             %why,
             elapsed_ms,
             "pre-warm race failed: queries fail at once until its back-off ends"
