@@ -192,3 +192,35 @@ async fn a_pool_without_a_connection_joins_a_siblings_race_instead_of_starting_i
     assert!(pools[1].current().is_none());
     assert_eq!(good.connections_accepted(), 1);
 }
+
+#[tokio::test]
+async fn after_a_resolv_conf_change_the_new_nameservers_are_raced_without_a_query() {
+    // The network's resolver, on another loopback address than the stub's own 127.0.0.1
+    // (which resolv.conf loop protection skips).
+    let up =
+        TestUpstream::start(UpstreamOptions { bind: "127.0.0.2:0".parse().unwrap(), ..Default::default() })
+            .await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("resolv.conf");
+    // At first a server where nothing listens: the start race fails.
+    std::fs::write(&path, "nameserver 127.0.0.3\n").unwrap();
+    let block = format!(
+        "[[upstream]]\nresolv_conf = {:?}\ntls_port = {}\nplain_port = {closed}\n",
+        path.display().to_string(),
+        up.addr.port()
+    );
+    let stub = Stub::start("", &block, dir).await;
+    let pool = stub.pool();
+    assert!(
+        eventually(Duration::from_secs(5), || pool.health().up == 0).await,
+        "the start race did not fail"
+    );
+    // DHCP hands out a new resolver: the pool races it at once, before any query.
+    std::fs::write(&path, "# new network\nnameserver 127.0.0.2\n").unwrap();
+    assert!(up.wait_for_connections(1, Duration::from_secs(8)).await, "the new nameserver was not raced");
+    assert!(
+        eventually(Duration::from_secs(5), || pool.current().is_some_and(|c| c.info().peer == up.addr)).await
+    );
+    assert_eq!(up.queries_received(), 0);
+}
