@@ -14,7 +14,7 @@ use crate::{
     pipeline::Pipeline,
     systemd::{Inherited, status_line},
     tls::TlsSetupError,
-    upstream::pool::{Pool, group_connections, group_health, watch_resolv_conf},
+    upstream::pool::{Pool, WarmReason, group_connections, group_health, keep_warm, watch_resolv_conf},
 };
 
 /// How long in-flight queries may run on after a shutdown signal.
@@ -85,7 +85,8 @@ impl Daemon {
         if let Some(raised) = crate::frontend::fd_limit::ensure(config.server.max_tcp_clients)? {
             info!(soft_limit = raised, "raised RLIMIT_NOFILE for server.max_tcp_clients");
         }
-        let pipeline = Pipeline::new(pools(config)?, config.server.query_timeout, &config.cache);
+        let pipeline =
+            Pipeline::new(pools(config, WarmReason::Start)?, config.server.query_timeout, &config.cache);
         let limits = FrontendLimits {
             max_in_flight: config.server.max_inflight,
             max_tcp_clients: config.server.max_tcp_clients,
@@ -144,7 +145,11 @@ impl Daemon {
         // serving thread, resolv.conf read without our own addresses) and later reloads.
         config.server.threads = self.config.server.threads;
         config.server.listen = self.config.server.listen.clone();
-        self.pipeline.reconfigure(pools(&config)?, config.server.query_timeout, &config.cache);
+        self.pipeline.reconfigure(
+            pools(&config, WarmReason::Reload)?,
+            config.server.query_timeout,
+            &config.cache,
+        );
         self.frontend.set_acl(Acl::new(&config.server.allow));
         self.frontend.set_log_queries(config.log.queries);
         for key in needs_restart {
@@ -200,10 +205,13 @@ impl Daemon {
 
 /// The upstream pools for `config`: one per serving thread and one for TCP, or a single
 /// pool for both when one thread serves; resolv_conf upstreams watched for all of them.
-fn pools(config: &Config) -> Result<Vec<Pool>, TlsSetupError> {
+/// TCP's pool (the last) races at once, and again after a resume, so the first query
+/// finds a connection; the others borrow it.
+fn pools(config: &Config, reason: WarmReason) -> Result<Vec<Pool>, TlsSetupError> {
     let threads = config.server.serving_threads();
     let pools = Pool::group(config, if threads > 1 { threads + 1 } else { 1 })?;
     watch_resolv_conf(&pools, &config.server.listen);
+    keep_warm(&pools, reason);
     Ok(pools)
 }
 

@@ -4,14 +4,17 @@
 //!
 //! The pools know each other: while one has no connection up, its queries use a
 //! sibling's live connection (and its spare, for hedging) instead of waiting for a race,
-//! and fail at once while a sibling's race has just failed, so a group makes no client
+//! wait on a sibling's race rather than start one, and fail at once while a sibling's
+//! race has just failed, so a group makes no client
 //! wait longer than one pool would. It races for its own only once the sibling's
 //! connection is busy, so a quiet daemon keeps a single connection and a busy one gets
 //! one per thread. Status and metrics read the group as a whole.
 
 use std::sync::{Arc, Weak, atomic::AtomicU64};
 
-use super::{Inner, Pool, PoolHealth, attempt_contexts, races::backing_off};
+use tokio::sync::watch;
+
+use super::{Inner, Pool, PoolHealth, RaceStatus, attempt_contexts, races::backing_off};
 use crate::{config::Config, metrics::UpstreamConnections, tls::TlsSetupError, upstream::dot::Connection};
 
 impl Pool {
@@ -45,6 +48,13 @@ impl Inner {
             sibling.notice_suspend(&mut st);
             Some((live(&st.primary)?, live(&st.spare)))
         })
+    }
+
+    /// A sibling's primary race, while one runs: its connection will serve us too, so a
+    /// pool with none waits on it rather than racing its own (after a pre-warm at start,
+    /// the serving threads' first queries join TCP's race).
+    pub(super) fn sibling_race(&self) -> Option<watch::Receiver<RaceStatus>> {
+        self.siblings.get()?.iter().filter_map(Weak::upgrade).find_map(|sibling| sibling.lock().race.clone())
     }
 
     /// A sibling's reason to fail at once: its primary race failed and its back-off has

@@ -13,8 +13,10 @@
 
 mod group;
 mod races;
+mod warm;
 
 pub use group::{group_connections, group_health};
+pub use warm::{WarmReason, keep_warm};
 
 use std::{
     collections::HashMap,
@@ -313,7 +315,8 @@ impl Pool {
     }
 
     /// The connection to use and, when one is up, the one to hedge to. Waits for a race
-    /// only when no connection is up at all, here or in a sibling pool. A pool with no
+    /// only when no connection is up at all, here or in a sibling pool (joining a
+    /// sibling's race when one runs). A pool with no
     /// connection of its own uses a sibling's pair; it races for its own only once that
     /// connection is busy ([`BUSY_IN_FLIGHT`]), so a lightly loaded daemon keeps one
     /// connection (and its spare) whatever the number of serving threads.
@@ -342,12 +345,16 @@ impl Pool {
                 if let Some(why) = self.inner.sibling_backing_off() {
                     return Err(why);
                 }
-                // Our lock was let go for a moment: a race may have ended meanwhile.
-                let mut st = self.inner.lock();
-                if let Some(pair) = self.inner.usable_pair(&mut st) {
-                    return Ok(pair);
+                if let Some(theirs) = self.inner.sibling_race() {
+                    theirs
+                } else {
+                    // Our lock was let go for a moment: a race may have ended meanwhile.
+                    let mut st = self.inner.lock();
+                    if let Some(pair) = self.inner.usable_pair(&mut st) {
+                        return Ok(pair);
+                    }
+                    self.inner.race_unless_backing_off(&mut st)?
                 }
-                self.inner.race_unless_backing_off(&mut st)?
             }
         };
         loop {
@@ -455,6 +462,10 @@ pub fn watch_resolv_conf(pools: &[Pool], own_listen: &[SocketAddr]) {
                         for inner in &pools {
                             inner.set_addresses(index, addresses.clone());
                         }
+                        // A new network: race now rather than at the next query.
+                        if let Some(warm) = pools.last() {
+                            warm.prewarm(WarmReason::ResolvConf);
+                        }
                     }
                     Some(Err(err)) => warn!(
                         path = %watch.path().display(),
@@ -477,7 +488,8 @@ impl Inner {
     /// After a suspend every connection is suspect: peers and middleboxes may have dropped
     /// their state while we slept, and a dead socket would only show itself by timing out.
     /// Drop them all, so the next query races fresh ones instead of waiting on a corpse.
-    fn notice_suspend(&self, st: &mut PoolState) {
+    /// True when this reading found a resume.
+    fn notice_suspend(&self, st: &mut PoolState) -> bool {
         let (monotonic, boottime) = (self.clock.lock().unwrap_or_else(|e| e.into_inner()))();
         let detector = st.suspend.get_or_insert_with(|| SuspendDetector::new(SUSPEND_THRESHOLD));
         if detector.observe(monotonic, boottime) {
@@ -489,7 +501,9 @@ impl Inner {
             for conn in [st.primary.take(), st.spare.take()].into_iter().flatten() {
                 conn.close();
             }
+            return true;
         }
+        false
     }
 
     /// The usable (first, hedge) pair, promoting the spare when the primary is gone and
