@@ -85,7 +85,8 @@ impl Daemon {
         if let Some(raised) = crate::frontend::fd_limit::ensure(config.server.max_tcp_clients)? {
             info!(soft_limit = raised, "raised RLIMIT_NOFILE for server.max_tcp_clients");
         }
-        let pipeline = Pipeline::new(pools(config)?, config.server.query_timeout, &config.cache);
+        let pipeline = Pipeline::new(pools(config)?, config.server.query_timeout, &config.cache)
+            .with_local_zones(config.server.local_zones);
         let limits = FrontendLimits {
             max_in_flight: config.server.max_inflight,
             max_tcp_clients: config.server.max_tcp_clients,
@@ -144,7 +145,12 @@ impl Daemon {
         // serving thread, resolv.conf read without our own addresses) and later reloads.
         config.server.threads = self.config.server.threads;
         config.server.listen = self.config.server.listen.clone();
-        self.pipeline.reconfigure(pools(&config)?, config.server.query_timeout, &config.cache);
+        self.pipeline.reconfigure(
+            pools(&config)?,
+            config.server.query_timeout,
+            &config.cache,
+            config.server.local_zones,
+        );
         self.frontend.set_acl(Acl::new(&config.server.allow));
         self.frontend.set_log_queries(config.log.queries);
         for key in needs_restart {
