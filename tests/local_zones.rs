@@ -31,7 +31,9 @@ fn local_soa(zone: &str) -> Option<(String, String, String, u32)> {
 }
 
 /// (name as asked, type, RCODE, answers, the zone whose SOA is in authority)
-const CASES: &[(&str, RecordType, ResponseCode, &[&str], Option<&str>)] = &[
+type Case = (&'static str, RecordType, ResponseCode, &'static [&'static str], Option<&'static str>);
+
+const CASES: &[Case] = &[
     ("LocalHost", RecordType::A, ResponseCode::NoError, &["127.0.0.1"], None),
     ("app.localhost", RecordType::AAAA, ResponseCode::NoError, &["::1"], None),
     ("app.localhost", RecordType::MX, ResponseCode::NoError, &[], Some("localhost.")),

@@ -347,7 +347,7 @@ fn v6_near_edges() -> impl Strategy<Value = Ipv6Addr> {
     let second = prop::sample::select(vec![0u16, 0xdb7, 0xdb8, 0xdb9]);
     (top, second, any::<u128>(), 0u8..4).prop_map(|(top, second, noise, shape)| match shape {
         0 => Ipv6Addr::from(noise),
-        1 => Ipv6Addr::from((noise & 1) as u128 * (noise % 3) as u128),
+        1 => Ipv6Addr::from((noise & 1) * (noise % 3)),
         _ => Ipv6Addr::from((u128::from(top) << 112) | (u128::from(second) << 96) | (noise >> 32)),
     })
 }
