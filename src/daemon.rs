@@ -86,7 +86,8 @@ impl Daemon {
             info!(soft_limit = raised, "raised RLIMIT_NOFILE for server.max_tcp_clients");
         }
         let pipeline =
-            Pipeline::new(pools(config, WarmReason::Start)?, config.server.query_timeout, &config.cache);
+            Pipeline::new(pools(config, WarmReason::Start)?, config.server.query_timeout, &config.cache)
+                .with_local_zones(config.server.local_zones);
         let limits = FrontendLimits {
             max_in_flight: config.server.max_inflight,
             max_tcp_clients: config.server.max_tcp_clients,
@@ -149,6 +150,7 @@ impl Daemon {
             pools(&config, WarmReason::Reload)?,
             config.server.query_timeout,
             &config.cache,
+            config.server.local_zones,
         );
         self.frontend.set_acl(Acl::new(&config.server.allow));
         self.frontend.set_log_queries(config.log.queries);

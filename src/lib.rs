@@ -10,6 +10,7 @@
 //! - [`tls`]: rustls client configs and the pin verifier.
 //! - [`systemd`]: readiness/status/watchdog notifications, socket activation, privilege drop.
 //! - [`frontend`]: the client side (UDP and TCP listeners, request checks, the query log).
+//! - [`local`]: the names answered here and never forwarded (localhost, private reverse zones, ...); pure.
 //! - [`metrics`]: counters, histograms and the Prometheus text endpoint.
 //! - [`tools`]: the operator's commands: the health probe and the pin tool.
 pub mod cache;
@@ -19,6 +20,7 @@ pub mod frontend;
 /// Fuzz harnesses (docs/fuzzing.md); not used by the daemon.
 #[doc(hidden)]
 pub mod fuzz;
+pub mod local;
 pub mod message;
 pub mod metrics;
 pub mod pipeline;

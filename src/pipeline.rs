@@ -27,6 +27,7 @@ use tracing::debug;
 use crate::{
     cache::{Cache, CacheKey, ClientView, Lookup, StoredAnswer, UNAUTHENTICATED_MAX_TTL},
     config::CacheConfig,
+    local::LocalZones,
     message::{ClientQuery, Ede, add_ede, parse_upstream},
     metrics::metrics,
     upstream::{
@@ -68,6 +69,8 @@ pub enum Source {
     Upstream(Arc<ConnectionInfo>),
     /// No usable upstream answer: SERVFAIL with an Extended DNS Error.
     Failed,
+    /// A locally-served name ([`crate::local`]), answered here.
+    Local,
 }
 
 impl std::fmt::Display for Source {
@@ -78,6 +81,7 @@ impl std::fmt::Display for Source {
             // One token, for the query log: name@ip:port/transport.
             Source::Upstream(info) => write!(f, "{}@{}/{}", info.upstream_name, info.peer, info.transport),
             Source::Failed => f.write_str("none"),
+            Source::Local => f.write_str("local"),
         }
     }
 }
@@ -155,10 +159,14 @@ struct Shared {
     in_flight: Arc<Waiters>,
 }
 
+#[derive(Clone)]
 struct Inner {
     /// One per serving thread (a [`Pool::group`]).
     pools: Vec<Pool>,
     cache: Arc<Cache>,
+    /// Names answered here; consulted on the miss path only (never cached, so a local
+    /// name never hits).
+    local: Arc<LocalZones>,
     query_timeout: Duration,
     serve_stale: bool,
     stale_answer_after: Duration,
@@ -167,13 +175,15 @@ struct Inner {
 
 impl Pipeline {
     /// A pipeline over `pools` (at least one): view `i` ([`Pipeline::for_shard`]) sends
-    /// on pool `i`, modulo their number.
+    /// on pool `i`, modulo their number. It answers the locally-served names
+    /// ([`LocalZones::standard`]) unless [`Pipeline::with_local_zones`] says otherwise.
     pub fn new(pools: Vec<Pool>, query_timeout: Duration, cache: &CacheConfig) -> Self {
         assert!(!pools.is_empty(), "a pipeline needs an upstream pool");
         let in_flight = Arc::new(Mutex::new(HashMap::new()));
         let inner = Inner {
             pools,
             cache: Arc::new(Cache::new(cache.settings())),
+            local: Arc::new(LocalZones::standard()),
             query_timeout,
             serve_stale: cache.serve_stale,
             stale_answer_after: cache.stale_answer_after,
@@ -182,15 +192,35 @@ impl Pipeline {
         Self { shared: Arc::new(Shared { generation: RwLock::new(Arc::new(inner)), in_flight }), shard: 0 }
     }
 
+    /// This pipeline with the locally-served names answered here (`server.local_zones`)
+    /// or forwarded like any other.
+    pub fn with_local_zones(self, enabled: bool) -> Self {
+        {
+            let mut generation = self.shared.generation.write().unwrap_or_else(|e| e.into_inner());
+            let mut inner = Inner::clone(&generation);
+            inner.local = Arc::new(LocalZones::new(enabled));
+            *generation = Arc::new(inner);
+        }
+        self
+    }
+
     /// The view of this pipeline whose queries go out on pool `shard` (modulo the number
     /// of pools).
     pub fn for_shard(&self, shard: usize) -> Pipeline {
         Pipeline { shared: self.shared.clone(), shard }
     }
 
-    /// Applies a reloaded config: new upstreams and timeouts at once, the cache kept (its
-    /// answers moved into new bounds when those changed).
-    pub fn reconfigure(&self, pools: Vec<Pool>, query_timeout: Duration, cache: &CacheConfig) {
+    /// Applies a reloaded config: new upstreams, timeouts and local zones at once, the
+    /// cache kept (its answers moved into new bounds when those changed). Turning the
+    /// local zones on drops the upstream answers cached for their names, which would
+    /// otherwise be served as hits until they expire.
+    pub fn reconfigure(
+        &self,
+        pools: Vec<Pool>,
+        query_timeout: Duration,
+        cache: &CacheConfig,
+        local_zones: bool,
+    ) {
         assert!(!pools.is_empty(), "a pipeline needs an upstream pool");
         let old = self.current();
         let settings = cache.settings();
@@ -199,9 +229,14 @@ impl Pipeline {
         } else {
             Arc::new(old.cache.resized(settings))
         };
+        let local = Arc::new(LocalZones::new(local_zones));
+        if old.local.is_empty() && !local.is_empty() {
+            cache_now.forget_names(|name| local.covers_wire(name));
+        }
         let inner = Inner {
             pools,
             cache: cache_now,
+            local,
             query_timeout,
             serve_stale: cache.serve_stale,
             stale_answer_after: cache.stale_answer_after,
@@ -280,10 +315,17 @@ impl Pipeline {
     /// [`Pipeline::answer`] for a query [`Pipeline::cached`] just missed: the front end
     /// answers hits where it read them and hands only misses on, with the key and the
     /// configuration the lookup already took.
+    ///
+    /// A locally-served name is answered here first ([`crate::local`]), before any
+    /// coalescing or upstream: only misses pay for that lookup, and a local name always
+    /// misses since its answers are never cached.
     pub async fn answer_miss(&self, query: &ClientQuery, miss: Miss) -> Answer {
         let use_cache = !query.bypass_cache;
         let Miss { key, inner, stale: stale_now } = miss;
         let inner = &inner;
+        if let Some(local) = inner.local.answer(query) {
+            return Answer { wire: local.wire(query), source: Source::Local };
+        }
         let started = match stale_now {
             Some(wire) => Started::Stale(wire),
             None => Inner::join_or_start(inner, query, key.clone(), use_cache, self.shard),

@@ -854,9 +854,23 @@ fn unknown_server_key_is_rejected() {
         "server.listn",
         "unknown key (expected one of listen, allow, query_timeout_ms, \
          tcp_idle_timeout_ms, max_inflight, max_tcp_clients, max_tcp_per_client, \
-         tcp_write_timeout_ms, refused, threads, user)",
+         tcp_write_timeout_ms, refused, threads, user, local_zones)",
     );
     assert!(err.reason.ends_with("(line 3, column 1)"), "{err}");
+}
+
+#[test]
+fn local_zones_are_on_by_default_and_a_boolean() {
+    assert!(ok(UPSTREAM).server.local_zones, "on by default");
+    assert!(!ok(&format!("[server]\nlocal_zones = false\n{UPSTREAM}")).server.local_zones);
+    assert!(ok(&format!("[server]\nlocal_zones = true\n{UPSTREAM}")).server.local_zones);
+    assert_rejected(
+        &format!("[server]\nlocal_zones = \"no\"\n{UPSTREAM}"),
+        "server.local_zones",
+        "invalid type: string \"no\", expected a boolean",
+    );
+    assert!(ok(UPSTREAM).summary().contains("local_zones: on"));
+    assert!(ok(&format!("[server]\nlocal_zones = false\n{UPSTREAM}")).summary().contains("local_zones: off"));
 }
 
 #[test]
@@ -996,7 +1010,7 @@ fn load_reports_errors_with_the_file_path() {
         format!(
             "{}: server.listn: unknown key (expected one of listen, allow, query_timeout_ms, \
              tcp_idle_timeout_ms, max_inflight, max_tcp_clients, max_tcp_per_client, \
-             tcp_write_timeout_ms, refused, threads, user) (line 2, column 1)",
+             tcp_write_timeout_ms, refused, threads, user, local_zones) (line 2, column 1)",
             path.display()
         )
     );

@@ -565,6 +565,15 @@ impl Cache {
         policy::normalize_message(wire, msg, self.cfg.max_ttl)
     }
 
+    /// Drops every entry whose name (lowercase, uncompressed wire form) `drop` picks:
+    /// names that a config reload now answers elsewhere (the locally-served zones turned
+    /// on), whose upstream answers must not be served as hits.
+    pub fn forget_names(&self, drop: impl Fn(&[u8]) -> bool) {
+        if let Some(map) = &self.map {
+            map.retain(|key, _| !drop(&key.name));
+        }
+    }
+
     /// Entries held, stale ones included.
     pub fn len(&self) -> usize {
         self.map.as_ref().map_or(0, |m| m.len())

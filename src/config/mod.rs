@@ -112,6 +112,9 @@ pub struct ServerConfig {
     pub threads: usize,
     /// When started as root: the account to switch to once the sockets are bound.
     pub user: Option<String>,
+    /// Answer the locally-served names here ([`crate::local`]): localhost, invalid, the
+    /// private and special reverse zones, home.arpa, local, onion. On by default.
+    pub local_zones: bool,
     /// `listen` came from the `STUBBORN_LISTEN` environment variable, not the file.
     pub listen_from_env: bool,
     /// `allow` came from the `STUBBORN_ALLOW` environment variable, not the file.

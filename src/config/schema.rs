@@ -24,6 +24,8 @@ pub(crate) mod defaults {
     pub const REFUSED: &str = "rate-limited";
     /// 0: one serving thread per core, up to [`crate::config::AUTO_THREADS_MAX`].
     pub const THREADS: i64 = 0;
+    /// The locally-served names (localhost, the private reverse zones, ...) answered here.
+    pub const LOCAL_ZONES: bool = true;
 
     pub const CACHE_MAX_ENTRIES: i64 = 10_000;
     pub const CACHE_MAX_BYTES: i64 = 64 << 20;
@@ -107,6 +109,7 @@ pub(crate) struct RawServer {
     pub refused: String,
     pub threads: i64,
     pub user: Option<String>,
+    pub local_zones: bool,
 }
 
 impl Default for RawServer {
@@ -123,6 +126,7 @@ impl Default for RawServer {
             refused: defaults::REFUSED.to_owned(),
             threads: defaults::THREADS,
             user: None,
+            local_zones: defaults::LOCAL_ZONES,
         }
     }
 }

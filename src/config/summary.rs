@@ -33,6 +33,15 @@ impl Config {
             ms(s.tcp_idle_timeout),
             s.max_inflight
         );
+        let _ = writeln!(
+            out,
+            "local_zones: {}",
+            if s.local_zones {
+                "on (answered here: localhost, invalid, local, onion, home.arpa, the RFC 6303 reverse zones)"
+            } else {
+                "off (every name is forwarded)"
+            }
+        );
         let k = &self.cache;
         if k.max_entries == 0 || k.max_bytes == 0 {
             let _ = writeln!(out, "cache: disabled");

@@ -56,6 +56,7 @@ pub struct Entry {
 /// | `ad.test.` | A | 192.0.2.5, answered with AD set (as a validating resolver would) |
 /// | `mixed-ttl.test.` | A | 192.0.2.20–22 with TTLs 300, 100 and 0x80000010 (one RRset, unequal TTLs, one with the high bit), AA set |
 /// | `*.a.test.` (e.g. `n7.a.test.`) | A | 192.0.2.1 (fresh names for tests that must miss a cache) |
+/// | `printer.home.arpa.` | A | 192.168.1.9 (as a home router would answer; stubborn answers it itself unless `local_zones = false`) |
 ///
 /// Any other name: NXDOMAIN + `test.` SOA in authority. A listed name with another
 /// type: NODATA (NOERROR, empty answer) + SOA.
@@ -80,6 +81,9 @@ pub fn lookup(lower_fqdn: &str) -> Option<Entry> {
         "ttl1.test." => e(RecordType::A, 1, vec![RData::A(A(Ipv4Addr::new(192, 0, 2, 3)))]),
         "ttl0.test." => e(RecordType::A, 0, vec![RData::A(A(Ipv4Addr::new(192, 0, 2, 4)))]),
         "ad.test." => e(RecordType::A, POSITIVE_TTL, vec![RData::A(A(Ipv4Addr::new(192, 0, 2, 5)))]),
+        "printer.home.arpa." => {
+            e(RecordType::A, POSITIVE_TTL, vec![RData::A(A(Ipv4Addr::new(192, 168, 1, 9)))])
+        }
         name if name.ends_with(".a.test.") => {
             e(RecordType::A, POSITIVE_TTL, vec![RData::A(A(Ipv4Addr::new(192, 0, 2, 1)))])
         }

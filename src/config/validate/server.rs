@@ -126,6 +126,7 @@ impl Validator {
                 None => None,
                 Some(user) => Some(self.user(user)?),
             },
+            local_zones: raw.local_zones,
             listen_from_env: from_env,
             allow_from_env,
         })
