@@ -72,7 +72,9 @@ async fn a_pin_mismatch_is_a_lost_attempt_and_the_next_upstream_wins() {
 
 #[tokio::test]
 async fn a_dead_connection_is_replaced_before_the_next_query() {
-    let up = TestUpstream::with_fault(Fault::CloseAfter(1)).await;
+    // Reset after the answer: a death, not a clean close of an idle connection (which is
+    // re-made when a query wants it: tests/resilience.rs).
+    let up = TestUpstream::with_fault(Fault::ResetAfter(1)).await;
     let stub = Stub::pinned(&up).await;
     assert_eq!(answer_strings(&ask_a(&stub).await), vec!["192.0.2.1".to_string()]);
     // No query is sent: the new race starts because the connection died.

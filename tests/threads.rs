@@ -294,3 +294,65 @@ async fn serving_threads_stop_with_the_daemon_and_a_reload_replaces_every_pool()
     // Nothing serves the port any more.
     assert!(udp_query(addr, &query(1, "a.test", RecordType::A), Duration::from_millis(300)).await.is_err());
 }
+
+/// docs/soak.md defect 6: a query lost to a connection reset under it goes to a connection
+/// to another server, never a second time to the same one. With both threads' connections
+/// to one server being reset, a thread whose own spare was not up yet retried on its
+/// sibling's connection to that server and answered SERVFAIL, with the sibling's healthy
+/// spare up.
+#[tokio::test]
+async fn a_query_reset_under_it_is_not_retried_on_another_connection_to_the_same_server() {
+    let resetting = TestUpstream::start(UpstreamOptions::default()).await;
+    let good = TestUpstream::start(UpstreamOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\n{}{}",
+        upstream_block("resetting", &resetting, Auth::Pin(&resetting.leaf_key_pin), &dir),
+        upstream_block("good", &good, Auth::Pin(&good.leaf_key_pin), &dir),
+    );
+    let config =
+        stubborn::config::Config::from_toml(&text, stubborn::config::ConfigOrigin::Embedded).unwrap();
+    let pools = Pool::group(&config, 2).unwrap();
+    let (mine, _) = pools[0].connections().await.expect("the first pool races and connects");
+    assert_eq!(mine.info().upstream_name.as_ref(), "resetting", "the first upstream wins the race");
+    // Both pools get their own connection to it (the second once the first's is busy),
+    // and a spare to the other server.
+    resetting.set_fault(Fault::Delay(Duration::from_millis(500)));
+    let slow: Vec<_> = (0..BUSY_IN_FLIGHT)
+        .map(|i| {
+            let conn = mine.clone();
+            tokio::spawn(async move { conn.query(query(i as u16, &fresh_a_name(), RecordType::A)).await })
+        })
+        .collect();
+    while mine.in_flight() < BUSY_IN_FLIGHT {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    pools[1].connections().await.unwrap();
+    let theirs = own_connection(&pools[1]).await;
+    assert_eq!(theirs.info().upstream_name.as_ref(), "resetting");
+    for query in slow {
+        query.await.unwrap().expect("the slow queries are answered");
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pools[0].spare().is_none() || pools[1].spare().is_none() {
+        assert!(Instant::now() < deadline, "no warm spares within 5 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Now the server resets every connection that sends it a query; the second pool's
+    // spare is gone (its replacement is still racing when the query is lost).
+    resetting.set_fault(Fault::ResetOnQuery);
+    pools[1].spare().unwrap().close();
+    let wire = query(7, &fresh_a_name(), RecordType::A);
+    let client_query = stubborn::message::ClientQuery {
+        id: 7,
+        query: hickory_proto::op::Message::from_vec(&wire).unwrap().queries[0].clone(),
+        recursion_desired: true,
+        checking_disabled: false,
+        authentic_data: false,
+        edns: None,
+        bypass_cache: false,
+    };
+    let (answer, conn) = pools[1].forward(&client_query).await.expect("answered by the other server");
+    assert_eq!(conn.info().upstream_name.as_ref(), "good");
+    assert_eq!(answer_strings(&parse(&answer)), vec!["192.0.2.1".to_string()]);
+}

@@ -71,6 +71,12 @@ pub enum Fault {
     ZeroTtl,
     /// Answer each query with one misbehaviour drawn from a seeded PRNG (see [`hostile`]).
     Hostile(HostileFault),
+    /// Answer every query at once, and close a connection (close_notify, FIN) once nothing
+    /// came on it for this long, as a busy server reclaims idle slots (RFC 7766 §6.2.3).
+    IdleClose(Duration),
+    /// Complete the handshake, then reset the connection at the first query, unanswered
+    /// (as a middlebox that kills DNS-over-TLS once it sees data).
+    ResetOnQuery,
 }
 
 impl Fault {
@@ -516,7 +522,20 @@ where
         let mut on_this_connection = 0usize;
         let mut batch: Vec<Vec<u8>> = Vec::new();
         let mut closing = false;
-        while let Ok(Some(msg)) = dns::read_frame(&mut rd).await {
+        loop {
+            let read = dns::read_frame(&mut rd);
+            let read = match shared.fault() {
+                Fault::IdleClose(idle) if !closing => match tokio::time::timeout(idle, read).await {
+                    Ok(read) => read,
+                    Err(_) => {
+                        let _ = tx.send(Outgoing::Close);
+                        closing = true;
+                        continue;
+                    }
+                },
+                _ => read.await,
+            };
+            let Ok(Some(msg)) = read else { break };
             if closing {
                 continue; // after Close/Reset was queued: drain so the close is a FIN, not an RST
             }
@@ -577,6 +596,10 @@ where
                         });
                     }
                 }
+                Fault::ResetOnQuery => {
+                    let _ = tx.send(Outgoing::Reset);
+                    closing = true;
+                }
                 Fault::FormErrWithoutQuestion => {
                     let mut header = msg[..12].to_vec();
                     header[2] = 0x80 | (msg[2] & 0x79); // QR, opcode and RD as asked
@@ -589,6 +612,7 @@ where
                 | Fault::StallHandshake
                 | Fault::ResetOnAccept
                 | Fault::Rcode(_)
+                | Fault::IdleClose(_)
                 | Fault::ZeroTtl => {
                     let _ = tx.send(Outgoing::Answer(resp));
                 }

@@ -102,6 +102,10 @@ pub enum CloseReason {
     Idle,
     /// Every handle was dropped (a race loser, or a replaced connection).
     Unused,
+    /// The upstream closed it with nothing in flight: servers close idle connections when
+    /// they need the slots (RFC 7766 §6.2.3, §6.2.5). Not a failure: nothing is lost, and
+    /// re-opening at once would only be closed again (RFC 7766 §6.2.2: few connections).
+    PeerIdle,
     /// The upstream closed it, I/O failed, or it stopped answering: replace it at once.
     Failed(&'static str),
     /// The pool closed it (suspect after a suspend, or replaced).
@@ -113,6 +117,7 @@ impl CloseReason {
         match self {
             CloseReason::Idle => "idle",
             CloseReason::Unused => "unused",
+            CloseReason::PeerIdle => "closed by upstream while idle",
             CloseReason::Failed(why) => why,
             CloseReason::Closed => "closed by the pool",
         }

@@ -117,6 +117,7 @@ pub(super) async fn run<S>(
         }
         tokio::select! {
             read = reader.read_buf(&mut buf) => match read {
+                Ok(0) if pending.is_empty() => break CloseReason::PeerIdle,
                 Ok(0) => break CloseReason::Failed("closed by upstream"),
                 Err(_) => break CloseReason::Failed("read error"),
                 Ok(_) => {

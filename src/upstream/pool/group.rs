@@ -38,15 +38,15 @@ impl Pool {
 }
 
 impl Inner {
-    /// A sibling pool's live primary connection and its spare, if one has a primary up.
-    /// The sibling checks for a suspend first, as it would for its own queries: after
-    /// one, its connections are closed rather than lent.
+    /// A sibling pool's usable pair, as its own queries would get it (its spare promoted
+    /// when its primary died), if one has a connection up. The sibling checks for a
+    /// suspend first, as it would for its own queries: after one, its connections are
+    /// closed rather than lent.
     pub(super) fn sibling_pair(&self) -> Option<(Connection, Option<Connection>)> {
-        let live = |c: &Option<Connection>| c.clone().filter(|c| !c.is_closed());
         self.siblings.get()?.iter().filter_map(Weak::upgrade).find_map(|sibling| {
             let mut st = sibling.lock();
             sibling.notice_suspend(&mut st);
-            Some((live(&st.primary)?, live(&st.spare)))
+            sibling.usable_pair(&mut st)
         })
     }
 

@@ -149,8 +149,12 @@ struct PoolState {
     /// The primary race queries are waiting on, while one runs.
     race: Option<watch::Receiver<RaceStatus>>,
     spare_racing: bool,
-    /// After a failed spare race, the next one waits.
+    /// After a failed spare race, or a spare the upstream closed idle soon after it opened,
+    /// the next one waits.
     spare_backoff: Backoff,
+    /// The last spare was closed idle by the upstream soon after it opened: a won spare
+    /// race does not reset the back-off until a spare lasts.
+    spare_churning: bool,
     /// After a failed primary race, queries fail at once (with its reason) until this
     /// back-off ends, instead of each waiting out `query_timeout` on the same dead
     /// network; the first query after it races again.
@@ -253,11 +257,19 @@ impl Pool {
     /// caller bounds the total time.
     pub async fn forward(&self, query: &ClientQuery) -> Result<(Vec<u8>, Connection), ForwardError> {
         self.inner.stats.queries.fetch_add(1, Ordering::Relaxed);
+        let mut lost_on: Option<SocketAddr> = None;
         for _ in 0..2 {
-            let (first, second) = self.connections().await.map_err(ForwardError::NoConnection)?;
+            let (mut first, mut second) = self.connections().await.map_err(ForwardError::NoConnection)?;
+            // The retry goes elsewhere when it can: another connection to the endpoint
+            // that just closed under us (a sibling's, say) is likely dying the same way.
+            if lost_on == Some(first.info().peer) {
+                if let Some(other) = second.take_if(|s| s.info().peer != first.info().peer) {
+                    second = Some(std::mem::replace(&mut first, other));
+                }
+            }
             match self.hedged(query, &first, second.as_ref()).await {
                 Ok(answer) => return Ok(answer),
-                Err(QueryError::Closed) => continue,
+                Err(QueryError::Closed) => lost_on = Some(first.info().peer),
                 Err(e) => return Err(ForwardError::Query(e)),
             }
         }
@@ -280,7 +292,15 @@ impl Pool {
         };
         let delay = first.rtt().hedge_delay(self.inner.hedging.floor, self.inner.hedging.cap);
         tokio::select! {
-            answer = &mut primary => return answer.map(|w| (w, first.clone())),
+            answer = &mut primary => match answer {
+                // The connection died under the query: the other one now, not after a
+                // retry that may find another dying connection to the same endpoint.
+                Err(QueryError::Closed) => {
+                    debug!(name = %query.query.name(), from = %first.info(), to = %second.info(), "connection closed under the query; asking the other");
+                    return self.ask(query, second).await.map(|w| (w, second.clone()));
+                }
+                answer => return answer.map(|w| (w, first.clone())),
+            },
             _ = sleep(delay) => {}
         }
         self.inner.stats.hedges_sent.fetch_add(1, Ordering::Relaxed);

@@ -24,6 +24,10 @@ const PRIMARY_RETRY_MAX: Duration = Duration::from_secs(8);
 /// Background TLS re-races while on plain text: first after this, doubling up to the cap.
 const TLS_RERACE_FIRST: Duration = Duration::from_secs(1);
 const TLS_RERACE_MAX: Duration = Duration::from_secs(60);
+/// A spare the upstream kept open at least this long before closing it idle was worth
+/// having: its back-off resets. One closed sooner is churn (a busy server reclaiming its
+/// slots, RFC 7766 §6.2.3), and the next spare waits out a doubling back-off.
+const SPARE_KEPT_LONG_ENOUGH: Duration = Duration::from_secs(10);
 
 /// What a race is for.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -214,7 +218,11 @@ impl Inner {
         let usable = |c: &Option<Connection>| c.as_ref().is_some_and(|c| !c.is_closed());
         match kind {
             RaceKind::Spare => {
-                st.spare_backoff.on_success();
+                // While the upstream keeps closing idle spares, a won race is no reason to
+                // make the next one at once.
+                if !st.spare_churning {
+                    st.spare_backoff.on_success();
+                }
                 if usable(&st.spare) || st.primary.as_ref().is_some_and(|p| p.info().peer == info.peer) {
                     return Ok(conn); // surplus: dropped, so closed
                 }
@@ -257,12 +265,15 @@ impl Inner {
 
     /// When a connection in use dies (not when it idles out), the spare takes over and a
     /// race for a replacement starts at once, so the next query does not pay for noticing.
+    /// An idle connection the upstream closes is not replaced until a query wants it, and
+    /// a spare it keeps closing is re-made only after a back-off (docs/soak.md, defect 5).
     /// The watch holds the pool weakly: a pool a reload replaced retires once nothing else
     /// holds it, instead of replacing each connection the upstream closes for ever (every
     /// replacement's watch held it alive again).
     fn watch_connection(self: &Arc<Self>, conn: Connection) {
         let pool = Arc::downgrade(self);
         tokio::spawn(async move {
+            let opened = Instant::now();
             let reason = conn.closed().await;
             let Some(inner) = pool.upgrade() else { return };
             let mut st = inner.lock();
@@ -271,8 +282,21 @@ impl Inner {
             let failed = matches!(reason, CloseReason::Failed(_));
             if same(&st.spare) {
                 st.spare = None;
-                if failed {
-                    inner.refill_spare(&mut st);
+                match reason {
+                    CloseReason::Failed(_) => inner.refill_spare(&mut st),
+                    CloseReason::PeerIdle if opened.elapsed() < SPARE_KEPT_LONG_ENOUGH => {
+                        st.spare_churning = true;
+                        st.spare_backoff.on_failure(Instant::now());
+                        info!(
+                            upstream = %conn.info().upstream_name,
+                            retry_in_ms = st.spare_backoff.until().map_or(0, |u| u.saturating_duration_since(Instant::now()).as_millis() as u64),
+                            "the upstream closed the idle warm spare soon after it opened; backing off"
+                        );
+                    }
+                    _ => {
+                        st.spare_churning = false;
+                        st.spare_backoff.on_success();
+                    }
                 }
                 return;
             }
