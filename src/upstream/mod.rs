@@ -2,6 +2,7 @@
 pub mod connector;
 pub mod dot;
 pub mod health;
+pub mod plain;
 pub mod pool;
 pub mod race;
 pub mod resolv_conf;

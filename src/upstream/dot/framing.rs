@@ -56,7 +56,7 @@ pub(crate) fn question_bytes(wire: &[u8]) -> Option<&[u8]> {
 /// (REFUSED) or does not implement it (NOTIMP) may send the header alone. RFC 7858 §3.3
 /// (and RFC 7766 §7) match by ID, and by the question only *if* the answer has one, so
 /// such an answer belongs to the query in flight under its ID.
-pub(super) fn questionless_error(wire: &[u8]) -> Option<u8> {
+pub(crate) fn questionless_error(wire: &[u8]) -> Option<u8> {
     if wire.len() < HEADER_LEN || wire[2] & 0x80 == 0 || wire[4..6] != [0, 0] {
         return None;
     }

@@ -49,7 +49,7 @@ pub enum QueryError {
 }
 
 /// The mnemonic of a 4-bit RCODE (RFC 1035 §4.1.1, RFC 2136 §2.2), for messages.
-fn rcode_name(rcode: u8) -> String {
+pub(crate) fn rcode_name(rcode: u8) -> String {
     match rcode {
         0 => "NOERROR".into(),
         1 => "FORMERR".into(),

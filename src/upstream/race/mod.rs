@@ -52,7 +52,8 @@ pub enum Transport {
     /// DNS over TLS (RFC 7858), normally port 853.
     Tls,
     /// DNS over plain TCP (RFC 7766), normally port 53. Only ever offered for
-    /// `opportunistic` upstreams.
+    /// `opportunistic` upstreams. Also what a `plain` route-only upstream's answers
+    /// came over (UDP, or TCP after truncation: `upstream/plain/`).
     Plain,
 }
 
