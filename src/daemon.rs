@@ -12,6 +12,7 @@ use crate::{
     frontend::{BindError, Frontend, FrontendLimits, Listeners, bind, request::Acl},
     metrics::{MetricsServer, ServeError, Snapshot},
     pipeline::Pipeline,
+    route::Routes,
     systemd::{Inherited, status_line},
     tls::TlsSetupError,
     upstream::pool::{Pool, WarmReason, group_connections, group_health, keep_warm, watch_resolv_conf},
@@ -87,7 +88,8 @@ impl Daemon {
         }
         let pipeline =
             Pipeline::new(pools(config, WarmReason::Start)?, config.server.query_timeout, &config.cache)
-                .with_local_zones(config.server.local_zones);
+                .with_local_zones(config.server.local_zones)
+                .with_routes(routes(config)?);
         let limits = FrontendLimits {
             max_in_flight: config.server.max_inflight,
             max_tcp_clients: config.server.max_tcp_clients,
@@ -148,6 +150,7 @@ impl Daemon {
         config.server.listen = self.config.server.listen.clone();
         self.pipeline.reconfigure(
             pools(&config, WarmReason::Reload)?,
+            routes(&config)?,
             config.server.query_timeout,
             &config.cache,
             config.server.local_zones,
@@ -210,11 +213,26 @@ impl Daemon {
 /// TCP's pool (the last) races at once, and again after a resume, so the first query
 /// finds a connection; the others borrow it.
 fn pools(config: &Config, reason: WarmReason) -> Result<Vec<Pool>, TlsSetupError> {
-    let threads = config.server.serving_threads();
-    let pools = Pool::group(config, if threads > 1 { threads + 1 } else { 1 })?;
+    let pools = Pool::group(&config.default_set(), pools_per_group(config))?;
     watch_resolv_conf(&pools, &config.server.listen);
     keep_warm(&pools, reason);
     Ok(pools)
+}
+
+/// The routes of `config` ([`crate::route`]), each TLS route with as many pools as the
+/// default set. Not pre-warmed: a route's names may never be asked.
+fn routes(config: &Config) -> Result<Routes, TlsSetupError> {
+    let routes = Routes::build(config, pools_per_group(config))?;
+    for route in routes.names() {
+        info!(route = %route, "route: these names go to their own upstreams");
+    }
+    Ok(routes)
+}
+
+/// One pool per serving thread and one for TCP, or one for both.
+fn pools_per_group(config: &Config) -> usize {
+    let threads = config.server.serving_threads();
+    if threads > 1 { threads + 1 } else { 1 }
 }
 
 /// What a scrape reads from the daemon: through the pipeline, so a reloaded pool and a
@@ -223,11 +241,15 @@ fn snapshot_of(pipeline: Pipeline) -> crate::metrics::SnapshotFn {
     Arc::new(move || {
         let pools = pipeline.pools();
         let health = group_health(&pools);
+        let mut connections = group_connections(&pools);
+        for group in pipeline.route_pool_groups() {
+            connections.extend(group_connections(&group));
+        }
         Snapshot {
             cache_entries: pipeline.cache().len(),
             upstreams_up: health.up,
             upstreams_configured: health.total,
-            connections: group_connections(&pools),
+            connections,
         }
     })
 }

@@ -24,6 +24,7 @@ pub mod local;
 pub mod message;
 pub mod metrics;
 pub mod pipeline;
+pub mod route;
 pub mod scrub;
 pub mod systemd;
 pub mod tls;

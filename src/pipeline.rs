@@ -30,6 +30,7 @@ use crate::{
     local::LocalZones,
     message::{ClientQuery, Ede, add_ede, parse_upstream},
     metrics::metrics,
+    route::{Routes, Upstream},
     upstream::{
         dot::ConnectionInfo,
         pool::{ForwardError, Pool},
@@ -55,6 +56,8 @@ struct Fetched {
     /// like a hit, with no re-encoding.
     stored: Option<StoredAnswer>,
     via: Arc<ConnectionInfo>,
+    /// The route that answered ([`crate::route`]); None for the default set.
+    route: Option<Arc<str>>,
 }
 type Outcome = Result<Fetched, Failure>;
 
@@ -67,6 +70,8 @@ pub enum Source {
     Stale,
     /// This upstream connection's answer (shared by coalesced queries).
     Upstream(Arc<ConnectionInfo>),
+    /// A route's upstream's answer ([`crate::route`]): the route's name, and what answered.
+    Routed(Arc<str>, Arc<ConnectionInfo>),
     /// No usable upstream answer: SERVFAIL with an Extended DNS Error.
     Failed,
     /// A locally-served name ([`crate::local`]), answered here.
@@ -80,6 +85,10 @@ impl std::fmt::Display for Source {
             Source::Stale => f.write_str("stale"),
             // One token, for the query log: name@ip:port/transport.
             Source::Upstream(info) => write!(f, "{}@{}/{}", info.upstream_name, info.peer, info.transport),
+            // The route's domains first: corp.example:vpn@10.8.0.1:53/plain.
+            Source::Routed(route, info) => {
+                write!(f, "{route}:{}@{}/{}", info.upstream_name, info.peer, info.transport)
+            }
             Source::Failed => f.write_str("none"),
             Source::Local => f.write_str("local"),
         }
@@ -167,6 +176,8 @@ struct Inner {
     /// Names answered here; consulted on the miss path only (never cached, so a local
     /// name never hits).
     local: Arc<LocalZones>,
+    /// Per-domain routes, consulted on the miss path before the local names.
+    routes: Arc<Routes>,
     query_timeout: Duration,
     serve_stale: bool,
     stale_answer_after: Duration,
@@ -184,6 +195,7 @@ impl Pipeline {
             pools,
             cache: Arc::new(Cache::new(cache.settings())),
             local: Arc::new(LocalZones::standard()),
+            routes: Arc::new(Routes::default()),
             query_timeout,
             serve_stale: cache.serve_stale,
             stale_answer_after: cache.stale_answer_after,
@@ -204,6 +216,18 @@ impl Pipeline {
         self
     }
 
+    /// This pipeline with per-domain routes ([`crate::route`]): the names they claim go to
+    /// their upstreams instead of the default pools or the local names.
+    pub fn with_routes(self, routes: Routes) -> Self {
+        {
+            let mut generation = self.shared.generation.write().unwrap_or_else(|e| e.into_inner());
+            let mut inner = Inner::clone(&generation);
+            inner.routes = Arc::new(routes);
+            *generation = Arc::new(inner);
+        }
+        self
+    }
+
     /// The view of this pipeline whose queries go out on pool `shard` (modulo the number
     /// of pools).
     pub fn for_shard(&self, shard: usize) -> Pipeline {
@@ -217,6 +241,7 @@ impl Pipeline {
     pub fn reconfigure(
         &self,
         pools: Vec<Pool>,
+        routes: Routes,
         query_timeout: Duration,
         cache: &CacheConfig,
         local_zones: bool,
@@ -237,6 +262,7 @@ impl Pipeline {
             pools,
             cache: cache_now,
             local,
+            routes: Arc::new(routes),
             query_timeout,
             serve_stale: cache.serve_stale,
             stale_answer_after: cache.stale_answer_after,
@@ -254,9 +280,14 @@ impl Pipeline {
         self.current().pool(self.shard).clone()
     }
 
-    /// Every upstream pool in use, one per serving thread.
+    /// Every upstream pool of the default set in use, one per serving thread.
     pub fn pools(&self) -> Vec<Pool> {
         self.current().pools.clone()
+    }
+
+    /// The pools of each TLS route in use (a group each: one pool per serving thread).
+    pub fn route_pool_groups(&self) -> Vec<Vec<Pool>> {
+        self.current().routes.pool_groups()
     }
 
     /// The answer cache in use.
@@ -323,7 +354,9 @@ impl Pipeline {
         let use_cache = !query.bypass_cache;
         let Miss { key, inner, stale: stale_now } = miss;
         let inner = &inner;
-        if let Some(local) = inner.local.answer(query) {
+        // A route beats a locally-served name: it may claim 10.in-addr.arpa or home.arpa.
+        let routed = !inner.routes.is_empty() && inner.routes.route(query.query.name()).is_some();
+        if !routed && let Some(local) = inner.local.answer(query) {
             return Answer { wire: local.wire(query), source: Source::Local };
         }
         let started = match stale_now {
@@ -377,7 +410,7 @@ impl Pipeline {
             inner.wait(rx.await).await
         };
         match outcome {
-            Ok(Fetched { message, stored, via }) => {
+            Ok(Fetched { message, stored, via, route }) => {
                 // RFC 8767 §4, §6: an upstream failure (SERVFAIL, REFUSED, …) is no better
                 // than no answer; stale data, if there is some, goes out instead.
                 if serve_stale
@@ -390,7 +423,11 @@ impl Pipeline {
                     Some(stored) => stored.render(&ClientView::from(query), Instant::now()),
                     None => encode(query.answer_from_upstream(&message)),
                 };
-                Answer { wire, source: Source::Upstream(via) }
+                let source = match route {
+                    None => Source::Upstream(via),
+                    Some(route) => Source::Routed(route, via),
+                };
+                Answer { wire, source }
             }
             Err(failure) => {
                 if let Some(answer) = serve_stale.then(|| stale(inner)).flatten() {
@@ -470,7 +507,9 @@ impl Inner {
         let inner = self.clone();
         let query = query.clone();
         let fetch = Box::pin(async move {
-            let outcome = match inner.fetch(inner.pool(shard), &query).await {
+            let upstream = inner.routes.upstream(query.query.name(), shard, inner.pool(shard));
+            let route = upstream.route_name();
+            let outcome = match inner.fetch(upstream, &query).await {
                 Ok((wire, mut message, via)) => {
                     let now = Instant::now();
                     let (_, stored) = if via.authenticated {
@@ -490,7 +529,7 @@ impl Inner {
                             cap_ttls(&mut message, UNAUTHENTICATED_MAX_TTL);
                         }
                     }
-                    Ok(Fetched { message: Arc::new(message), stored, via })
+                    Ok(Fetched { message: Arc::new(message), stored, via, route })
                 }
                 Err(failure) => {
                     // RFC 8767 §5: the failure recheck timer starts.
@@ -531,23 +570,24 @@ impl Inner {
 
     async fn fetch(
         &self,
-        pool: &Pool,
+        upstream: Upstream<'_>,
         query: &ClientQuery,
     ) -> Result<(Vec<u8>, Message, Arc<ConnectionInfo>), Failure> {
-        match timeout(self.query_timeout, pool.forward(query)).await {
+        match timeout(self.query_timeout, upstream.forward(query)).await {
             Err(_) => Err(Failure::Timeout(self.query_timeout)),
             Ok(Err(err @ (ForwardError::NoConnection(_) | ForwardError::Closed))) => {
                 Err(Failure::Network(err.to_string()))
             }
             Ok(Err(err)) => Err(Failure::BadAnswer(err.to_string())),
-            Ok(Ok((mut wire, conn))) => {
-                if !conn.info().authenticated {
+            Ok(Ok((mut wire, via))) => {
+                let info = via.info();
+                if !info.authenticated {
                     distrust(&mut wire);
                 }
                 match parse_upstream(&wire) {
                     Ok((mut msg, keepalive)) => {
                         if let Some(k) = keepalive {
-                            conn.honour_keepalive(k);
+                            via.honour_keepalive(k);
                         }
                         // Records that do not answer the question reach neither a client
                         // nor the cache; an answer that needed scrubbing is stored as
@@ -555,11 +595,11 @@ impl Inner {
                         let wire = match crate::scrub::scrub(&mut msg) {
                             0 => wire,
                             dropped => {
-                                debug!(name = %query.query.name(), dropped, via = %conn.info(), "scrubbed an upstream answer");
+                                debug!(name = %query.query.name(), dropped, via = %info, "scrubbed an upstream answer");
                                 msg.to_vec().map_err(|e| Failure::BadAnswer(e.to_string()))?
                             }
                         };
-                        Ok((wire, msg, conn.shared_info()))
+                        Ok((wire, msg, info))
                     }
                     Err(err) => Err(Failure::BadAnswer(err.to_string())),
                 }

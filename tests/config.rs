@@ -5,51 +5,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use stubborn::config::{
-    AddressSource, CaSource, Config, ConfigError, ConfigOrigin, Mode, Pin, RefusedPolicy,
-};
+use stubborn::config::{AddressSource, CaSource, Config, ConfigOrigin, Mode, Pin, RefusedPolicy};
 
-const FILE: &str = "/test/stubborn.toml";
-
-/// A valid upstream, to append to configs that test something else.
-const UPSTREAM: &str = r#"
-[[upstream]]
-name = "a"
-addresses = ["192.0.2.1"]
-tls_name = "a.example"
-"#;
-
-const PIN: &str = "key-fp:SHA256:INSZEZpDoWKiavosV2/xVT8O83vk/RRwS+LTiL+IpHs=";
-
-fn parse(text: &str) -> Result<Config, ConfigError> {
-    Config::from_toml(text, ConfigOrigin::File(PathBuf::from(FILE)))
-}
-
-fn ok(text: &str) -> Config {
-    parse(text).unwrap_or_else(|e| panic!("expected a valid config, got: {e}\n{text}"))
-}
-
-/// Asserts the error's key path exactly, a fragment of its reason, and that
-/// its Display is `file: key: reason`.
-#[track_caller]
-fn assert_rejected(text: &str, key: &str, fragment: &str) -> ConfigError {
-    let err = match parse(text) {
-        Ok(config) => panic!("expected an error at {key}, got {config:#?}"),
-        Err(err) => err,
-    };
-    assert_eq!(err.file, FILE, "{err}");
-    assert_eq!(err.key, key, "{err}");
-    assert!(err.reason.contains(fragment), "reason {:?} lacks {fragment:?}", err.reason);
-    let shown = err.to_string();
-    assert!(shown.starts_with(&format!("{FILE}: {key}: ")), "Display {shown:?}");
-    assert!(shown.contains(fragment), "Display {shown:?}");
-    err
-}
-
-/// One upstream with the given body lines (name and addresses included).
-fn upstream(body: &str) -> String {
-    format!("[[upstream]]\n{body}\n")
-}
+mod config_support;
+use config_support::{FILE, PIN, UPSTREAM, assert_rejected, ok, parse, upstream};
 
 // ---------------------------------------------------------------- pins
 
@@ -902,7 +861,7 @@ fn unknown_upstream_key_is_rejected() {
         &text,
         "upstream[1].pin",
         "unknown key (expected one of name, addresses, resolv_conf, tls_name, pins, \
-         ca_file, tls_port, plain_port, mode)",
+         ca_file, tls_port, plain_port, mode, domains)",
     );
 }
 

@@ -160,6 +160,30 @@ async fn clear_text_fallback_is_counted() {
 }
 
 #[tokio::test]
+async fn queries_are_counted_by_route() {
+    let _serial = SERIAL.lock().await;
+    let default = TestUpstream::start(UpstreamOptions::default()).await;
+    let router = TestUpstream::start(UpstreamOptions { tls: false, udp: true, ..Default::default() }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let blocks = upstream_block("default", &default, Auth::Pin(&default.leaf_key_pin), &dir)
+        + &format!(
+            "[[upstream]]\nname = \"router\"\naddresses = [\"127.0.0.1\"]\nmode = \"plain\"\n\
+             plain_port = {}\ndomains = [\"lan.a.test\", \"home.arpa\"]\n",
+            router.addr.port()
+        );
+    let mut stub = Stub::start(METRICS, &blocks, dir).await;
+    let metrics = stub.daemon().metrics_addr().unwrap();
+    let before = scrape(metrics).await;
+    assert_eq!(ask(&stub, 1, "nas.lan.a.test", RecordType::A).await, ResponseCode::NoError);
+    assert_eq!(ask(&stub, 2, "printer.home.arpa", RecordType::A).await, ResponseCode::NoError);
+    assert_eq!(ask(&stub, 3, "www.a.test", RecordType::A).await, ResponseCode::NoError);
+    let after = scrape(metrics).await;
+    assert_eq!(delta(&before, &after, "stubborn_route_queries_total{route=\"lan.a.test,home.arpa\"}"), 2.0);
+    assert_eq!(delta(&before, &after, "stubborn_route_queries_total{route=\"default\"}"), 1.0);
+    assert!(delta(&before, &after, "stubborn_upstream_plain_queries_total") >= 2.0);
+}
+
+#[tokio::test]
 async fn openmetrics_on_request_and_404_elsewhere() {
     let _serial = SERIAL.lock().await;
     let up = TestUpstream::start(UpstreamOptions::default()).await;

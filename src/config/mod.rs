@@ -300,8 +300,12 @@ pub struct UpstreamConfig {
     pub tls_port: u16,
     /// Never 0; differs from `tls_port` when opportunistic. Unused when strict.
     pub plain_port: u16,
-    /// Always [`Mode::Opportunistic`] for [`AddressSource::ResolvConf`].
+    /// [`Mode::Strict`] or [`Mode::Opportunistic`] for [`AddressSource::ResolvConf`];
+    /// [`Mode::Plain`] only with `domains`.
     pub mode: Mode,
+    /// The domains this upstream answers, and nothing else (a route, [`crate::route`]):
+    /// lowercase, without the trailing dot, each once. Empty: one of the default set.
+    pub domains: Vec<String>,
 }
 
 /// Where an upstream's addresses come from.
@@ -355,6 +359,9 @@ pub enum Mode {
     /// Authenticated if possible, else encrypted only, else cleartext on
     /// `plain_port`, each use logged.
     Opportunistic,
+    /// Cleartext only, over UDP on `plain_port` (TCP when an answer is truncated): a
+    /// VPN's or a router's resolver for its own names. Allowed only with `domains`.
+    Plain,
 }
 
 impl fmt::Display for Mode {
@@ -362,6 +369,7 @@ impl fmt::Display for Mode {
         f.write_str(match self {
             Mode::Strict => "strict",
             Mode::Opportunistic => "opportunistic",
+            Mode::Plain => "plain",
         })
     }
 }

@@ -292,6 +292,8 @@ pub(crate) struct RawUpstream {
     pub plain_port: Option<i64>,
     #[serde(default)]
     pub mode: Option<Mode>,
+    #[serde(default)]
+    pub domains: Option<Vec<String>>,
 }
 
 fn default_tls_port() -> i64 {

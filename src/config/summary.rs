@@ -136,10 +136,30 @@ impl Config {
                 Mode::Opportunistic => {
                     let _ = writeln!(out, "  ports: tls {}, plain {}", u.tls_port, u.plain_port);
                 }
+                Mode::Plain => {
+                    let _ = writeln!(out, "  ports: plain {} (UDP; TCP when truncated)", u.plain_port);
+                }
+            }
+            if !u.domains.is_empty() {
+                let _ = writeln!(out, "  domains: {} (a route: these names only)", u.domains.join(", "));
             }
             let _ = writeln!(out, "  mode: {}", u.mode);
             let _ = writeln!(out, "  auth: {}", u.auth_summary());
         }
+        let _ = writeln!(
+            out,
+            "routes (longest matching domain first; then the locally-served names; then default):"
+        );
+        for route in crate::route::plan(&self.upstreams) {
+            let names: Vec<&str> = route.upstreams.iter().map(|&i| self.upstreams[i].name.as_str()).collect();
+            let how = if route.plain { " (plain)" } else { "" };
+            let _ = writeln!(out, "  {} -> {}{how}", route.domains.join(", "), names.join(", "));
+        }
+        let defaults: Vec<&str> = crate::route::default_set(&self.upstreams)
+            .iter()
+            .map(|&i| self.upstreams[i].name.as_str())
+            .collect();
+        let _ = writeln!(out, "  default -> {}", defaults.join(", "));
         for w in &self.warnings {
             let _ = writeln!(out, "warning: {w}");
         }

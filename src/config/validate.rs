@@ -26,6 +26,7 @@ use super::{
 };
 use crate::upstream::resolv_conf::{self, Skip};
 
+mod route;
 mod server;
 
 /// Valid ranges, in the unit of the key (milliseconds for `*_ms`).
@@ -269,6 +270,7 @@ impl Validator {
             }
             out.push(validated);
         }
+        self.routes(&out)?;
         Ok(out)
     }
 
@@ -318,9 +320,11 @@ impl Validator {
                      authenticate in addresses with pins or tls_name",
                 ));
             }
+            (None, Some(_), Some(Mode::Plain)) => Mode::Plain,
             (None, Some(_), _) => Mode::Opportunistic,
             (Some(_), None, mode) => mode.unwrap_or_default(),
         };
+        let domains = self.domains(&at, raw.domains)?;
         let (addresses, source) = match (raw.addresses, raw.resolv_conf) {
             (Some(list), _) => (self.static_addresses(&at, &list)?, AddressSource::Static),
             (None, Some(path)) => {
@@ -392,6 +396,9 @@ impl Validator {
                      unauthenticated or in cleartext (RFC 8310 §5)"
                 ));
             }
+            Mode::Plain => {
+                self.plain_upstream(&at, &name, &domains, &raw.pins, &tls_name, &ca, plain_port)?
+            }
         }
 
         if pins.len() == 1 {
@@ -406,7 +413,18 @@ impl Validator {
             ));
         }
 
-        Ok(UpstreamConfig { name, addresses, source, tls_name, pins, ca, tls_port, plain_port, mode })
+        Ok(UpstreamConfig {
+            name,
+            addresses,
+            source,
+            tls_name,
+            pins,
+            ca,
+            tls_port,
+            plain_port,
+            mode,
+            domains,
+        })
     }
 
     fn static_addresses(&self, at: &str, raw: &[String]) -> Result<Vec<IpAddr>, ConfigError> {

@@ -103,6 +103,14 @@ pub struct Metrics {
     hedges_won: Counter,
     plain_queries: Counter,
     pin_mismatches: Family<UpstreamLabel, Counter>,
+    routes: Family<RouteLabel, Counter>,
+    /// The default set's entry of `routes`, taken once: every miss counts on it.
+    default_route: Counter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabel {
+    route: String,
 }
 
 /// The process's metrics, created on first use.
@@ -171,7 +179,7 @@ impl Metrics {
         let plain_queries = Counter::default();
         registry.register(
             "upstream_plain_queries",
-            "Queries sent upstream in clear text (opportunistic fallback)",
+            "Queries sent upstream in clear text (opportunistic fallback, or a plain route)",
             plain_queries.clone(),
         );
         let pin_mismatches = Family::<UpstreamLabel, Counter>::default();
@@ -180,8 +188,17 @@ impl Metrics {
             "TLS handshakes refused by the pins (no certificate matched, or a pinned CA did not vouch for the leaf)",
             pin_mismatches.clone(),
         );
+        let routes = Family::<RouteLabel, Counter>::default();
+        registry.register(
+            "route_queries",
+            "Queries sent upstream, by route: its domains (split DNS), or default",
+            routes.clone(),
+        );
+        let default_route = routes.get_or_create_owned(&RouteLabel { route: "default".to_owned() });
         Metrics {
             registry,
+            routes,
+            default_route,
             answers,
             cache_hits,
             cache_misses,
@@ -241,6 +258,16 @@ impl Metrics {
 
     pub fn plain_query(&self) {
         self.plain_queries.inc();
+    }
+
+    /// The counter of queries sent upstream on `route` (its name), for the route to keep.
+    pub fn route_queries(&self, route: &str) -> Counter {
+        self.routes.get_or_create_owned(&RouteLabel { route: route.to_owned() })
+    }
+
+    /// Counts one query sent upstream to the default set.
+    pub fn default_route_query(&self) {
+        self.default_route.inc();
     }
 
     pub fn pin_mismatch(&self, upstream: &str) {

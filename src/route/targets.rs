@@ -1,0 +1,257 @@
+//! The routes of a running configuration: the table, and for each route what its queries
+//! go out on, a group of upstream pools (TLS, one per serving thread) or a plain-DNS
+//! forwarder. Thin: the choice is [`RouteTable`]'s, the forwarding the pools' and
+//! [`PlainUpstream`]'s.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::{Arc, Weak},
+    time::Duration,
+};
+
+use hickory_proto::rr::Name;
+use prometheus_client::metrics::counter::Counter;
+use tracing::{info, warn};
+
+use super::{RouteId, RoutePlan, RouteTable, default_set, domain_key, plan};
+use crate::{
+    config::{AddressSource, Config, UpstreamConfig},
+    message::ClientQuery,
+    metrics::metrics,
+    tls::TlsSetupError,
+    upstream::{
+        dot::{Connection, ConnectionInfo},
+        plain::PlainUpstream,
+        pool::{ForwardError, Pool, watch_resolv_conf},
+        resolv_conf::ResolvConfWatch,
+    },
+};
+
+/// How often a plain route's resolv.conf is checked for changes (as the pools' watch).
+const RESOLV_CONF_POLL: Duration = Duration::from_secs(2);
+/// A plain route asks its next server when the one before has not answered in this long.
+const PLAIN_STAGGER: Duration = Duration::from_millis(250);
+
+/// Every route of a configuration generation; empty when no upstream has `domains`.
+#[derive(Default)]
+pub struct Routes {
+    table: RouteTable,
+    routes: Vec<Route>,
+}
+
+/// One route: its name (its domains, for logs and metrics) and where its queries go.
+pub struct Route {
+    pub name: Arc<str>,
+    target: Target,
+    /// `stubborn_route_queries_total` for this route.
+    queries: Counter,
+}
+
+enum Target {
+    /// One pool per serving thread, like the default set's.
+    Pools(Vec<Pool>),
+    Plain(Arc<PlainUpstream>),
+}
+
+/// Where one query goes: a route's, or the default set's pool.
+pub enum Upstream<'a> {
+    Pool(&'a Pool, Option<&'a Route>),
+    Plain(&'a PlainUpstream, &'a Route),
+}
+
+/// What answered: a connection of a pool (whose keepalive an answer may set), or a
+/// plain-DNS server.
+pub enum Via {
+    Connection(Connection),
+    Plain(Arc<ConnectionInfo>),
+}
+
+impl Via {
+    pub fn info(&self) -> Arc<ConnectionInfo> {
+        match self {
+            Via::Connection(c) => c.shared_info(),
+            Via::Plain(info) => info.clone(),
+        }
+    }
+
+    /// RFC 7828: a server's idle timeout applies to the connection it came on.
+    pub fn honour_keepalive(&self, timeout: Duration) {
+        if let Via::Connection(c) = self {
+            c.honour_keepalive(timeout);
+        }
+    }
+}
+
+impl Upstream<'_> {
+    pub async fn forward(&self, query: &ClientQuery) -> Result<(Vec<u8>, Via), ForwardError> {
+        match self {
+            Upstream::Pool(pool, route) => {
+                match route {
+                    Some(route) => {
+                        route.queries.inc();
+                    }
+                    None => metrics().default_route_query(),
+                }
+                pool.forward(query).await.map(|(wire, conn)| (wire, Via::Connection(conn)))
+            }
+            Upstream::Plain(plain, route) => {
+                route.queries.inc();
+                metrics().plain_query();
+                plain.forward(query).await.map(|(wire, info)| (wire, Via::Plain(info)))
+            }
+        }
+    }
+
+    /// The route's name, for the query log; None for the default set.
+    pub fn route_name(&self) -> Option<Arc<str>> {
+        match self {
+            Upstream::Pool(_, route) => route.map(|r| r.name.clone()),
+            Upstream::Plain(_, route) => Some(route.name.clone()),
+        }
+    }
+}
+
+impl Routes {
+    /// The routes of `config`, with `pools` pools per TLS route (one per serving thread).
+    /// Must be called inside the runtime: resolv_conf upstreams get their watches.
+    pub fn build(config: &Config, pools: usize) -> Result<Self, TlsSetupError> {
+        let plans = plan(&config.upstreams);
+        let mut entries = Vec::new();
+        let mut routes = Vec::with_capacity(plans.len());
+        for (id, route) in plans.iter().enumerate() {
+            entries.extend(route.domains.iter().filter_map(|d| domain_key(d)).map(|k| (k, id as RouteId)));
+            let target = if route.plain {
+                Target::Plain(plain_target(config, route))
+            } else {
+                let pools = Pool::group(&config.with_upstreams(&route.upstreams), pools)?;
+                watch_resolv_conf(&pools, &config.server.listen);
+                Target::Pools(pools)
+            };
+            let name = route.domains.join(",");
+            routes.push(Route { queries: metrics().route_queries(&name), name: name.into(), target });
+        }
+        Ok(Self { table: RouteTable::new(entries), routes })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+
+    /// The route that answers `name`, if a route claims it.
+    pub fn route(&self, name: &Name) -> Option<&Route> {
+        self.table.route(name).map(|id| &self.routes[id])
+    }
+
+    /// Where a query for `name` goes from serving thread `shard`: its route, or `default`
+    /// (that thread's pool of the default set).
+    pub fn upstream<'a>(&'a self, name: &Name, shard: usize, default: &'a Pool) -> Upstream<'a> {
+        match self.route(name) {
+            None => Upstream::Pool(default, None),
+            Some(route) => match &route.target {
+                Target::Pools(pools) => Upstream::Pool(&pools[shard % pools.len()], Some(route)),
+                Target::Plain(plain) => Upstream::Plain(plain, route),
+            },
+        }
+    }
+
+    /// The pools of each TLS route (for metrics).
+    pub fn pool_groups(&self) -> Vec<Vec<Pool>> {
+        self.routes
+            .iter()
+            .filter_map(|r| match &r.target {
+                Target::Pools(pools) => Some(pools.clone()),
+                Target::Plain(_) => None,
+            })
+            .collect()
+    }
+
+    /// Each route's name, in config order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.routes.iter().map(|r| &*r.name)
+    }
+}
+
+impl Config {
+    /// This config with only the upstreams at `indexes` (a route's, or the default set).
+    pub fn with_upstreams(&self, indexes: &[usize]) -> Config {
+        let mut config = self.clone();
+        config.upstreams = indexes.iter().map(|&i| self.upstreams[i].clone()).collect();
+        config
+    }
+
+    /// This config with only its default set: the upstreams without `domains`.
+    pub fn default_set(&self) -> Config {
+        self.with_upstreams(&default_set(&self.upstreams))
+    }
+}
+
+/// A plain route's forwarder: every address of its upstreams on their `plain_port`, in
+/// config order; resolv_conf upstreams follow their file.
+fn plain_target(config: &Config, route: &RoutePlan) -> Arc<PlainUpstream> {
+    let upstreams: Vec<&UpstreamConfig> = route.upstreams.iter().map(|&i| &config.upstreams[i]).collect();
+    let ports: Vec<u16> = upstreams.iter().map(|u| u.plain_port).collect();
+    let addresses: Vec<Vec<IpAddr>> = upstreams.iter().map(|u| u.addresses.clone()).collect();
+    let first = route.upstreams[0];
+    let plain =
+        Arc::new(PlainUpstream::new(first, &upstreams[0].name, servers(&addresses, &ports), PLAIN_STAGGER));
+    info!(route = %route.domains.join(","), servers = ?plain.servers(), "plain route: these names go in clear text");
+    let watched: Vec<(usize, ResolvConfWatch)> = upstreams
+        .iter()
+        .enumerate()
+        .filter_map(|(k, u)| match &u.source {
+            AddressSource::ResolvConf(path) => {
+                Some((k, ResolvConfWatch::new(path.clone(), &config.server.listen)))
+            }
+            AddressSource::Static => None,
+        })
+        .collect();
+    if !watched.is_empty() {
+        tokio::spawn(follow_resolv_conf(Arc::downgrade(&plain), watched, addresses, ports));
+    }
+    plain
+}
+
+fn servers(addresses: &[Vec<IpAddr>], ports: &[u16]) -> Vec<SocketAddr> {
+    addresses
+        .iter()
+        .zip(ports)
+        .flat_map(|(ips, &port)| ips.iter().map(move |ip| SocketAddr::new(*ip, port)))
+        .collect()
+}
+
+/// Keeps a plain route's servers those its resolv.conf files list; ends with the route.
+async fn follow_resolv_conf(
+    plain: Weak<PlainUpstream>,
+    mut watched: Vec<(usize, ResolvConfWatch)>,
+    mut addresses: Vec<Vec<IpAddr>>,
+    ports: Vec<u16>,
+) {
+    for (_, watch) in &mut watched {
+        let _ = watch.poll(); // the config load already read the current list
+    }
+    let mut tick = tokio::time::interval(RESOLV_CONF_POLL);
+    loop {
+        tick.tick().await;
+        let Some(plain) = plain.upgrade() else { return };
+        let mut changed = false;
+        for (k, watch) in &mut watched {
+            match watch.poll() {
+                None => {}
+                Some(Ok(list)) => {
+                    addresses[*k] = list;
+                    changed = true;
+                }
+                Some(Err(err)) => warn!(
+                    path = %watch.path().display(),
+                    %err,
+                    "cannot re-read resolv.conf; keeping the previous nameservers"
+                ),
+            }
+        }
+        if changed {
+            let servers = servers(&addresses, &ports);
+            info!(servers = ?servers, "resolv.conf changed: the plain route's servers");
+            plain.set_servers(servers);
+        }
+    }
+}
