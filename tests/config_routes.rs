@@ -44,7 +44,7 @@ fn bad_domains_are_rejected_with_their_index() {
 #[test]
 fn a_default_set_is_required() {
     let text = pinned("vpn", "domains = [\"corp.example\"]");
-    assert_rejected(&text, "upstream", "at least one without domains");
+    assert_rejected(&text, "upstream", "at least one without them");
 }
 
 #[test]
@@ -95,6 +95,7 @@ fn the_plan_groups_domains_by_the_upstreams_that_share_them() {
         domains: domains.iter().map(|d| d.to_string()).collect(),
         upstreams: upstreams.to_vec(),
         plain,
+        search: false,
     };
     assert_eq!(
         plan(&config.upstreams),
@@ -108,4 +109,25 @@ fn the_plan_groups_domains_by_the_upstreams_that_share_them() {
     assert!(summary.contains("  corp.example -> vpn1, vpn2\n"), "{summary}");
     assert!(summary.contains("  home.arpa, lan -> router (plain)\n"), "{summary}");
     assert!(summary.contains("  default -> a\n"), "{summary}");
+}
+
+#[test]
+fn route_search_needs_resolv_conf_and_makes_the_upstream_a_route() {
+    let text = format!("{UPSTREAM}{}", pinned("vpn", "route_search = true"));
+    assert_rejected(&text, "upstream[1].route_search", "needs resolv_conf");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("resolv.conf");
+    std::fs::write(&file, "nameserver 10.8.0.1\nsearch corp.example\n").unwrap();
+    let vpn =
+        upstream(&format!("resolv_conf = \"{}\"\nmode = \"plain\"\nroute_search = true", file.display()));
+    let config = ok(&format!("{UPSTREAM}{vpn}"));
+    assert!(config.upstreams[1].route_search);
+    assert_eq!(stubborn::route::default_set(&config.upstreams), vec![0]);
+    let plans = plan(&config.upstreams);
+    assert_eq!(plans.len(), 1);
+    assert!(plans[0].search && plans[0].plain && plans[0].domains.is_empty());
+    assert_eq!(plans[0].name(&config.upstreams), "search@resolv.conf");
+    assert!(config.summary().contains("  the search domains of its resolv.conf -> resolv.conf (plain)\n"));
+    // Alone, it leaves no default set.
+    assert_rejected(&vpn, "upstream", "at least one without them");
 }

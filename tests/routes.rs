@@ -153,3 +153,52 @@ async fn a_plain_route_asks_over_udp_and_over_tcp_when_truncated() {
     assert_eq!(router.connections_accepted(), 1, "one TCP connection, after the truncated answer");
     assert_eq!(default.queries_received(), 0);
 }
+
+/// A resolv_conf upstream with `route_search = true` answers its file's search domains,
+/// following the file as a VPN or DHCP rewrites it; everything else stays on the default.
+#[tokio::test]
+async fn the_search_domains_of_a_resolv_conf_follow_the_file() {
+    let default = TestUpstream::start(UpstreamOptions::default()).await;
+    // Not 127.0.0.1: the daemon listens there, and never takes its own address from a file.
+    let bind: SocketAddr = "127.0.0.2:0".parse().unwrap();
+    let vpn =
+        TestUpstream::start(UpstreamOptions { tls: false, udp: true, bind, ..Default::default() }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("resolv.conf");
+    std::fs::write(&file, "nameserver 127.0.0.2\nsearch corp.a.test\n").unwrap();
+    let blocks = upstream_block("default", &default, Auth::Pin(&default.leaf_key_pin), &dir)
+        + &format!(
+            "[[upstream]]\nname = \"vpn\"\nresolv_conf = \"{}\"\nmode = \"plain\"\nplain_port = {}\nroute_search = true\n",
+            file.display(),
+            vpn.addr.port()
+        );
+    let stub = Stub::start("", &blocks, dir).await;
+
+    ask(&stub, 1, "intranet.corp.a.test", RecordType::A).await;
+    ask(&stub, 2, "intranet.lab.a.test", RecordType::A).await;
+    assert_eq!((vpn.queries_received(), default.queries_received()), (1, 1));
+
+    // The VPN reconnects with another search domain (a new file renamed over the old).
+    let next = stub.dir.path().join("resolv.conf.new");
+    std::fs::write(&next, "nameserver 127.0.0.2\nsearch lab.a.test\n").unwrap();
+    std::fs::rename(&next, &file).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(8);
+    let mut i = 0u16;
+    loop {
+        let before = vpn.queries_received();
+        i += 1;
+        ask(&stub, 10 + i, &format!("h{i}.lab.a.test"), RecordType::A).await;
+        if vpn.queries_received() > before {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the new search domain was never routed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let before = (vpn.queries_received(), default.queries_received());
+    ask(&stub, 99, "again.corp.a.test", RecordType::A).await;
+    assert_eq!(
+        (vpn.queries_received(), default.queries_received()),
+        (before.0, before.1 + 1),
+        "the old one is not"
+    );
+}

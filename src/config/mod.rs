@@ -304,8 +304,20 @@ pub struct UpstreamConfig {
     /// [`Mode::Plain`] only with `domains`.
     pub mode: Mode,
     /// The domains this upstream answers, and nothing else (a route, [`crate::route`]):
-    /// lowercase, without the trailing dot, each once. Empty: one of the default set.
+    /// lowercase, without the trailing dot, each once. Empty (and no `route_search`):
+    /// one of the default set.
     pub domains: Vec<String>,
+    /// A `resolv_conf` upstream that also answers its file's `search`/`domain` names,
+    /// following the file ([`crate::route`]); it is then not one of the default set.
+    pub route_search: bool,
+}
+
+impl UpstreamConfig {
+    /// Answers only the names of a route (its `domains`, its file's search domains), never
+    /// the default set's.
+    pub fn is_route_only(&self) -> bool {
+        !self.domains.is_empty() || self.route_search
+    }
 }
 
 /// Where an upstream's addresses come from.

@@ -294,6 +294,8 @@ pub(crate) struct RawUpstream {
     pub mode: Option<Mode>,
     #[serde(default)]
     pub domains: Option<Vec<String>>,
+    #[serde(default)]
+    pub route_search: bool,
 }
 
 fn default_tls_port() -> i64 {

@@ -153,7 +153,12 @@ impl Config {
         for route in crate::route::plan(&self.upstreams) {
             let names: Vec<&str> = route.upstreams.iter().map(|&i| self.upstreams[i].name.as_str()).collect();
             let how = if route.plain { " (plain)" } else { "" };
-            let _ = writeln!(out, "  {} -> {}{how}", route.domains.join(", "), names.join(", "));
+            let mut domains = route.domains.join(", ");
+            if route.search {
+                let sep = if domains.is_empty() { "" } else { ", " };
+                domains = format!("{domains}{sep}the search domains of its resolv.conf");
+            }
+            let _ = writeln!(out, "  {domains} -> {}{how}", names.join(", "));
         }
         let defaults: Vec<&str> = crate::route::default_set(&self.upstreams)
             .iter()

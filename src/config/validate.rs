@@ -333,6 +333,7 @@ impl Validator {
             }
             (None, None) => unreachable!("rejected above"),
         };
+        let route_search = self.route_search(&at, raw.route_search, &source)?;
 
         let tls_name =
             raw.tls_name.as_deref().map(|text| self.tls_name(&format!("{at}.tls_name"), text)).transpose()?;
@@ -396,9 +397,16 @@ impl Validator {
                      unauthenticated or in cleartext (RFC 8310 §5)"
                 ));
             }
-            Mode::Plain => {
-                self.plain_upstream(&at, &name, &domains, &raw.pins, &tls_name, &ca, plain_port)?
-            }
+            Mode::Plain => self.plain_upstream(
+                &at,
+                &name,
+                &domains,
+                route_search,
+                &raw.pins,
+                &tls_name,
+                &ca,
+                plain_port,
+            )?,
         }
 
         if pins.len() == 1 {
@@ -424,6 +432,7 @@ impl Validator {
             plain_port,
             mode,
             domains,
+            route_search,
         })
     }
 

@@ -17,11 +17,13 @@ use std::collections::HashMap;
 use hickory_proto::rr::Name;
 
 mod plan;
+mod search;
 mod targets;
 #[cfg(test)]
 mod tests;
 
 pub use plan::{RoutePlan, default_set, plan};
+pub use search::{parse_search, read_search};
 pub use targets::{Route, Routes, Upstream, Via};
 
 /// Which route answers a name: an index into the route targets the table was built for.

@@ -12,6 +12,9 @@ pub struct RoutePlan {
     pub upstreams: Vec<usize>,
     /// Its upstreams are `mode = "plain"` (the validator keeps a route all plain or none).
     pub plain: bool,
+    /// It also answers the search domains of its one upstream's resolv.conf
+    /// (`route_search`), which change with the file.
+    pub search: bool,
 }
 
 /// The routes of a config, in the order their first domain appears.
@@ -36,15 +39,41 @@ pub fn plan(upstreams: &[UpstreamConfig]) -> Vec<RoutePlan> {
                     domains: vec![domain.clone()],
                     plain: set.iter().all(|&i| upstreams[i].mode == Mode::Plain),
                     upstreams: set,
+                    search: false,
                 }),
             }
+        }
+    }
+    // A route_search upstream answers its file's search domains alone: with the route of
+    // the domains only it lists, or a route of its own.
+    for (i, u) in upstreams.iter().enumerate().filter(|(_, u)| u.route_search) {
+        match routes.iter_mut().find(|r| r.upstreams == [i]) {
+            Some(route) => route.search = true,
+            None => routes.push(RoutePlan {
+                domains: Vec::new(),
+                upstreams: vec![i],
+                plain: u.mode == Mode::Plain,
+                search: true,
+            }),
         }
     }
     routes
 }
 
-/// The default set: the upstreams without domains, which answer every name no route
-/// claims.
+/// The default set: the upstreams without domains or route_search, which answer every
+/// name no route claims.
 pub fn default_set(upstreams: &[UpstreamConfig]) -> Vec<usize> {
-    upstreams.iter().enumerate().filter(|(_, u)| u.domains.is_empty()).map(|(i, _)| i).collect()
+    upstreams.iter().enumerate().filter(|(_, u)| !u.is_route_only()).map(|(i, _)| i).collect()
+}
+
+impl RoutePlan {
+    /// The route's name in logs and metrics: its domains, and `search@UPSTREAM` for the
+    /// search domains of an upstream's resolv.conf.
+    pub fn name(&self, upstreams: &[UpstreamConfig]) -> String {
+        let mut parts = self.domains.clone();
+        if self.search {
+            parts.push(format!("search@{}", upstreams[self.upstreams[0]].name));
+        }
+        parts.join(",")
+    }
 }

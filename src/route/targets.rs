@@ -5,7 +5,8 @@
 
 use std::{
     net::{IpAddr, SocketAddr},
-    sync::{Arc, Weak},
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, RwLock, Weak},
     time::Duration,
 };
 
@@ -13,7 +14,7 @@ use hickory_proto::rr::Name;
 use prometheus_client::metrics::counter::Counter;
 use tracing::{info, warn};
 
-use super::{RouteId, RoutePlan, RouteTable, default_set, domain_key, plan};
+use super::{RouteId, RoutePlan, RouteTable, default_set, domain_key, plan, search::read_search};
 use crate::{
     config::{AddressSource, Config, UpstreamConfig},
     message::ClientQuery,
@@ -32,11 +33,48 @@ const RESOLV_CONF_POLL: Duration = Duration::from_secs(2);
 /// A plain route asks its next server when the one before has not answered in this long.
 const PLAIN_STAGGER: Duration = Duration::from_millis(250);
 
-/// Every route of a configuration generation; empty when no upstream has `domains`.
+/// Every route of a configuration generation; empty when no upstream has `domains` or
+/// `route_search`.
 #[derive(Default)]
 pub struct Routes {
-    table: RouteTable,
+    table: Arc<LiveTable>,
     routes: Vec<Route>,
+}
+
+/// The route table: the configured domains, and the search domains of the route_search
+/// upstreams' files as they are now (rebuilt when a file's change).
+#[derive(Default)]
+struct LiveTable {
+    fixed: Vec<(Box<[u8]>, RouteId)>,
+    searched: Mutex<Vec<(RouteId, Vec<String>)>>,
+    current: RwLock<RouteTable>,
+}
+
+impl LiveTable {
+    fn new(fixed: Vec<(Box<[u8]>, RouteId)>) -> Self {
+        let current = RwLock::new(RouteTable::new(fixed.iter().cloned()));
+        Self { fixed, searched: Mutex::default(), current }
+    }
+
+    /// Sets `route`'s search domains; true when they changed. A configured domain keeps
+    /// its route when a file lists it too.
+    fn set_search(&self, route: RouteId, domains: Vec<String>) -> bool {
+        let mut searched = self.searched.lock().unwrap_or_else(|e| e.into_inner());
+        match searched.iter_mut().find(|(r, _)| *r == route) {
+            Some((_, now)) if *now == domains => return false,
+            Some((_, now)) => *now = domains,
+            None => searched.push((route, domains)),
+        }
+        let dynamic =
+            searched.iter().flat_map(|(r, ds)| ds.iter().filter_map(|d| domain_key(d)).map(|k| (k, *r)));
+        let table = RouteTable::new(self.fixed.iter().cloned().chain(dynamic));
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = table;
+        true
+    }
+
+    fn route(&self, name: &Name) -> Option<RouteId> {
+        self.current.read().unwrap_or_else(|e| e.into_inner()).route(name)
+    }
 }
 
 /// One route: its name (its domains, for logs and metrics) and where its queries go.
@@ -127,10 +165,16 @@ impl Routes {
                 watch_resolv_conf(&pools, &config.server.listen);
                 Target::Pools(pools)
             };
-            let name = route.domains.join(",");
+            let name = route.name(&config.upstreams);
             routes.push(Route { queries: metrics().route_queries(&name), name: name.into(), target });
         }
-        Ok(Self { table: RouteTable::new(entries), routes })
+        let table = Arc::new(LiveTable::new(entries));
+        for (id, route) in plans.iter().enumerate().filter(|(_, r)| r.search) {
+            if let AddressSource::ResolvConf(path) = &config.upstreams[route.upstreams[0]].source {
+                follow_search(&table, id, path.clone(), routes[id].name.clone());
+            }
+        }
+        Ok(Self { table, routes })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -139,6 +183,9 @@ impl Routes {
 
     /// The route that answers `name`, if a route claims it.
     pub fn route(&self, name: &Name) -> Option<&Route> {
+        if self.routes.is_empty() {
+            return None;
+        }
         self.table.route(name).map(|id| &self.routes[id])
     }
 
@@ -209,6 +256,35 @@ fn plain_target(config: &Config, route: &RoutePlan) -> Arc<PlainUpstream> {
         tokio::spawn(follow_resolv_conf(Arc::downgrade(&plain), watched, addresses, ports));
     }
     plain
+}
+
+/// Routes the search domains of `path` to route `id` now, and as the file changes (until
+/// the routes are dropped).
+fn follow_search(table: &Arc<LiveTable>, id: RouteId, path: PathBuf, name: Arc<str>) {
+    let read = move |path: &Path| match read_search(path) {
+        Ok(domains) => Some(domains),
+        Err(err) => {
+            warn!(path = %path.display(), %err, "cannot read resolv.conf; keeping the search domains routed");
+            None
+        }
+    };
+    let domains = read(&path).unwrap_or_default();
+    info!(route = %name, ?domains, path = %path.display(), "routing the search domains of resolv.conf");
+    table.set_search(id, domains);
+    let weak = Arc::downgrade(table);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(RESOLV_CONF_POLL);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let Some(table) = weak.upgrade() else { return };
+            if let Some(domains) = read(&path)
+                && table.set_search(id, domains.clone())
+            {
+                info!(route = %name, ?domains, path = %path.display(), "resolv.conf's search domains changed");
+            }
+        }
+    });
 }
 
 fn servers(addresses: &[Vec<IpAddr>], ports: &[u16]) -> Vec<SocketAddr> {

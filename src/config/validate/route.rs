@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use super::super::{CaSource, ConfigError, Mode, UpstreamConfig};
+use super::super::{AddressSource, CaSource, ConfigError, Mode, UpstreamConfig};
 use super::Validator;
 use crate::route::domain_key;
 
@@ -59,15 +59,16 @@ impl Validator {
         at: &str,
         name: &str,
         domains: &[String],
+        route_search: bool,
         pins: &[String],
         tls_name: &Option<String>,
         ca: &CaSource,
         plain_port: u16,
     ) -> Result<(), ConfigError> {
-        if domains.is_empty() {
+        if domains.is_empty() && !route_search {
             return Err(self.error(
                 format!("{at}.mode"),
-                "\"plain\" needs domains: only a route (a VPN's or a router's resolver for \
+                "\"plain\" needs domains (or route_search): only a route (a VPN's or a router's resolver for \
                  its own names) may be cleartext; the default set answers every other name \
                  and is always encrypted. Add domains = [...], or use strict or opportunistic",
             ));
@@ -86,22 +87,43 @@ impl Validator {
                 ),
             ));
         }
+        let mut names = domains.to_vec();
+        if route_search {
+            names.push("its resolv.conf's search domains".into());
+        }
         self.warnings.push(format!(
             "{at}: upstream {name:?} is plain: queries for {} go in CLEAR TEXT (UDP, and TCP \
              when truncated) to port {plain_port}",
-            domains.join(", ")
+            names.join(", ")
         ));
         Ok(())
+    }
+
+    /// `route_search`: only a resolv_conf upstream has search domains to route.
+    pub(super) fn route_search(
+        &self,
+        at: &str,
+        raw: bool,
+        source: &AddressSource,
+    ) -> Result<bool, ConfigError> {
+        if raw && *source == AddressSource::Static {
+            return Err(self.error(
+                format!("{at}.route_search"),
+                "needs resolv_conf: the search domains routed are those of the upstream's \
+                 resolv.conf file; with addresses, list the domains in domains",
+            ));
+        }
+        Ok(raw)
     }
 
     /// Across upstreams: a default set exists, and the upstreams sharing a domain are all
     /// plain or none of them (a route is raced as one set, over one kind of transport).
     pub(super) fn routes(&self, upstreams: &[UpstreamConfig]) -> Result<(), ConfigError> {
-        if upstreams.iter().all(|u| !u.domains.is_empty()) {
+        if upstreams.iter().all(UpstreamConfig::is_route_only) {
             return Err(self.error(
                 "upstream",
-                "every upstream has domains: at least one without domains is needed to \
-                 answer every other name (the default set)",
+                "every upstream has domains (or route_search): at least one without them \
+                 is needed to answer every other name (the default set)",
             ));
         }
         let mut first_of: HashMap<&str, usize> = HashMap::new();
