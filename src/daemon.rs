@@ -11,11 +11,15 @@ use crate::{
     config::Config,
     frontend::{BindError, Frontend, FrontendLimits, Listeners, bind, request::Acl},
     metrics::{MetricsServer, ServeError, Snapshot},
+    netwatch::NetWatch,
     pipeline::Pipeline,
     route::Routes,
     systemd::{Inherited, status_line},
     tls::TlsSetupError,
-    upstream::pool::{Pool, WarmReason, group_connections, group_health, keep_warm, watch_resolv_conf},
+    upstream::pool::{
+        Pool, WarmReason, group_connections, group_health, keep_warm, network_changed, suspect_connections,
+        watch_resolv_conf,
+    },
 };
 
 /// How long in-flight queries may run on after a shutdown signal.
@@ -45,6 +49,8 @@ pub struct Daemon {
     config: Config,
     /// The Prometheus endpoint, when `[metrics] listen` is set.
     metrics: Option<MetricsServer>,
+    /// The network change watch (`crate::netwatch`); stops with the daemon.
+    _netwatch: Option<NetWatch>,
 }
 
 /// Sockets handed over by the service manager (socket activation), as listeners for
@@ -106,6 +112,7 @@ impl Daemon {
             config.log.queries,
             config.server.serving_threads(),
         )?;
+        let netwatch = watch_network(&pipeline);
         let metrics = match config.metrics.listen {
             Some(addr) => Some(MetricsServer::start(addr, snapshot_of(pipeline.clone()))?),
             None => None,
@@ -116,6 +123,7 @@ impl Daemon {
             pipeline,
             config: config.clone(),
             metrics,
+            _netwatch: netwatch,
         })
     }
 
@@ -233,6 +241,27 @@ fn routes(config: &Config) -> Result<Routes, TlsSetupError> {
 fn pools_per_group(config: &Config) -> usize {
     let threads = config.server.serving_threads();
     if threads > 1 { threads + 1 } else { 1 }
+}
+
+/// Watches the machine's links, addresses and routes: after a change, the pools in use
+/// (read through the pipeline, so a reload's) drop their connections and the default
+/// set races at once. None where rtnetlink is unavailable: a switch is then noticed by
+/// its dead connections (health policy), as before.
+fn watch_network(pipeline: &Pipeline) -> Option<NetWatch> {
+    let pipeline = pipeline.clone();
+    let on_change = move || {
+        network_changed(&pipeline.pools());
+        for group in pipeline.route_pool_groups() {
+            suspect_connections(&group);
+        }
+    };
+    match crate::netwatch::watch(on_change) {
+        Ok(watch) => Some(watch),
+        Err(err) => {
+            warn!(%err, "cannot watch for network changes (rtnetlink): a network switch is noticed by its dead connections instead");
+            None
+        }
+    }
 }
 
 /// What a scrape reads from the daemon: through the pipeline, so a reloaded pool and a

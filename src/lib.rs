@@ -23,6 +23,7 @@ pub mod fuzz;
 pub mod local;
 pub mod message;
 pub mod metrics;
+pub mod netwatch;
 pub mod pipeline;
 pub mod route;
 pub mod scrub;

@@ -224,3 +224,39 @@ async fn after_a_resolv_conf_change_the_new_nameservers_are_raced_without_a_quer
     );
     assert_eq!(up.queries_received(), 0);
 }
+
+/// Issue 15 §4: after a network change (`stubborn::netwatch` calls this on an address,
+/// route or link change) every connection is suspect: it is closed, back-offs end, and
+/// the group races at once, so the next query does not wait on a connection that died
+/// silently with the old network.
+#[tokio::test]
+async fn after_a_network_change_connections_are_replaced_and_back_offs_end() {
+    let up = TestUpstream::start(UpstreamOptions::default()).await;
+    let stub = Stub::pinned(&up).await;
+    assert!(up.wait_for_connections(1, Duration::from_secs(5)).await);
+    let pools = stub.pools();
+    let old = eventually(Duration::from_secs(5), || pools[0].current().is_some()).await;
+    assert!(old, "the pre-warm connection");
+    let old = pools[0].current().unwrap();
+    stubborn::upstream::pool::network_changed(&pools);
+    assert!(
+        eventually(Duration::from_secs(1), || old.is_closed()).await,
+        "the old connection is closed at once"
+    );
+    assert!(up.wait_for_connections(2, Duration::from_secs(5)).await, "and a new one raced without a query");
+    assert_eq!(answer_strings(&ask(&stub, 1).await), vec!["192.0.2.1".to_string()]);
+
+    // A failed race's back-off ends too: the upstream resets every connection now.
+    up.set_fault(Fault::ResetOnAccept);
+    stubborn::upstream::pool::suspect_connections(&pools);
+    let text = ede_text(&ask(&stub, 2).await).expect("an EDE");
+    assert!(!text.contains("racing again in"), "the first failure: {text}");
+    let text = ede_text(&ask(&stub, 3).await).expect("an EDE");
+    assert!(text.contains("racing again in"), "backing off: {text}");
+    let before = up.connections_accepted();
+    stubborn::upstream::pool::network_changed(&pools);
+    assert!(
+        eventually(Duration::from_secs(5), || up.connections_accepted() > before).await,
+        "a new network: raced again at once, back-off or not"
+    );
+}

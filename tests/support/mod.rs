@@ -73,6 +73,11 @@ impl Stub {
         self.daemon.as_ref().expect("running").pool()
     }
 
+    /// Every upstream pool of the daemon's default set (one per serving thread, and TCP's).
+    pub fn pools(&self) -> Vec<stubborn::upstream::pool::Pool> {
+        self.daemon.as_ref().expect("running").pools()
+    }
+
     /// The running daemon.
     pub fn daemon(&mut self) -> &mut Daemon {
         self.daemon.as_mut().expect("running")

@@ -16,7 +16,7 @@ mod races;
 mod warm;
 
 pub use group::{group_connections, group_health};
-pub use warm::{WarmReason, keep_warm};
+pub use warm::{WarmReason, keep_warm, network_changed, suspect_connections};
 
 use std::{
     collections::HashMap,
@@ -515,15 +515,25 @@ impl Inner {
         if detector.observe(monotonic, boottime) {
             self.stats.suspends.fetch_add(1, Ordering::Relaxed);
             warn!("resumed from suspend: replacing every upstream connection");
-            // A new network may be up: failures from before the suspend say nothing now.
-            st.race_backoff.on_success();
-            st.race_failure = None;
-            for conn in [st.primary.take(), st.spare.take()].into_iter().flatten() {
-                conn.close();
-            }
+            self.forget_network(st);
             return true;
         }
         false
+    }
+
+    /// A new network may be up (a resume, an address or route change): every connection
+    /// is closed, and failures from before say nothing now, so every back-off ends.
+    fn forget_network(&self, st: &mut PoolState) {
+        st.race_backoff.on_success();
+        st.race_failure = None;
+        st.spare_backoff.on_success();
+        st.spare_churning = false;
+        for health in st.endpoints.values_mut() {
+            health.backoff.on_success();
+        }
+        for conn in [st.primary.take(), st.spare.take()].into_iter().flatten() {
+            conn.close();
+        }
     }
 
     /// The usable (first, hedge) pair, promoting the spare when the primary is gone and

@@ -41,6 +41,8 @@ pub enum WarmReason {
     Resume,
     /// A resolv_conf upstream's nameservers changed.
     ResolvConf,
+    /// The machine's links, addresses or routes changed (`crate::netwatch`).
+    NetworkChange,
 }
 
 impl WarmReason {
@@ -50,6 +52,7 @@ impl WarmReason {
             WarmReason::Reload => "reload",
             WarmReason::Resume => "resume",
             WarmReason::ResolvConf => "resolv.conf",
+            WarmReason::NetworkChange => "network change",
         }
     }
 }
@@ -87,6 +90,24 @@ pub fn keep_warm(pools: &[Pool], reason: WarmReason) {
             }
         }
     });
+}
+
+/// The network changed (`crate::netwatch`): as after a resume, every pool of the group
+/// closes its connections (they may have died with the old network, silently) and ends its
+/// back-offs, and the group races at once, so the next query does not wait on a corpse.
+pub fn network_changed(pools: &[Pool]) {
+    suspect_connections(pools);
+    if let Some(warm) = pools.last() {
+        warm.inner.prewarm(WarmReason::NetworkChange);
+    }
+}
+
+/// [`network_changed`] without the race: for a route's pools, whose names may never be
+/// asked on the new network.
+pub fn suspect_connections(pools: &[Pool]) {
+    for pool in pools {
+        pool.inner.forget_network(&mut pool.inner.lock());
+    }
 }
 
 impl Inner {
