@@ -30,7 +30,7 @@ use crate::{
     local::LocalZones,
     message::{ClientQuery, Ede, add_ede, parse_upstream},
     metrics::metrics,
-    route::{Routes, Upstream},
+    route::{Routes, Upstream, captive::CAPTIVE_TTL},
     upstream::{
         dot::ConnectionInfo,
         pool::{ForwardError, Pool},
@@ -509,13 +509,16 @@ impl Inner {
         let fetch = Box::pin(async move {
             let upstream = inner.routes.upstream(query.query.name(), shard, inner.pool(shard));
             let route = upstream.route_name();
+            let cacheable = upstream.cacheable();
             let outcome = match inner.fetch(upstream, &query).await {
                 Ok((wire, mut message, via)) => {
                     let now = Instant::now();
-                    let (_, stored) = if via.authenticated {
-                        inner.cache.store_parsed(key.clone(), &wire, now)
+                    let stored = if !cacheable {
+                        None
+                    } else if via.authenticated {
+                        inner.cache.store_parsed(key.clone(), &wire, now).1
                     } else {
-                        inner.cache.store_parsed_unauthenticated(key.clone(), &wire, now)
+                        inner.cache.store_parsed_unauthenticated(key.clone(), &wire, now).1
                     };
                     if !refreshed(message.metadata.response_code) {
                         inner.cache.refresh_failed(&key, now);
@@ -525,7 +528,9 @@ impl Inner {
                             debug!(name = %query.query.name(), "an uncached answer our walker cannot read keeps its TTLs");
                         }
                         // After normalising (which reads the TTLs from the wire again).
-                        if !via.authenticated {
+                        if !cacheable {
+                            cap_ttls(&mut message, CAPTIVE_TTL);
+                        } else if !via.authenticated {
                             cap_ttls(&mut message, UNAUTHENTICATED_MAX_TTL);
                         }
                     }

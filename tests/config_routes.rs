@@ -96,6 +96,7 @@ fn the_plan_groups_domains_by_the_upstreams_that_share_them() {
         upstreams: upstreams.to_vec(),
         plain,
         search: false,
+        captive: false,
     };
     assert_eq!(
         plan(&config.upstreams),
@@ -130,4 +131,34 @@ fn route_search_needs_resolv_conf_and_makes_the_upstream_a_route() {
     assert!(config.summary().contains("  the search domains of its resolv.conf -> resolv.conf (plain)\n"));
     // Alone, it leaves no default set.
     assert_rejected(&vpn, "upstream", "at least one without them");
+}
+
+#[test]
+fn captive_portal_needs_resolv_conf_and_routes_the_connectivity_checks() {
+    let text = format!("{UPSTREAM}{}", pinned("hotel", "captive_portal = true"));
+    assert_rejected(
+        &text,
+        "upstream[1].captive_portal",
+        "a captive portal is found through the network's own",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("resolv.conf");
+    std::fs::write(&file, "nameserver 10.0.0.1\n").unwrap();
+    let hotel =
+        upstream(&format!("resolv_conf = \"{}\"\nmode = \"plain\"\ncaptive_portal = true", file.display()));
+    let config = ok(&format!("{UPSTREAM}{hotel}"));
+    assert_eq!(stubborn::route::default_set(&config.upstreams), vec![0], "not one of the default set");
+    let plans = plan(&config.upstreams);
+    assert_eq!(plans.len(), 1);
+    assert!(plans[0].captive && plans[0].plain);
+    assert!(plans[0].domains.iter().any(|d| d == "detectportal.firefox.com"));
+    assert!(plans[0].domains.iter().any(|d| d == "captive.apple.com"));
+    assert_eq!(plans[0].name(&config.upstreams), "captive@resolv.conf");
+    assert!(config.summary().contains(
+        "  the connectivity checks, while no default upstream is connected -> resolv.conf (plain)\n"
+    ));
+    // Every name a check uses is a valid route domain.
+    for name in stubborn::route::captive::CHECK_NAMES {
+        assert!(stubborn::route::domain_key(name).is_some(), "{name}");
+    }
 }

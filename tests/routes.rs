@@ -202,3 +202,53 @@ async fn the_search_domains_of_a_resolv_conf_follow_the_file() {
         "the old one is not"
     );
 }
+
+/// The captive-portal policy (issue 15 §3): while no default upstream is connected, the
+/// connectivity-check names alone go to the network's resolver (never cached, TTL 0);
+/// every other name stays strict; once a default upstream connects, nothing more goes in
+/// clear text.
+#[tokio::test]
+async fn connectivity_checks_reach_the_portal_only_while_the_default_set_is_down() {
+    // "Port 853 blocked": every connection to the default upstream is reset for now.
+    let default = TestUpstream::with_fault(Fault::ResetOnAccept).await;
+    let bind: SocketAddr = "127.0.0.2:0".parse().unwrap();
+    let portal =
+        TestUpstream::start(UpstreamOptions { tls: false, udp: true, bind, ..Default::default() }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("resolv.conf");
+    std::fs::write(&file, "nameserver 127.0.0.2\n").unwrap();
+    let blocks = upstream_block("default", &default, Auth::Pin(&default.leaf_key_pin), &dir)
+        + &format!(
+            "[[upstream]]\nname = \"hotel\"\nresolv_conf = \"{}\"\nmode = \"plain\"\nplain_port = {}\ncaptive_portal = true\n",
+            file.display(),
+            portal.addr.port()
+        );
+    let stub = Stub::start("", &blocks, dir).await;
+    assert!(default.wait_for_connections(1, Duration::from_secs(5)).await, "the pre-warm race");
+
+    let m = ask(&stub, 1, "detectportal.firefox.com", RecordType::A).await;
+    assert_eq!(portal.queries_received(), 1, "the check went to the network's resolver");
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain, "its answer, not a SERVFAIL");
+    assert!(m.authorities.iter().all(|r| r.ttl == 0), "TTL 0: {:?}", m.authorities);
+    ask(&stub, 2, "detectportal.firefox.com", RecordType::A).await;
+    assert_eq!(portal.queries_received(), 2, "never cached");
+    let m = ask(&stub, 3, "www.a.test", RecordType::A).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::ServFail, "every other name stays strict");
+    assert_eq!(portal.queries_received(), 2);
+
+    // The user logged in: the default upstream is reachable again.
+    default.set_fault(Fault::None);
+    let deadline = std::time::Instant::now() + Duration::from_secs(8);
+    let mut i = 10u16;
+    while ask(&stub, i, &format!("h{i}.a.test"), RecordType::A).await.metadata.response_code
+        != ResponseCode::NoError
+    {
+        assert!(std::time::Instant::now() < deadline, "the default set never came back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        i += 1;
+    }
+    let before = default.queries_received();
+    ask(&stub, 99, "captive.apple.com", RecordType::A).await;
+    assert_eq!(portal.queries_received(), 2, "nothing more in clear text");
+    assert_eq!(default.queries_received(), before + 1);
+}

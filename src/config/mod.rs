@@ -310,13 +310,16 @@ pub struct UpstreamConfig {
     /// A `resolv_conf` upstream that also answers its file's `search`/`domain` names,
     /// following the file ([`crate::route`]); it is then not one of the default set.
     pub route_search: bool,
+    /// A `resolv_conf` upstream that answers the connectivity-check names while the default
+    /// set has no connection up (`crate::route::captive`); then not one of the default set.
+    pub captive_portal: bool,
 }
 
 impl UpstreamConfig {
-    /// Answers only the names of a route (its `domains`, its file's search domains), never
-    /// the default set's.
+    /// Answers only the names of a route (its `domains`, its file's search domains, the
+    /// connectivity checks), never the default set's.
     pub fn is_route_only(&self) -> bool {
-        !self.domains.is_empty() || self.route_search
+        !self.domains.is_empty() || self.route_search || self.captive_portal
     }
 }
 

@@ -296,6 +296,8 @@ pub(crate) struct RawUpstream {
     pub domains: Option<Vec<String>>,
     #[serde(default)]
     pub route_search: bool,
+    #[serde(default)]
+    pub captive_portal: bool,
 }
 
 fn default_tls_port() -> i64 {

@@ -154,6 +154,9 @@ impl Config {
             let names: Vec<&str> = route.upstreams.iter().map(|&i| self.upstreams[i].name.as_str()).collect();
             let how = if route.plain { " (plain)" } else { "" };
             let mut domains = route.domains.join(", ");
+            if route.captive {
+                domains = "the connectivity checks, while no default upstream is connected".into();
+            }
             if route.search {
                 let sep = if domains.is_empty() { "" } else { ", " };
                 domains = format!("{domains}{sep}the search domains of its resolv.conf");

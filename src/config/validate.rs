@@ -333,7 +333,8 @@ impl Validator {
             }
             (None, None) => unreachable!("rejected above"),
         };
-        let route_search = self.route_search(&at, raw.route_search, &source)?;
+        let route_search = self.route_search(&at, "route_search", raw.route_search, &source)?;
+        let captive_portal = self.route_search(&at, "captive_portal", raw.captive_portal, &source)?;
 
         let tls_name =
             raw.tls_name.as_deref().map(|text| self.tls_name(&format!("{at}.tls_name"), text)).transpose()?;
@@ -401,7 +402,7 @@ impl Validator {
                 &at,
                 &name,
                 &domains,
-                route_search,
+                route_search || captive_portal,
                 &raw.pins,
                 &tls_name,
                 &ca,
@@ -433,6 +434,7 @@ impl Validator {
             mode,
             domains,
             route_search,
+            captive_portal,
         })
     }
 

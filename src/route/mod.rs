@@ -16,6 +16,7 @@ use std::collections::HashMap;
 
 use hickory_proto::rr::Name;
 
+pub mod captive;
 mod plan;
 mod search;
 mod targets;

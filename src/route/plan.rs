@@ -2,6 +2,7 @@
 //! list it, and the domains with the same set share one route (one set of connections,
 //! raced and hedged among themselves).
 
+use super::captive::CHECK_NAMES;
 use crate::config::{Mode, UpstreamConfig};
 
 /// One route: the domains it answers and the upstreams (indexes in the config) that
@@ -15,6 +16,9 @@ pub struct RoutePlan {
     /// It also answers the search domains of its one upstream's resolv.conf
     /// (`route_search`), which change with the file.
     pub search: bool,
+    /// The connectivity-check names of a `captive_portal` upstream: used only while the
+    /// default set has no connection up, and never cached ([`super::captive`]).
+    pub captive: bool,
 }
 
 /// The routes of a config, in the order their first domain appears.
@@ -40,6 +44,7 @@ pub fn plan(upstreams: &[UpstreamConfig]) -> Vec<RoutePlan> {
                     plain: set.iter().all(|&i| upstreams[i].mode == Mode::Plain),
                     upstreams: set,
                     search: false,
+                    captive: false,
                 }),
             }
         }
@@ -54,8 +59,19 @@ pub fn plan(upstreams: &[UpstreamConfig]) -> Vec<RoutePlan> {
                 upstreams: vec![i],
                 plain: u.mode == Mode::Plain,
                 search: true,
+                captive: false,
             }),
         }
+    }
+    // A captive_portal upstream: a route of its own, for the connectivity checks only.
+    for (i, u) in upstreams.iter().enumerate().filter(|(_, u)| u.captive_portal) {
+        routes.push(RoutePlan {
+            domains: CHECK_NAMES.iter().map(|d| d.to_string()).collect(),
+            upstreams: vec![i],
+            plain: u.mode == Mode::Plain,
+            search: false,
+            captive: true,
+        });
     }
     routes
 }
@@ -70,6 +86,9 @@ impl RoutePlan {
     /// The route's name in logs and metrics: its domains, and `search@UPSTREAM` for the
     /// search domains of an upstream's resolv.conf.
     pub fn name(&self, upstreams: &[UpstreamConfig]) -> String {
+        if self.captive {
+            return format!("captive@{}", upstreams[self.upstreams[0]].name);
+        }
         let mut parts = self.domains.clone();
         if self.search {
             parts.push(format!("search@{}", upstreams[self.upstreams[0]].name));

@@ -83,6 +83,8 @@ pub struct Route {
     target: Target,
     /// `stubborn_route_queries_total` for this route.
     queries: Counter,
+    /// The connectivity checks of a captive-portal upstream ([`super::captive`]).
+    captive: bool,
 }
 
 enum Target {
@@ -140,6 +142,15 @@ impl Upstream<'_> {
         }
     }
 
+    /// Whether the answer may be cached: not a captive portal's (it lies about every name
+    /// for as long as the portal is up).
+    pub fn cacheable(&self) -> bool {
+        match self {
+            Upstream::Pool(_, route) => !route.is_some_and(|r| r.captive),
+            Upstream::Plain(_, route) => !route.captive,
+        }
+    }
+
     /// The route's name, for the query log; None for the default set.
     pub fn route_name(&self) -> Option<Arc<str>> {
         match self {
@@ -166,7 +177,12 @@ impl Routes {
                 Target::Pools(pools)
             };
             let name = route.name(&config.upstreams);
-            routes.push(Route { queries: metrics().route_queries(&name), name: name.into(), target });
+            routes.push(Route {
+                queries: metrics().route_queries(&name),
+                name: name.into(),
+                target,
+                captive: route.captive,
+            });
         }
         let table = Arc::new(LiveTable::new(entries));
         for (id, route) in plans.iter().enumerate().filter(|(_, r)| r.search) {
@@ -194,6 +210,9 @@ impl Routes {
     pub fn upstream<'a>(&'a self, name: &Name, shard: usize, default: &'a Pool) -> Upstream<'a> {
         match self.route(name) {
             None => Upstream::Pool(default, None),
+            // The portal's resolver only while no default upstream is connected: once one
+            // is, nothing more goes in clear text.
+            Some(route) if route.captive && default.connected() => Upstream::Pool(default, None),
             Some(route) => match &route.target {
                 Target::Pools(pools) => Upstream::Pool(&pools[shard % pools.len()], Some(route)),
                 Target::Plain(plain) => Upstream::Plain(plain, route),

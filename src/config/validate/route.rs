@@ -89,7 +89,7 @@ impl Validator {
         }
         let mut names = domains.to_vec();
         if route_search {
-            names.push("its resolv.conf's search domains".into());
+            names.push("its resolv.conf's search domains or the connectivity checks".into());
         }
         self.warnings.push(format!(
             "{at}: upstream {name:?} is plain: queries for {} go in CLEAR TEXT (UDP, and TCP \
@@ -99,19 +99,24 @@ impl Validator {
         Ok(())
     }
 
-    /// `route_search`: only a resolv_conf upstream has search domains to route.
+    /// `route_search` and `captive_portal`: both are about the network's own resolver,
+    /// the one its resolv.conf names.
     pub(super) fn route_search(
         &self,
         at: &str,
+        key: &str,
         raw: bool,
         source: &AddressSource,
     ) -> Result<bool, ConfigError> {
         if raw && *source == AddressSource::Static {
-            return Err(self.error(
-                format!("{at}.route_search"),
+            let why = if key == "route_search" {
                 "needs resolv_conf: the search domains routed are those of the upstream's \
-                 resolv.conf file; with addresses, list the domains in domains",
-            ));
+                 resolv.conf file; with addresses, list the domains in domains"
+            } else {
+                "needs resolv_conf: a captive portal is found through the network's own \
+                 resolver, the one its resolv.conf names"
+            };
+            return Err(self.error(format!("{at}.{key}"), why));
         }
         Ok(raw)
     }
@@ -122,8 +127,8 @@ impl Validator {
         if upstreams.iter().all(UpstreamConfig::is_route_only) {
             return Err(self.error(
                 "upstream",
-                "every upstream has domains (or route_search): at least one without them \
-                 is needed to answer every other name (the default set)",
+                "every upstream has domains (or route_search, captive_portal): at least one \
+                 without them is needed to answer every other name (the default set)",
             ));
         }
         let mut first_of: HashMap<&str, usize> = HashMap::new();

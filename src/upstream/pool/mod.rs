@@ -450,6 +450,20 @@ impl Pool {
             .collect()
     }
 
+    /// Whether a connection is up, here or in a sibling pool (starts nothing).
+    pub fn connected(&self) -> bool {
+        let live = |inner: &Inner| {
+            let st = inner.lock();
+            [&st.primary, &st.spare].into_iter().flatten().any(|c| !c.is_closed())
+        };
+        live(&self.inner)
+            || self
+                .inner
+                .siblings
+                .get()
+                .is_some_and(|s| s.iter().filter_map(Weak::upgrade).any(|sib| live(&sib)))
+    }
+
     /// The warm spare, if one is up.
     pub fn spare(&self) -> Option<Connection> {
         self.inner.lock().spare.clone().filter(|c| !c.is_closed())

@@ -19,8 +19,10 @@ use crate::{
     },
 };
 
-/// After failed primary races, the wait before the next one doubles up to this.
-const PRIMARY_RETRY_MAX: Duration = Duration::from_secs(8);
+/// After failed primary races, the wait before the next one doubles up to this: short
+/// enough that a network that comes back (a captive portal logged into, a port opened) is
+/// used within about 5 s of the next query.
+const PRIMARY_RETRY_MAX: Duration = Duration::from_secs(4);
 /// Background TLS re-races while on plain text: first after this, doubling up to the cap.
 const TLS_RERACE_FIRST: Duration = Duration::from_secs(1);
 const TLS_RERACE_MAX: Duration = Duration::from_secs(60);
