@@ -99,6 +99,23 @@ async fn two_waves_from_one_port(to: SocketAddr, names: &[String]) -> Vec<Vec<St
     answers
 }
 
+/// Puts BUSY_IN_FLIGHT queries in flight on `conn` (slow ones, with a delaying upstream)
+/// and waits until they are; returns their tasks.
+async fn make_busy(
+    conn: &stubborn::upstream::dot::Connection,
+) -> Vec<tokio::task::JoinHandle<Result<Vec<u8>, stubborn::upstream::dot::QueryError>>> {
+    let slow: Vec<_> = (0..BUSY_IN_FLIGHT)
+        .map(|i| {
+            let conn = conn.clone();
+            tokio::spawn(async move { conn.query(query(i as u16, &fresh_a_name(), RecordType::A)).await })
+        })
+        .collect();
+    while conn.in_flight() < BUSY_IN_FLIGHT {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    slow
+}
+
 fn queries_sent(pool: &Pool) -> u64 {
     pool.stats().queries.load(Ordering::Relaxed)
 }
@@ -168,15 +185,7 @@ async fn a_pool_without_a_connection_uses_a_siblings_and_races_once_it_is_busy()
     // Busy: BUSY_IN_FLIGHT slow queries on it. The next look races, still answering
     // with the sibling's connection meanwhile.
     up.set_fault(Fault::Delay(Duration::from_secs(1)));
-    let slow: Vec<_> = (0..BUSY_IN_FLIGHT)
-        .map(|i| {
-            let conn = mine.clone();
-            tokio::spawn(async move { conn.query(query(i as u16, &fresh_a_name(), RecordType::A)).await })
-        })
-        .collect();
-    while mine.in_flight() < BUSY_IN_FLIGHT {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let slow = make_busy(&mine).await;
     let (borrowed, _) = pools[1].connections().await.unwrap();
     assert_eq!(borrowed.info().attempt, mine.info().attempt);
     let own = own_connection(&pools[1]).await;
@@ -318,15 +327,7 @@ async fn a_query_reset_under_it_is_not_retried_on_another_connection_to_the_same
     // Both pools get their own connection to it (the second once the first's is busy),
     // and a spare to the other server.
     resetting.set_fault(Fault::Delay(Duration::from_millis(500)));
-    let slow: Vec<_> = (0..BUSY_IN_FLIGHT)
-        .map(|i| {
-            let conn = mine.clone();
-            tokio::spawn(async move { conn.query(query(i as u16, &fresh_a_name(), RecordType::A)).await })
-        })
-        .collect();
-    while mine.in_flight() < BUSY_IN_FLIGHT {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let slow = make_busy(&mine).await;
     pools[1].connections().await.unwrap();
     let theirs = own_connection(&pools[1]).await;
     assert_eq!(theirs.info().upstream_name.as_ref(), "resetting");
