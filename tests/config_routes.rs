@@ -63,6 +63,10 @@ fn plain_needs_domains_and_nothing_that_authenticates() {
     let config = ok(&format!("{UPSTREAM}{}", plain("router", "domains = [\"lan\"]\nplain_port = 5353")));
     assert_eq!(config.upstreams[1].mode, Mode::Plain);
     assert_eq!(config.upstreams[1].plain_port, 5353);
+    assert_eq!(
+        config.upstreams[1].auth_summary(),
+        "none (plain: clear text, neither encrypted nor authenticated)"
+    );
     assert!(
         config.warnings.iter().any(|w| w.contains("CLEAR TEXT") && w.contains("lan") && w.contains("5353")),
         "a plain route is logged at start: {:?}",

@@ -338,7 +338,9 @@ impl UpstreamConfig {
     /// `"pins: N"`, `"CA (webpki) + name X"`, or `"none"`: how this
     /// upstream's TLS server is authenticated.
     pub fn auth_summary(&self) -> String {
-        if !self.pins.is_empty() {
+        if self.mode == Mode::Plain {
+            "none (plain: clear text, neither encrypted nor authenticated)".to_owned()
+        } else if !self.pins.is_empty() {
             match &self.tls_name {
                 Some(name) => format!("pins: {} (SNI {name})", self.pins.len()),
                 None => format!("pins: {}", self.pins.len()),
