@@ -355,7 +355,7 @@ impl Pipeline {
         let Miss { key, inner, stale: stale_now } = miss;
         let inner = &inner;
         // A route beats a locally-served name: it may claim 10.in-addr.arpa or home.arpa.
-        let routed = !inner.routes.is_empty() && inner.routes.route(query.query.name()).is_some();
+        let routed = inner.routes.route(query.query.name()).is_some();
         if !routed && let Some(local) = inner.local.answer(query) {
             return Answer { wire: local.wire(query), source: Source::Local };
         }

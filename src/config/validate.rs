@@ -333,8 +333,8 @@ impl Validator {
             }
             (None, None) => unreachable!("rejected above"),
         };
-        let route_search = self.route_search(&at, "route_search", raw.route_search, &source)?;
-        let captive_portal = self.route_search(&at, "captive_portal", raw.captive_portal, &source)?;
+        let route_search = self.needs_resolv_conf(&at, "route_search", raw.route_search, &source)?;
+        let captive_portal = self.needs_resolv_conf(&at, "captive_portal", raw.captive_portal, &source)?;
 
         let tls_name =
             raw.tls_name.as_deref().map(|text| self.tls_name(&format!("{at}.tls_name"), text)).transpose()?;

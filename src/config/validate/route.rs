@@ -101,7 +101,7 @@ impl Validator {
 
     /// `route_search` and `captive_portal`: both are about the network's own resolver,
     /// the one its resolv.conf names.
-    pub(super) fn route_search(
+    pub(super) fn needs_resolv_conf(
         &self,
         at: &str,
         key: &str,
