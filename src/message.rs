@@ -72,7 +72,14 @@ impl ClientQuery {
     /// builds one, and the fixed layout (header, the question as the client spelled it,
     /// one OPT) is short enough to check whole in the tests.
     pub fn upstream_wire(&self, pad: bool) -> Vec<u8> {
+        self.upstream_wire_with(pad, true)
+    }
+
+    /// [`Self::upstream_wire`], with the edns-tcp-keepalive option only if `keepalive`:
+    /// RFC 7828 is for DNS's own TCP connections, so DNS over HTTPS leaves it out.
+    pub fn upstream_wire_with(&self, pad: bool, keepalive: bool) -> Vec<u8> {
         const OPTION_HEADER_LEN: usize = 4;
+        let keepalive_len = if keepalive { OPTION_HEADER_LEN } else { 0 };
         let name = self.query.name();
         let mut wire = Vec::with_capacity(QUERY_PADDING_BLOCK);
         wire.extend_from_slice(&self.id.to_be_bytes());
@@ -95,21 +102,23 @@ impl ClientQuery {
         // RFC 7828 §3.2.1: on TCP we may ask for the server's idle timeout, with no TIMEOUT
         // of our own (every upstream transport here is TCP or TLS over TCP). The padding
         // option's own 4 octets count towards the block (RFC 7830 §3).
-        let unpadded = wire.len() + OPT_FIXED_LEN + OPTION_HEADER_LEN;
+        let unpadded = wire.len() + OPT_FIXED_LEN + keepalive_len;
         let fill = pad.then(|| {
             (unpadded + OPTION_HEADER_LEN).div_ceil(QUERY_PADDING_BLOCK) * QUERY_PADDING_BLOCK
                 - unpadded
                 - OPTION_HEADER_LEN
         });
-        let rdlen = OPTION_HEADER_LEN + fill.map_or(0, |f| OPTION_HEADER_LEN + f);
+        let rdlen = keepalive_len + fill.map_or(0, |f| OPTION_HEADER_LEN + f);
         wire.push(0); // owner: the root
         wire.extend_from_slice(&crate::wire::TYPE_OPT.to_be_bytes());
         wire.extend_from_slice(&EDNS_PAYLOAD.to_be_bytes());
         // TTL: extended RCODE 0, version 0, DO copied (RFC 3225 §3), the other flags 0.
         wire.extend_from_slice(&[0, 0, if self.dnssec_ok() { 0x80 } else { 0 }, 0]);
         wire.extend_from_slice(&(rdlen as u16).to_be_bytes());
-        wire.extend_from_slice(&u16::from(EdnsCode::Keepalive).to_be_bytes());
-        wire.extend_from_slice(&[0, 0]);
+        if keepalive {
+            wire.extend_from_slice(&u16::from(EdnsCode::Keepalive).to_be_bytes());
+            wire.extend_from_slice(&[0, 0]);
+        }
         if let Some(fill) = fill {
             wire.extend_from_slice(&u16::from(EdnsCode::Padding).to_be_bytes());
             wire.extend_from_slice(&(fill as u16).to_be_bytes());
@@ -324,6 +333,23 @@ mod tests {
         assert!(edns.option(EdnsCode::Padding).is_some());
         assert!(msg.metadata.checking_disabled);
         assert_eq!(msg.queries[0].name().to_ascii(), "MiXed.Example.");
+    }
+
+    #[test]
+    fn a_doh_query_is_padded_to_the_block_without_the_tcp_keepalive_option() {
+        for name in
+            ["a.", "MiXed.Example.", "a-rather-long-label-to-cross-one-block.and-another-one.example."]
+        {
+            let mut q = query(Some(ClientEdns { dnssec_ok: false, max_payload: 1232 }));
+            q.query = Query::query(Name::from_ascii(name).unwrap(), RecordType::A);
+            let wire = q.upstream_wire_with(true, false);
+            assert_eq!(wire.len() % QUERY_PADDING_BLOCK, 0, "{name}");
+            let edns = Message::from_vec(&wire).unwrap().edns.unwrap();
+            assert!(edns.option(EdnsCode::Padding).is_some(), "{name}");
+            assert!(edns.option(EdnsCode::Keepalive).is_none(), "{name}: RFC 7828 is not for HTTP/2");
+            let dot = Message::from_vec(&q.upstream_wire(true)).unwrap().edns.unwrap();
+            assert!(dot.option(EdnsCode::Keepalive).is_some(), "{name}: DoT still asks");
+        }
     }
 
     #[test]

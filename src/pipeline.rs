@@ -32,7 +32,7 @@ use crate::{
     metrics::metrics,
     route::{Routes, Upstream, captive::CAPTIVE_TTL},
     upstream::{
-        dot::ConnectionInfo,
+        connection::ConnectionInfo,
         pool::{ForwardError, Pool},
     },
 };

@@ -9,10 +9,9 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use common::{Fault, TestUpstream, UpstreamOptions};
 use stubborn::{
     config::{Config, ConfigOrigin},
-    tls::UpstreamTls,
     upstream::{
+        connection::ConnectionLimits,
         connector::{AttemptContext, drive_race},
-        dot::ConnectionLimits,
         race::{Race, RaceConfig, UpstreamAddrs, order_candidates},
     },
 };
@@ -41,15 +40,8 @@ async fn a_thousand_races_with_losers_leak_no_descriptors() {
         max_inflight: 16,
         dead: stubborn::upstream::health::DeadPolicy { unanswered: 3, silence: Duration::from_secs(2) },
     };
-    let contexts: Arc<[AttemptContext]> = config
-        .upstreams
-        .iter()
-        .map(|u| AttemptContext {
-            upstream_name: Arc::from(u.name.as_str()),
-            tls: UpstreamTls::new(u).unwrap(),
-            limits,
-        })
-        .collect();
+    let contexts: Arc<[AttemptContext]> =
+        config.upstreams.iter().map(|u| AttemptContext::new(u, limits).unwrap()).collect();
     let addrs: Vec<UpstreamAddrs<'_>> = config
         .upstreams
         .iter()
@@ -59,6 +51,7 @@ async fn a_thousand_races_with_losers_leak_no_descriptors() {
             addresses: &u.addresses,
             tls_port: u.tls_port,
             plain_port: u.plain_port,
+            https_port: u.https.as_ref().map(|h| h.port),
             allow_plain: false,
         })
         .collect();

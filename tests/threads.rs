@@ -65,7 +65,7 @@ fn group_of_two(up: &TestUpstream) -> Vec<Pool> {
 static CLOCK_START: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
 
 /// Waits (≤ 5 s) until `pool` has a connection of its own up.
-async fn own_connection(pool: &Pool) -> stubborn::upstream::dot::Connection {
+async fn own_connection(pool: &Pool) -> stubborn::upstream::connection::Connection {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         if let Some(conn) = pool.current() {
@@ -102,8 +102,8 @@ async fn two_waves_from_one_port(to: SocketAddr, names: &[String]) -> Vec<Vec<St
 /// Puts BUSY_IN_FLIGHT queries in flight on `conn` (slow ones, with a delaying upstream)
 /// and waits until they are; returns their tasks.
 async fn make_busy(
-    conn: &stubborn::upstream::dot::Connection,
-) -> Vec<tokio::task::JoinHandle<Result<Vec<u8>, stubborn::upstream::dot::QueryError>>> {
+    conn: &stubborn::upstream::connection::Connection,
+) -> Vec<tokio::task::JoinHandle<Result<Vec<u8>, stubborn::upstream::connection::QueryError>>> {
     let slow: Vec<_> = (0..BUSY_IN_FLIGHT)
         .map(|i| {
             let conn = conn.clone();

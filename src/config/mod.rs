@@ -25,6 +25,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::upstream::race::Transport;
+
 mod locate;
 mod operator;
 mod pin;
@@ -300,6 +302,9 @@ pub struct UpstreamConfig {
     pub tls_port: u16,
     /// Never 0; differs from `tls_port` when opportunistic. Unused when strict.
     pub plain_port: u16,
+    /// DNS over HTTPS (RFC 8484) on the same addresses: `https_port` and `https_path`.
+    /// None: no DoH candidates. Never for `mode = "plain"`.
+    pub https: Option<HttpsEndpoint>,
     /// [`Mode::Strict`] or [`Mode::Opportunistic`] for [`AddressSource::ResolvConf`];
     /// [`Mode::Plain`] only with `domains`.
     pub mode: Mode,
@@ -321,6 +326,26 @@ impl UpstreamConfig {
     pub fn is_route_only(&self) -> bool {
         !self.domains.is_empty() || self.route_search || self.captive_portal
     }
+
+    /// Every (address, transport) a race may try on `ip`: DoT, DoH when configured, and
+    /// the plain port (raced only when the mode allows it).
+    pub fn endpoints(&self, ip: IpAddr) -> impl Iterator<Item = (SocketAddr, Transport)> + '_ {
+        let https = self.https.as_ref().map(|h| (SocketAddr::new(ip, h.port), Transport::Https));
+        [(SocketAddr::new(ip, self.tls_port), Transport::Tls)]
+            .into_iter()
+            .chain(https)
+            .chain([(SocketAddr::new(ip, self.plain_port), Transport::Plain)])
+    }
+}
+
+/// Where an upstream serves DNS over HTTPS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpsEndpoint {
+    /// Never 0, 53, `tls_port` or `plain_port`.
+    pub port: u16,
+    /// The request path: starts with `/`, no query or fragment, printable ASCII; default
+    /// `/dns-query`.
+    pub path: String,
 }
 
 /// Where an upstream's addresses come from.

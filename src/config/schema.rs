@@ -291,6 +291,10 @@ pub(crate) struct RawUpstream {
     #[serde(default)]
     pub plain_port: Option<i64>,
     #[serde(default)]
+    pub https_port: Option<i64>,
+    #[serde(default)]
+    pub https_path: Option<String>,
+    #[serde(default)]
     pub mode: Option<Mode>,
     #[serde(default)]
     pub domains: Option<Vec<String>>,

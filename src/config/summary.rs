@@ -129,12 +129,13 @@ impl Config {
                     );
                 }
             }
+            let https = u.https.as_ref().map_or(String::new(), |h| format!(", https {} {}", h.port, h.path));
             match u.mode {
                 Mode::Strict => {
-                    let _ = writeln!(out, "  ports: tls {}", u.tls_port);
+                    let _ = writeln!(out, "  ports: tls {}{https}", u.tls_port);
                 }
                 Mode::Opportunistic => {
-                    let _ = writeln!(out, "  ports: tls {}, plain {}", u.tls_port, u.plain_port);
+                    let _ = writeln!(out, "  ports: tls {}{https}, plain {}", u.tls_port, u.plain_port);
                 }
                 Mode::Plain => {
                     let _ = writeln!(out, "  ports: plain {} (UDP; TCP when truncated)", u.plain_port);

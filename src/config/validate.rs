@@ -26,6 +26,7 @@ use super::{
 };
 use crate::upstream::resolv_conf::{self, Skip};
 
+mod https;
 mod route;
 mod server;
 
@@ -398,6 +399,15 @@ impl Validator {
                      unauthenticated or in cleartext (RFC 8310 §5)"
                 ));
             }
+            Mode::Plain if raw.https_port.is_some() || raw.https_path.is_some() => {
+                let key = if raw.https_port.is_some() { "https_port" } else { "https_path" };
+                return Err(self.error(
+                    format!("{at}.{key}"),
+                    format!(
+                        "upstream {name:?} is plain: DNS over HTTPS is encrypted, so it does not                          belong to a plain upstream; remove {key}, or use mode strict"
+                    ),
+                ));
+            }
             Mode::Plain => self.plain_upstream(
                 &at,
                 &name,
@@ -409,6 +419,14 @@ impl Validator {
                 plain_port,
             )?,
         }
+
+        let https = self.https(
+            &at,
+            raw.https_port,
+            raw.https_path,
+            tls_port,
+            (mode == Mode::Opportunistic).then_some(plain_port),
+        )?;
 
         if pins.len() == 1 {
             self.warnings.push(format!(
@@ -431,6 +449,7 @@ impl Validator {
             ca,
             tls_port,
             plain_port,
+            https,
             mode,
             domains,
             route_search,

@@ -57,8 +57,11 @@ pub struct UpstreamConnections {
     pub upstream: String,
     pub tls: usize,
     pub plain: usize,
+    pub https: usize,
     /// The upstream may use clear text (opportunistic): its `plain` series is shown.
     pub plain_possible: bool,
+    /// The upstream serves DNS over HTTPS (`https_port`): its `https` series is shown.
+    pub https_possible: bool,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -88,6 +91,9 @@ pub fn render(snapshot: &Snapshot, format: Format) -> String {
         let mut series = vec![("tls", c.tls)];
         if c.plain_possible || c.plain > 0 {
             series.push(("plain", c.plain));
+        }
+        if c.https_possible || c.https > 0 {
+            series.push(("https", c.https));
         }
         for (transport, n) in series {
             connections
@@ -180,8 +186,22 @@ mod tests {
             upstreams_up: 1,
             upstreams_configured: 2,
             connections: vec![
-                UpstreamConnections { upstream: "a".into(), tls: 1, plain: 0, plain_possible: false },
-                UpstreamConnections { upstream: "lan".into(), tls: 0, plain: 1, plain_possible: true },
+                UpstreamConnections {
+                    upstream: "a".into(),
+                    tls: 1,
+                    plain: 0,
+                    https: 0,
+                    plain_possible: false,
+                    https_possible: false,
+                },
+                UpstreamConnections {
+                    upstream: "lan".into(),
+                    tls: 0,
+                    plain: 1,
+                    https: 0,
+                    plain_possible: true,
+                    https_possible: false,
+                },
             ],
         };
         // Labelled families appear once they have a series.

@@ -21,7 +21,7 @@ use crate::{
     metrics::metrics,
     tls::TlsSetupError,
     upstream::{
-        dot::{Connection, ConnectionInfo},
+        connection::{Connection, ConnectionInfo},
         plain::PlainUpstream,
         pool::{ForwardError, Pool, watch_resolv_conf},
         resolv_conf::ResolvConfWatch,

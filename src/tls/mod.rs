@@ -61,6 +61,9 @@ pub enum TlsConnectError {
 #[derive(Clone)]
 pub struct UpstreamTls {
     connector: TlsConnector,
+    /// The same verifier with ALPN `h2`, for DNS over HTTPS (RFC 8484 §5.2, RFC 9113
+    /// §3.2), and a session cache of its own: a DoT session is not resumed on 443.
+    https: TlsConnector,
     server_name: ServerName<'static>,
     /// The verifier authenticates the server (pins, or CA + name); false for the
     /// encrypt-only verifier of an opportunistic upstream with neither.
@@ -113,7 +116,15 @@ impl UpstreamTls {
             .dangerous()
             .with_custom_certificate_verifier(verifier)
             .with_no_client_auth();
-        Ok(Self { connector: TlsConnector::from(Arc::new(config)), server_name, authenticates })
+        let mut https = config.clone();
+        https.alpn_protocols = vec![ALPN_H2.to_vec()];
+        https.resumption = rustls::client::Resumption::default();
+        Ok(Self {
+            connector: TlsConnector::from(Arc::new(config)),
+            https: TlsConnector::from(Arc::new(https)),
+            server_name,
+            authenticates,
+        })
     }
 
     /// Whether a completed handshake authenticated the server (RFC 8310 §5): false for an
@@ -129,7 +140,28 @@ impl UpstreamTls {
     {
         self.connector.connect(self.server_name.clone(), stream).await.map_err(classify_handshake_error)
     }
+
+    /// The handshake for DNS over HTTPS: the same verification, with ALPN `h2`. A server
+    /// that does not select `h2` is refused: there is no HTTP/1.1 path (RFC 8484 §5.2
+    /// recommends HTTP/2, and a stub multiplexes on it), and never a plain-HTTP one.
+    pub async fn handshake_https<S>(&self, stream: S) -> Result<TlsStream<S>, TlsConnectError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let tls =
+            self.https.connect(self.server_name.clone(), stream).await.map_err(classify_handshake_error)?;
+        match tls.get_ref().1.alpn_protocol() {
+            Some(ALPN_H2) => Ok(tls),
+            other => Err(TlsConnectError::Tls(format!(
+                "server did not select ALPN h2 (selected {})",
+                other.map_or("none".to_string(), |p| String::from_utf8_lossy(p).into_owned())
+            ))),
+        }
+    }
 }
+
+/// The ALPN protocol ID of HTTP/2 over TLS (RFC 9113 §3.2).
+const ALPN_H2: &[u8] = b"h2";
 
 /// A verifier that authenticates nothing but still reads the leaf and checks the
 /// handshake signature against its key: for opportunistic upstreams (RFC 8310 §5), and

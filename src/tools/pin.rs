@@ -24,6 +24,7 @@ use crate::{
         CaRefusal, TlsConnectError, UpstreamTls, cert_fingerprint, encrypt_only_verifier, key_fingerprint,
         provider, verify_ca_pin,
     },
+    upstream::race::Transport,
 };
 
 /// The DNS-over-TLS port (RFC 7858 §3.1), used when the target names none.
@@ -297,10 +298,13 @@ pub async fn check_config(config: &Config) -> Result<(Vec<UpstreamCheck>, Vec<St
         let tls = UpstreamTls::new(upstream).map_err(|e| PinToolError::Setup(e.to_string()))?;
         let index = checks.len();
         checks.push(UpstreamCheck { name: upstream.name.clone(), addresses: Vec::new() });
-        for ip in &upstream.addresses {
-            let addr = SocketAddr::new(*ip, upstream.tls_port);
+        // Every encrypted endpoint the daemon would race: DoT, and DoH where configured
+        // (the same verifier, so the same pins must accept what 443 presents).
+        let endpoints = upstream.addresses.iter().flat_map(|ip| upstream.endpoints(*ip));
+        for (addr, transport) in endpoints.filter(|(_, t)| t.is_encrypted()) {
             let tls = tls.clone();
-            tasks.spawn(async move { (index, addr, check_address(addr, &tls).await) });
+            let https = transport == Transport::Https;
+            tasks.spawn(async move { (index, addr, check_address(addr, &tls, https).await) });
         }
     }
     while let Some(joined) = tasks.join_next().await {
@@ -314,14 +318,17 @@ pub async fn check_config(config: &Config) -> Result<(Vec<UpstreamCheck>, Vec<St
     Ok((checks, unpinned))
 }
 
-async fn check_address(addr: SocketAddr, tls: &UpstreamTls) -> AddressResult {
+async fn check_address(addr: SocketAddr, tls: &UpstreamTls, https: bool) -> AddressResult {
     let tcp = match connect(addr).await {
         Ok(tcp) => tcp,
         Err(reason) => return AddressResult::Unreachable(reason),
     };
-    match timeout(STEP_TIMEOUT, tls.handshake(tcp)).await {
+    let handshake = async {
+        if https { tls.handshake_https(tcp).await.map(drop) } else { tls.handshake(tcp).await.map(drop) }
+    };
+    match timeout(STEP_TIMEOUT, handshake).await {
         Err(_) => AddressResult::Unreachable(format!("no TLS handshake within {STEP_TIMEOUT:?}")),
-        Ok(Ok(_)) => AddressResult::Accepted,
+        Ok(Ok(())) => AddressResult::Accepted,
         Ok(Err(TlsConnectError::PinMismatch { presented })) => {
             AddressResult::PinMismatch(format!("server presented {presented}"))
         }

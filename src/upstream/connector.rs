@@ -5,7 +5,13 @@
 //! the racer's timing depends on, and the one log line per attempt. It never decides which
 //! candidate to try or when: that is the racer's job.
 
-use std::{collections::HashMap, io, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    io,
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+    time::Duration,
+};
 
 use tokio::{
     net::{TcpSocket, TcpStream},
@@ -16,12 +22,14 @@ use tokio::{
 use tracing::{info, warn};
 
 use super::{
-    dot::{Connection, ConnectionInfo, ConnectionLimits},
+    connection::{Connection, ConnectionInfo, ConnectionLimits},
+    doh, dot,
     race::{Action, AttemptId, Candidate, Event, FailReason, Race, Transport},
 };
 use crate::{
+    config::UpstreamConfig,
     metrics::metrics,
-    tls::{TlsConnectError, UpstreamTls},
+    tls::{TlsConnectError, TlsSetupError, UpstreamTls},
 };
 
 /// Unacknowledged data this old kills a connection (TCP_USER_TIMEOUT, RFC 5482).
@@ -33,6 +41,10 @@ pub struct AttemptContext {
     pub upstream_name: Arc<str>,
     pub tls: UpstreamTls,
     pub limits: ConnectionLimits,
+    /// The `tls_name`, the `:authority` of DoH requests when set.
+    pub tls_name: Option<String>,
+    /// The upstream's `https_path`, when it serves DNS over HTTPS.
+    pub https_path: Option<Arc<str>>,
 }
 
 /// A failed attempt: the racer's class of failure plus the detail for the log.
@@ -72,8 +84,8 @@ fn io_failure(err: io::Error) -> AttemptFailure {
     AttemptFailure { reason, detail: err.to_string() }
 }
 
-/// Completes an attempt on a connected socket: the TLS handshake (for TLS candidates) and
-/// the start of the connection task.
+/// Completes an attempt on a connected socket: the TLS handshake (for TLS and HTTPS
+/// candidates), the HTTP/2 handshake (for HTTPS), and the start of the connection task.
 pub async fn secure(
     tcp: TcpStream,
     id: u64,
@@ -85,53 +97,99 @@ pub async fn secure(
         upstream_name: ctx.upstream_name.clone(),
         peer: candidate.addr,
         transport: candidate.transport,
-        authenticated: candidate.transport == Transport::Tls && ctx.tls.authenticates(),
+        authenticated: candidate.transport.is_encrypted() && ctx.tls.authenticates(),
         attempt: id,
     };
     match candidate.transport {
-        Transport::Plain => Ok(Connection::spawn(tcp, info, ctx.limits)),
-        Transport::Tls => match ctx.tls.handshake(tcp).await {
-            Ok(stream) => Ok(Connection::spawn(stream, info, ctx.limits)),
-            Err(TlsConnectError::PinMismatch { presented }) => {
-                metrics().pin_mismatch(&ctx.upstream_name);
-                // A refusal, never a warning-and-continue (RFC 7858 §4.2). Name what the
-                // server presented so the user can re-pin if the change is legitimate.
-                warn!(
-                    attempt = id,
-                    upstream = %ctx.upstream_name,
-                    ip = %candidate.addr.ip(),
-                    port = candidate.addr.port(),
-                    presented = %presented,
-                    "pin mismatch: connection refused"
-                );
-                Err(AttemptFailure {
-                    reason: FailReason::PinMismatch,
-                    detail: format!("server presented {presented}"),
-                })
+        Transport::Plain => Ok(dot::spawn(tcp, info, ctx.limits)),
+        Transport::Tls => {
+            let stream = ctx.tls.handshake(tcp).await.map_err(|e| refusal(e, id, candidate, ctx))?;
+            Ok(dot::spawn(stream, info, ctx.limits))
+        }
+        Transport::Https => {
+            let stream = ctx.tls.handshake_https(tcp).await.map_err(|e| refusal(e, id, candidate, ctx))?;
+            let endpoint = ctx
+                .https_endpoint(candidate.addr)
+                .map_err(|detail| AttemptFailure { reason: FailReason::Io, detail })?;
+            doh::start(stream, endpoint, info, ctx.limits).await.map_err(|e| AttemptFailure {
+                reason: if e.is_io() { FailReason::Io } else { FailReason::TlsAlert },
+                detail: format!("HTTP/2 handshake: {e}"),
+            })
+        }
+    }
+}
+
+impl AttemptContext {
+    /// What every attempt to `upstream` needs: its TLS settings (and so its session
+    /// caches, shared by every connection to it), its limits and its DoH endpoint.
+    pub fn new(upstream: &UpstreamConfig, limits: ConnectionLimits) -> Result<Self, TlsSetupError> {
+        Ok(Self {
+            upstream_name: Arc::from(upstream.name.as_str()),
+            tls: UpstreamTls::new(upstream)?,
+            limits,
+            tls_name: upstream.tls_name.clone(),
+            https_path: upstream.https.as_ref().map(|h| Arc::from(h.path.as_str())),
+        })
+    }
+
+    /// Where DoH queries go on `peer`: `:authority` is the `tls_name` (the name the
+    /// certificate is checked against), or the address itself when only pins
+    /// authenticate; the port is written only when it is not 443.
+    fn https_endpoint(&self, peer: SocketAddr) -> Result<doh::Endpoint, String> {
+        let path = self.https_path.as_deref().ok_or("no https_path for a DoH candidate")?;
+        let host = match (&self.tls_name, peer.ip()) {
+            (Some(name), _) => name.clone(),
+            (None, IpAddr::V4(ip)) => ip.to_string(),
+            (None, IpAddr::V6(ip)) => format!("[{ip}]"),
+        };
+        let authority = if peer.port() == 443 { host } else { format!("{host}:{}", peer.port()) };
+        doh::Endpoint::new(&authority, path).map_err(|e| format!("DoH endpoint {authority}{path}: {e}"))
+    }
+}
+
+/// A failed TLS handshake as the racer sees it. A pin that does not match, or a CA pin
+/// whose leaf fails a check, is a refusal logged as a warning and never a
+/// warning-and-continue (RFC 7858 §4.2).
+fn refusal(err: TlsConnectError, id: u64, candidate: Candidate, ctx: &AttemptContext) -> AttemptFailure {
+    match err {
+        TlsConnectError::PinMismatch { presented } => {
+            metrics().pin_mismatch(&ctx.upstream_name);
+            // Name what the server presented so the user can re-pin if the change is
+            // legitimate.
+            warn!(
+                attempt = id,
+                upstream = %ctx.upstream_name,
+                ip = %candidate.addr.ip(),
+                port = candidate.addr.port(),
+                transport = %candidate.transport,
+                presented = %presented,
+                "pin mismatch: connection refused"
+            );
+            AttemptFailure {
+                reason: FailReason::PinMismatch,
+                detail: format!("server presented {presented}"),
             }
-            Err(TlsConnectError::CaPinRefused(refusal)) => {
-                metrics().pin_mismatch(&ctx.upstream_name);
-                // A pin matched a CA, and the leaf failed one of a web PKI client's checks
-                // under it (or there is no tls_name to check it against): refused, and the
-                // line says which check and why.
-                warn!(
-                    attempt = id,
-                    upstream = %ctx.upstream_name,
-                    ip = %candidate.addr.ip(),
-                    port = candidate.addr.port(),
-                    depth = refusal.depth,
-                    check = %refusal.check,
-                    detail = %refusal.detail,
-                    "CA pin refused the server's certificate: connection refused"
-                );
-                Err(AttemptFailure {
-                    reason: FailReason::CaPinRefused(refusal.check),
-                    detail: refusal.to_string(),
-                })
-            }
-            Err(TlsConnectError::Tls(detail)) => Err(AttemptFailure { reason: FailReason::TlsAlert, detail }),
-            Err(TlsConnectError::Io(err)) => Err(io_failure(err)),
-        },
+        }
+        TlsConnectError::CaPinRefused(refusal) => {
+            metrics().pin_mismatch(&ctx.upstream_name);
+            // A pin matched a CA, and the leaf failed one of a web PKI client's checks
+            // under it (or there is no tls_name to check it against): the line says which
+            // check and why.
+            warn!(
+                attempt = id,
+                upstream = %ctx.upstream_name,
+                ip = %candidate.addr.ip(),
+                port = candidate.addr.port(),
+                transport = %candidate.transport,
+                depth = refusal.depth,
+                check = %refusal.check,
+                detail = %refusal.detail,
+                "CA pin refused the server's certificate: connection refused"
+            );
+            AttemptFailure { reason: FailReason::CaPinRefused(refusal.check), detail: refusal.to_string() }
+        }
+        TlsConnectError::Tls(detail) => AttemptFailure { reason: FailReason::TlsAlert, detail },
+        TlsConnectError::Io(err) => io_failure(err),
     }
 }
 

@@ -14,7 +14,7 @@ use tokio::time::{Instant, sleep};
 
 use super::*;
 use crate::upstream::{
-    dot::{ConnectionInfo, ConnectionLimits},
+    connection::{ConnectionInfo, ConnectionLimits},
     race::{RaceConfig, Transport},
 };
 
@@ -58,7 +58,7 @@ fn fake_connection(c: Candidate, id: AttemptId) -> Connection {
         authenticated: true,
         attempt: id.0,
     };
-    Connection::spawn(
+    crate::upstream::dot::spawn(
         ours,
         info,
         ConnectionLimits {
@@ -139,6 +139,7 @@ async fn broken_ipv6_loses_to_ipv4_after_one_delay() {
             ],
             tls_port: 853,
             plain_port: 53,
+            https_port: None,
             allow_plain: false,
         }],
         None,

@@ -108,6 +108,14 @@ impl ConnectionHealth {
         self.unanswered_streak += count;
     }
 
+    /// The upstream answered a query with a failure rather than an answer (a DoH stream
+    /// with an HTTP error status or reset): it counts like a query given up on, though the
+    /// silence clock is not reset: an upstream that only fails is no better than one that
+    /// says nothing.
+    pub fn on_failed(&mut self, _pending: usize) {
+        self.unanswered_streak += 1;
+    }
+
     pub fn dead(&self, policy: DeadPolicy, now: Instant) -> Option<DeadReason> {
         if self.unanswered_streak >= policy.unanswered {
             return Some(DeadReason::Unanswered(self.unanswered_streak));

@@ -1,5 +1,7 @@
 //! Everything on the upstream side: connections, the happy-eyeballs race, the pool.
+pub mod connection;
 pub mod connector;
+pub mod doh;
 pub mod dot;
 pub mod health;
 pub mod plain;

@@ -5,17 +5,19 @@ Run it only inside a network namespace made by the test (it sends to the address
 which the test sets to 127.0.0.1). Every loop is bounded by a count and by a deadline.
 Standard library only.
 
-  hostile_client.py udp TARGET COUNT [--procs P] [--seed S] [--deadline SECONDS]
+  hostile_client.py udp TARGET COUNT [--procs P] [--rate R] [--seed S] [--deadline SECONDS]
       COUNT datagrams, random and mutated real queries, from P processes, each rotating
-      over 16 sockets bound to 127.0.0.10..25 (answers are never read). Prints one line:
-      "udp: sent N datagrams in T s (R/s), P processes".
-  hostile_client.py tcp TARGET STREAMS [--limit L] [--seed S] [--deadline SECONDS]
-      STREAMS garbage TCP connections, 100 open at a time: bad lengths, partial frames,
-      zero-length frames, random bytes, framed mutated queries, pipelined queries whose
-      answers are never read (tiny receive buffer), closed with FIN or RST. Then a
-      connection flood: 2×L connections held open at once (L = the server's
-      max_tcp_clients), one query on each, counting the answers and the connections
-      the server closed. Prints "tcp: ..." lines with the counts per kind.
+      over 16 sockets bound to 127.0.0.10..25 (answers are never read), at most R
+      datagrams/s in all (each process R/P, in bursts of at most 64; 0: as fast as the
+      machine goes). Prints one line: "udp: sent N datagrams in T s (R/s, cap C), P processes,
+      E send errors".
+  hostile_client.py tcp TARGET STREAMS [--limit L] [--rate R] [--seed S] [--deadline SECONDS]
+      STREAMS garbage TCP connections, 100 open at a time, at most R streams/s (0: no
+      cap): bad lengths, partial frames, zero-length frames, random bytes, framed mutated
+      queries, pipelined queries whose answers are never read (tiny receive buffer),
+      closed with FIN or RST. Then a connection flood: 2×L connections held open at once
+      (L = the server's max_tcp_clients), one query on each, counting the answers and
+      the connections the server closed. Prints "tcp: ..." lines with the counts per kind.
 """
 
 import argparse
@@ -126,8 +128,28 @@ def datagram(rng):
     return q if rng.random() < 0.1 else mutate(rng, q)
 
 
+class Pacer:
+    """Holds a loop to RATE items per second on average: wait(n) sleeps until the n items
+    about to go out are due (item k is due k/RATE s after the start). RATE 0: no wait."""
+
+    def __init__(self, rate):
+        self.rate = rate
+        self.t0 = time.monotonic()
+        self.done = 0
+
+    def wait(self, n, end):
+        if self.rate > 0:
+            delay = self.t0 + self.done / self.rate - time.monotonic()
+            if delay > 0:
+                time.sleep(min(delay, max(0.0, end - time.monotonic())))
+        self.done += n
+
+
+BURST = 64  # datagrams sent back to back between two pacing waits
+
+
 def udp_worker(args):
-    host, port, count, seed, deadline = args
+    host, port, count, seed, deadline, rate = args
     rng = random.Random(seed)
     socks = []
     for k in range(16):
@@ -139,20 +161,24 @@ def udp_worker(args):
     addr = (host, port)
     sent = errors = 0
     end = time.monotonic() + deadline
-    while sent < count:
-        if time.monotonic() > end:
-            break
+    pacer = Pacer(rate)
+    while sent < count and time.monotonic() < end:
         # Refresh an eighth of the pool each round, so the mix keeps changing.
         for _ in range(512):
             pool[rng.randrange(4096)] = datagram(rng)
         n = min(4096, count - sent)
         s = socks[sent // 4096 % 16]
-        for i in range(n):
-            try:
-                s.sendto(pool[i], addr)
-            except OSError:
-                errors += 1
-        sent += n
+        i = 0
+        while i < n and time.monotonic() < end:
+            burst = min(BURST, n - i)
+            pacer.wait(burst, end)
+            for j in range(i, i + burst):
+                try:
+                    s.sendto(pool[j], addr)
+                except OSError:
+                    errors += 1
+            i += burst
+        sent += i
     return sent, errors
 
 
@@ -161,12 +187,13 @@ def cmd_udp(a):
     per = [a.count // a.procs + (1 if i < a.count % a.procs else 0) for i in range(a.procs)]
     t0 = time.monotonic()
     with multiprocessing.Pool(a.procs) as p:
-        res = p.map(udp_worker, [(host, int(port), n, a.seed * 1000 + i, a.deadline) for i, n in enumerate(per)])
+        res = p.map(udp_worker, [(host, int(port), n, a.seed * 1000 + i, a.deadline, a.rate / a.procs)
+                                 for i, n in enumerate(per)])
     dt = time.monotonic() - t0
     sent = sum(r[0] for r in res)
     errors = sum(r[1] for r in res)
-    print("udp: sent %d datagrams in %.1f s (%.0f/s), %d processes, %d send errors"
-          % (sent, dt, sent / dt if dt else 0, a.procs, errors))
+    print("udp: sent %d datagrams in %.1f s (%.0f/s, cap %s), %d processes, %d send errors"
+          % (sent, dt, sent / dt if dt else 0, "%g/s" % a.rate if a.rate > 0 else "none", a.procs, errors))
     return 0 if sent == a.count else 1
 
 
@@ -225,7 +252,9 @@ def cmd_tcp(a):
     end = time.monotonic() + a.deadline
     t0 = time.monotonic()
     done = 0
+    pacer = Pacer(a.rate)
     while done < a.streams and time.monotonic() < end:
+        pacer.wait(min(100, a.streams - done), end)
         batch = []
         for _ in range(min(100, a.streams - done)):
             kind = rng.choice(KINDS)
@@ -248,9 +277,9 @@ def cmd_tcp(a):
             close(rng, s, stats)
     dt = time.monotonic() - t0
     total = sum(stats[k] for k in KINDS)
-    print("tcp: %d garbage streams in %.1f s (%s), %d closed with RST, %d connects failed, %d bytes sent"
-          % (total, dt, ", ".join("%s %d" % (k, stats[k]) for k in KINDS), stats["rst"],
-             stats["connect_failed"], stats["bytes"]))
+    print("tcp: %d garbage streams in %.1f s (cap %s; %s), %d closed with RST, %d connects failed, %d bytes sent"
+          % (total, dt, "%g/s" % a.rate if a.rate > 0 else "none", ", ".join("%s %d" % (k, stats[k]) for k in KINDS),
+             stats["rst"], stats["connect_failed"], stats["bytes"]))
 
     # The connection flood: twice the server's limit, all open at once.
     held = []
@@ -299,6 +328,7 @@ def main():
     u.add_argument("target")
     u.add_argument("count", type=int)
     u.add_argument("--procs", type=int, default=2)
+    u.add_argument("--rate", type=float, default=0, help="datagrams/s in all (0: no cap)")
     u.add_argument("--seed", type=int, default=1)
     u.add_argument("--deadline", type=float, default=300)
     t = sub.add_parser("tcp")
@@ -306,6 +336,7 @@ def main():
     t.add_argument("streams", type=int)
     t.add_argument("--limit", type=int, default=512)
     t.add_argument("--hold", type=float, default=3)
+    t.add_argument("--rate", type=float, default=0, help="streams/s (0: no cap)")
     t.add_argument("--seed", type=int, default=1)
     t.add_argument("--deadline", type=float, default=300)
     a = p.parse_args()

@@ -1,22 +1,27 @@
 //! The task that owns one upstream connection's socket: writes queries, reads answers,
 //! watches health, and closes the connection when it idles out or dies.
 
-use std::{collections::HashMap, sync::Arc, sync::atomic::Ordering, time::Duration};
+use std::{collections::HashMap, time::Duration};
 
 use bytes::BytesMut;
 use prometheus_client::metrics::histogram::Histogram;
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
-    sync::{mpsc, oneshot},
+    sync::oneshot,
     time::{Instant, sleep_until},
 };
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
-use super::{
-    CloseReason, ConnectionInfo, ConnectionLimits, QueryError, Shared, Submission,
-    framing::{push_frame, question_bytes, questionless_error, same_question, take_frame},
+use super::framing::{push_frame, question_bytes, questionless_error, same_question, take_frame};
+use crate::{
+    metrics::metrics,
+    upstream::{
+        connection::{
+            CloseReason, ConnectionInfo, ConnectionLimits, QueryError, Snapshot, Submission, TaskSide,
+        },
+        health::ConnectionHealth,
+    },
 };
-use crate::{metrics::metrics, upstream::health::ConnectionHealth};
 
 /// How often queries whose waiters left are swept while any are in flight.
 const SWEEP_EVERY: Duration = Duration::from_millis(50);
@@ -45,13 +50,8 @@ fn fresh_id(pending: &HashMap<u16, Pending>) -> u16 {
     }
 }
 
-pub(super) async fn run<S>(
-    stream: S,
-    mut rx: mpsc::Receiver<Submission>,
-    info: Arc<ConnectionInfo>,
-    limits: ConnectionLimits,
-    shared: Arc<Shared>,
-) where
+pub(super) async fn run<S>(stream: S, mut side: TaskSide, limits: ConnectionLimits)
+where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let (mut reader, mut writer) = tokio::io::split(stream);
@@ -59,6 +59,7 @@ pub(super) async fn run<S>(
     let mut health = ConnectionHealth::default();
     let mut buf = BytesMut::with_capacity(4096);
     let mut out = Vec::with_capacity(4096);
+    let info = side.info.clone();
     let mut last_activity = Instant::now();
     let started = last_activity;
     let mut next_sweep = started + SWEEP_EVERY;
@@ -93,11 +94,7 @@ pub(super) async fn run<S>(
             );
             break CloseReason::Failed(dead.as_str());
         }
-        shared.in_flight.store(pending.len(), Ordering::Relaxed);
-        let (keepalive, touched, closing) = {
-            let st = shared.state.lock().unwrap_or_else(|e| e.into_inner());
-            (st.keepalive, st.touched, st.closing)
-        };
+        let Snapshot { keepalive, touched, closing } = side.snapshot(pending.len());
         if closing {
             break CloseReason::Closed;
         }
@@ -132,10 +129,10 @@ pub(super) async fn run<S>(
                             health.on_heard(now, pending.len());
                         }
                     }
-                    shared.state.lock().unwrap_or_else(|e| e.into_inner()).rtt = health.rtt;
+                    side.set_rtt(health.rtt);
                 }
             },
-            submission = rx.recv(), if has_room => {
+            submission = side.rx.recv(), if has_room => {
                 let Some(first) = submission else { break CloseReason::Unused };
                 // Everything already queued goes out with it, in one write; yielding once
                 // first lets the tasks that are about to submit (woken by the same burst
@@ -154,7 +151,7 @@ pub(super) async fn run<S>(
                         health.on_sent(now, pending.len());
                     }
                     let room = pending.len() < limits.max_inflight && out.len() < WRITE_BATCH;
-                    next = if room { rx.try_recv().ok() } else { None };
+                    next = if room { side.rx.try_recv().ok() } else { None };
                 }
                 if out.is_empty() {
                     continue;
@@ -167,38 +164,15 @@ pub(super) async fn run<S>(
                 last_activity = now;
             },
             _ = &mut timer => {}
-            _ = shared.changed.notified() => {}
+            _ = side.shared.changed.notified() => {}
         }
     };
 
-    // Closing: everything not answered fails as Closed, so the pool can retry it. The
-    // reason is set before the receiver closes, so `closed()` always sees it.
-    let _ = shared.close_reason.set(reason);
-    rx.close();
-    while let Ok(sub) = rx.try_recv() {
-        let _ = sub.reply.send(Err(QueryError::Closed));
-    }
-    let unanswered = pending.len();
-    for (_, p) in pending.drain() {
-        let _ = p.reply.send(Err(QueryError::Closed));
-    }
-    shared.in_flight.store(0, Ordering::Relaxed);
+    side.finish(reason, pending.into_values().map(|p| p.reply), answered);
     if matches!(reason, CloseReason::Idle | CloseReason::Unused) {
         // Best effort close_notify; the peer may already be gone.
         let _ = tokio::time::timeout(Duration::from_millis(200), writer.shutdown()).await;
     }
-    info!(
-        attempt = info.attempt,
-        upstream = %info.upstream_name,
-        ip = %info.peer.ip(),
-        port = info.peer.port(),
-        transport = %info.transport,
-        reason = reason.as_str(),
-        answered,
-        unanswered,
-        lifetime_ms = started.elapsed().as_millis() as u64,
-        "upstream connection closed"
-    );
 }
 
 /// Hands an answer to its waiter; returns whether it matched a query in flight. An

@@ -37,7 +37,8 @@ use self::{
     schedule::{Action, Event, Proto, Schedule, ScheduleConfig, TryFailure},
 };
 use super::{
-    dot::{ConnectionInfo, QueryError, framing::question_bytes},
+    connection::{ConnectionInfo, QueryError},
+    dot::framing::question_bytes,
     pool::ForwardError,
     race::Transport,
 };

@@ -26,7 +26,7 @@ use std::{collections::VecDeque, fmt, io, time::Duration};
 
 use tokio::time::Instant;
 
-use crate::upstream::dot::rcode_name;
+use crate::upstream::connection::rcode_name;
 
 /// UDP sends per server (the first and one retransmission).
 pub(crate) const MAX_UDP_SENDS: u8 = 2;

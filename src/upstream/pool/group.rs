@@ -15,7 +15,9 @@ use std::sync::{Arc, Weak, atomic::AtomicU64};
 use tokio::sync::watch;
 
 use super::{Inner, Pool, PoolHealth, RaceStatus, attempt_contexts, races::backing_off};
-use crate::{config::Config, metrics::UpstreamConnections, tls::TlsSetupError, upstream::dot::Connection};
+use crate::{
+    config::Config, metrics::UpstreamConnections, tls::TlsSetupError, upstream::connection::Connection,
+};
 
 impl Pool {
     /// `n` pools (at least one) for `config` that share TLS settings (so sessions resume
@@ -97,6 +99,7 @@ pub fn group_connections(pools: &[Pool]) -> Vec<UpstreamConnections> {
         for (total, one) in sum.iter_mut().zip(counts) {
             total.tls += one.tls;
             total.plain += one.plain;
+            total.https += one.https;
         }
     }
     sum

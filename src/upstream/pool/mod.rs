@@ -32,8 +32,8 @@ use tokio::{sync::watch, time::sleep};
 use tracing::{debug, warn};
 
 use super::{
+    connection::{Connection, ConnectionLimits, QueryError},
     connector::AttemptContext,
-    dot::{Connection, ConnectionLimits, QueryError},
     health::{Backoff, DeadPolicy, SuspendDetector},
     race::{Candidate, RaceConfig, Transport},
     resolv_conf::ResolvConfWatch,
@@ -42,7 +42,7 @@ use crate::{
     config::{AddressSource, Config, HedgingConfig, Mode, RacingConfig, UpstreamConfig},
     message::ClientQuery,
     metrics::{UpstreamConnections, metrics},
-    tls::{TlsSetupError, UpstreamTls},
+    tls::TlsSetupError,
 };
 
 /// How often resolv.conf is checked for changes.
@@ -190,17 +190,7 @@ fn attempt_contexts(config: &Config) -> Result<Arc<[AttemptContext]>, TlsSetupEr
             silence: config.health.dead_after_silence,
         },
     };
-    config
-        .upstreams
-        .iter()
-        .map(|u| {
-            Ok(AttemptContext {
-                upstream_name: Arc::from(u.name.as_str()),
-                tls: UpstreamTls::new(u)?,
-                limits,
-            })
-        })
-        .collect()
+    config.upstreams.iter().map(|u| AttemptContext::new(u, limits)).collect()
 }
 
 fn read_clocks() -> (Duration, Duration) {
@@ -293,10 +283,11 @@ impl Pool {
         let delay = first.rtt().hedge_delay(self.inner.hedging.floor, self.inner.hedging.cap);
         tokio::select! {
             answer = &mut primary => match answer {
-                // The connection died under the query: the other one now, not after a
-                // retry that may find another dying connection to the same endpoint.
-                Err(QueryError::Closed) => {
-                    debug!(name = %query.query.name(), from = %first.info(), to = %second.info(), "connection closed under the query; asking the other");
+                // The connection died under the query, or a DoH stream failed: the other
+                // one now, not after a retry that may find another dying connection to the
+                // same endpoint.
+                Err(e @ (QueryError::Closed | QueryError::Http(_))) => {
+                    debug!(name = %query.query.name(), from = %first.info(), to = %second.info(), error = %e, "no answer on this connection; asking the other");
                     return self.ask(query, second).await.map(|w| (w, second.clone()));
                 }
                 answer => return answer.map(|w| (w, first.clone())),
@@ -326,12 +317,17 @@ impl Pool {
     }
 
     async fn ask(&self, query: &ClientQuery, conn: &Connection) -> Result<Vec<u8>, QueryError> {
-        let tls = conn.info().transport == Transport::Tls;
-        if !tls {
-            self.inner.stats.plain_queries.fetch_add(1, Ordering::Relaxed);
-            metrics().plain_query();
-        }
-        conn.query(query.upstream_wire(tls)).await
+        let wire = match conn.info().transport {
+            Transport::Tls => query.upstream_wire(true),
+            // RFC 7828's keepalive is for DNS's own TCP connections; HTTP/2 has its own.
+            Transport::Https => query.upstream_wire_with(true, false),
+            Transport::Plain => {
+                self.inner.stats.plain_queries.fetch_add(1, Ordering::Relaxed);
+                metrics().plain_query();
+                query.upstream_wire(false)
+            }
+        };
+        conn.query(wire).await
     }
 
     /// The connection to use and, when one is up, the one to hedge to. Waits for a race
@@ -413,13 +409,8 @@ impl Pool {
             .map(|i| UpstreamState {
                 connected: connected.contains(&Some(i)),
                 failing: st.addresses[i].iter().all(|ip| {
-                    [
-                        (self.inner.upstreams[i].tls_port, Transport::Tls),
-                        (self.inner.upstreams[i].plain_port, Transport::Plain),
-                    ]
-                    .iter()
-                    .any(|&(port, t)| {
-                        st.endpoints.get(&((*ip, port).into(), t)).is_some_and(|h| h.backoff.failures() > 0)
+                    self.inner.upstreams[i].endpoints(*ip).any(|(addr, t)| {
+                        st.endpoints.get(&(addr, t)).is_some_and(|h| h.backoff.failures() > 0)
                     })
                 }),
                 has_addresses: !st.addresses[i].is_empty(),
@@ -444,7 +435,9 @@ impl Pool {
                     upstream: u.name.clone(),
                     tls: count(Transport::Tls),
                     plain: count(Transport::Plain),
+                    https: count(Transport::Https),
                     plain_possible: u.mode == Mode::Opportunistic,
+                    https_possible: u.https.is_some(),
                 }
             })
             .collect()

@@ -13,8 +13,8 @@ use super::{Inner, PoolState, RaceStatus};
 use crate::{
     config::Mode,
     upstream::{
+        connection::{CloseReason, Connection},
         connector::{RaceResult, drive_race},
-        dot::{CloseReason, Connection},
         race::{Candidate, Race, Transport, UpstreamAddrs, order_candidates},
     },
 };
@@ -23,7 +23,8 @@ use crate::{
 /// enough that a network that comes back (a captive portal logged into, a port opened) is
 /// used within about 5 s of the next query.
 const PRIMARY_RETRY_MAX: Duration = Duration::from_secs(4);
-/// Background TLS re-races while on plain text: first after this, doubling up to the cap.
+/// Background DoT re-races while on plain text or DoH: first after this, doubling up to
+/// the cap.
 const TLS_RERACE_FIRST: Duration = Duration::from_secs(1);
 const TLS_RERACE_MAX: Duration = Duration::from_secs(60);
 /// A spare the upstream kept open at least this long before closing it idle was worth
@@ -39,7 +40,9 @@ pub(super) enum RaceKind {
     Primary,
     /// A warm second connection: TLS only, anywhere but the primary's endpoint.
     Spare,
-    /// Leaving plain text: TLS only, replaces a plain-text primary when it wins.
+    /// Back to DoT: from a plain-text primary, any encrypted transport; from a DoH one,
+    /// DoT only. Replaces the primary when it wins, so an open 853 is preferred once it
+    /// works and plain text is left as soon as anything encrypted does.
     TlsReturn,
 }
 
@@ -71,10 +74,8 @@ impl Inner {
         let failures = |i: usize| {
             st.addresses[i]
                 .iter()
-                .map(|ip| {
-                    let addr = (*ip, self.upstreams[i].tls_port).into();
-                    st.endpoints.get(&(addr, Transport::Tls)).map_or(0, |h| h.backoff.failures())
-                })
+                .flat_map(|ip| self.upstreams[i].endpoints(*ip).filter(|(_, t)| t.is_encrypted()))
+                .map(|endpoint| st.endpoints.get(&endpoint).map_or(0, |h| h.backoff.failures()))
                 .min()
                 .unwrap_or(0)
         };
@@ -93,6 +94,7 @@ impl Inner {
                     addresses: &st.addresses[i],
                     tls_port: u.tls_port,
                     plain_port: u.plain_port,
+                    https_port: u.https.as_ref().map(|h| h.port),
                     // Strict upstreams never yield a plain candidate (RFC 8310 §5).
                     allow_plain: u.mode == Mode::Opportunistic && kind == RaceKind::Primary,
                 }
@@ -100,13 +102,21 @@ impl Inner {
             .collect();
         let last_winner = if kind == RaceKind::Primary { st.last_winner } else { None };
         let (mut tls, mut plain) = order_candidates(&addrs, last_winner);
+        // Leaving DoH: only DoT is better.
+        let on_https = st.primary.as_ref().is_some_and(|p| p.info().transport == Transport::Https);
         let usable = |c: &Candidate| {
             let sits_out = st
                 .endpoints
                 .get(&(c.addr, c.transport))
                 .is_some_and(|h| h.pin_mismatch && !h.backoff.available(now));
-            let is_primary = avoid.is_some_and(|(_, peer)| kind != RaceKind::Primary && peer == c.addr);
-            !sits_out && !is_primary
+            // A spare goes to another server than the primary's, whatever the transport.
+            let is_primary = avoid.is_some_and(|(_, peer)| match kind {
+                RaceKind::Primary => false,
+                RaceKind::Spare => peer.ip() == c.addr.ip(),
+                RaceKind::TlsReturn => peer == c.addr,
+            });
+            let no_better = kind == RaceKind::TlsReturn && on_https && c.transport != Transport::Tls;
+            !sits_out && !is_primary && !no_better
         };
         tls.retain(usable);
         plain.retain(usable);
@@ -232,31 +242,44 @@ impl Inner {
                 st.spare = Some(conn.clone());
             }
             RaceKind::TlsReturn
-                if st
-                    .primary
-                    .as_ref()
-                    .is_some_and(|p| !p.is_closed() && p.info().transport == Transport::Tls) =>
+                if st.primary.as_ref().is_some_and(|p| {
+                    !p.is_closed() && rank(p.info().transport) >= rank(winner.transport)
+                }) =>
             {
-                return Ok(conn); // someone else already got back to TLS
+                return Ok(conn); // someone else already got there
             }
             RaceKind::Primary | RaceKind::TlsReturn => {
                 if let Some(old) = st.primary.replace(conn.clone()) {
-                    if old.info().transport == Transport::Plain && winner.transport == Transport::Tls {
-                        info!(upstream = %info.upstream_name, ip = %info.peer.ip(), port = info.peer.port(), "TLS is back; replacing the plain-text connection");
+                    if rank(old.info().transport) < rank(winner.transport) {
+                        info!(
+                            upstream = %info.upstream_name,
+                            ip = %info.peer.ip(),
+                            port = info.peer.port(),
+                            from = %old.info().transport,
+                            to = %winner.transport,
+                            "a better transport works again; replacing the connection"
+                        );
                     }
                 }
                 st.last_winner = Some(winner);
-                if winner.transport == Transport::Plain {
-                    warn!(
+                match winner.transport {
+                    Transport::Plain => warn!(
                         upstream = %info.upstream_name,
                         ip = %info.peer.ip(),
                         port = info.peer.port(),
                         "no TLS connection could be made: queries now go in CLEAR TEXT (opportunistic mode); retrying TLS in the background"
-                    );
-                    if !st.tls_rerace_running {
-                        st.tls_rerace_running = true;
-                        tokio::spawn(self.clone().return_to_tls());
-                    }
+                    ),
+                    Transport::Https => info!(
+                        upstream = %info.upstream_name,
+                        ip = %info.peer.ip(),
+                        port = info.peer.port(),
+                        "DNS over HTTPS won the race; retrying DNS over TLS in the background"
+                    ),
+                    Transport::Tls => {}
+                }
+                if winner.transport != Transport::Tls && !st.tls_rerace_running {
+                    st.tls_rerace_running = true;
+                    tokio::spawn(self.clone().return_to_tls());
                 }
                 self.refill_spare(&mut st);
             }
@@ -315,18 +338,19 @@ impl Inner {
         });
     }
 
-    /// While the connection in use is plain text, keep racing TLS-only with backoff.
+    /// While the connection in use is plain text or DoH, keep racing for something better
+    /// (see [`RaceKind::TlsReturn`]) with back-off, until DoT is back.
     async fn return_to_tls(self: Arc<Self>) {
         let mut wait = TLS_RERACE_FIRST;
         loop {
             sleep(wait).await;
             let rx = {
                 let mut st = self.lock();
-                let on_plain = st
+                let below_tls = st
                     .primary
                     .as_ref()
-                    .is_some_and(|p| !p.is_closed() && p.info().transport == Transport::Plain);
-                if !on_plain {
+                    .is_some_and(|p| !p.is_closed() && p.info().transport != Transport::Tls);
+                if !below_tls {
                     break;
                 }
                 self.launch(&mut st, RaceKind::TlsReturn)
@@ -334,20 +358,30 @@ impl Inner {
             let won = match rx {
                 Some(mut rx) => loop {
                     if let RaceStatus::Done(r) = &*rx.borrow_and_update() {
-                        break r.is_ok();
+                        break r.as_ref().ok().map(|c| c.info().transport);
                     }
                     if rx.changed().await.is_err() {
-                        break false;
+                        break None;
                     }
                 },
-                None => false,
+                None => None,
             };
-            if won {
+            if won == Some(Transport::Tls) {
                 break;
             }
             wait = (wait * 2).min(TLS_RERACE_MAX);
         }
         self.lock().tls_rerace_running = false;
+    }
+}
+
+/// How much a transport is preferred once it works: DoT, then DoH, then plain text. Speed
+/// only orders candidates inside a race; this decides what a background race replaces.
+fn rank(transport: Transport) -> u8 {
+    match transport {
+        Transport::Plain => 0,
+        Transport::Https => 1,
+        Transport::Tls => 2,
     }
 }
 

@@ -23,7 +23,7 @@ use tokio::{
 use tracing::{debug, info, warn};
 
 use super::{Inner, Pool, RaceStatus, races::backing_off};
-use crate::upstream::dot::Connection;
+use crate::upstream::connection::Connection;
 
 /// How often the pools look for a resume without waiting for a query: two vDSO clock
 /// reads per pool. The monotonic clock stops during a suspend, so this runs about this

@@ -17,7 +17,8 @@
 //!   attempt as soon as its delay has passed;
 //! - every attempt has its own `attempt_timeout` (from its start, renewed once at
 //!   `TcpUp`); a silent attempt is cancelled then, never blocking the others;
-//! - TLS candidates first; the plain group joins when every TLS candidate has
+//! - TLS candidates (DoT, and DoH each one place after the DoT candidate of its address)
+//!   first; the plain group joins when every TLS candidate has
 //!   failed, or from `plain_fallback_delay` on while no TLS attempt is
 //!   handshaking (TCP up, TLS pending); once joined, the groups alternate;
 //! - the first `Ready` wins and the rest are cancelled; `race_timeout` after the
@@ -55,15 +56,25 @@ pub enum Transport {
     /// `opportunistic` upstreams. Also what a `plain` route-only upstream's answers
     /// came over (UDP, or TCP after truncation: `upstream/plain/`).
     Plain,
+    /// DNS over HTTPS (RFC 8484) over HTTP/2, normally port 443: TLS with the same
+    /// authentication as [`Transport::Tls`], so it races in the TLS group, after DoT.
+    Https,
 }
 
 impl Transport {
-    /// Short name for structured logs: `"tls"` or `"plain"`.
+    /// Short name for structured logs and metric labels: `"tls"`, `"plain"` or `"https"`.
     pub fn as_str(&self) -> &'static str {
         match self {
             Transport::Tls => "tls",
             Transport::Plain => "plain",
+            Transport::Https => "https",
         }
+    }
+
+    /// Carried over TLS, so encrypted (and authenticated as the upstream's policy says):
+    /// DoT and DoH are one group of a race; only plain text is a separate, policy-gated one.
+    pub fn is_encrypted(&self) -> bool {
+        matches!(self, Transport::Tls | Transport::Https)
     }
 }
 
@@ -178,7 +189,8 @@ impl Event {
 /// Something the driver must do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
-    /// Start a connection attempt (TCP connect, then TLS for [`Transport::Tls`]).
+    /// Start a connection attempt (TCP connect, then TLS for [`Transport::Tls`], and TLS
+    /// then HTTP/2 for [`Transport::Https`]).
     Connect {
         /// Id to report events under.
         id: AttemptId,
@@ -327,8 +339,8 @@ impl Race {
             cfg,
             plain_join_at: now + cfg.plain_fallback_delay,
             deadline: now + cfg.race_timeout,
-            tls_pending: group(tls, Transport::Tls),
-            plain_pending: group(plain, Transport::Plain),
+            tls_pending: group(tls, Transport::is_encrypted),
+            plain_pending: group(plain, |t| *t == Transport::Plain),
             plain_joined: false,
             last_started: None,
             alive: Vec::new(),
@@ -493,8 +505,8 @@ impl Race {
         if self.plain_joined {
             return;
         }
-        let tls_alive = self.alive.iter().any(|a| a.candidate.transport == Transport::Tls);
-        let tls_handshaking = self.alive.iter().any(|a| a.candidate.transport == Transport::Tls && a.tcp_up);
+        let tls_alive = self.alive.iter().any(|a| a.candidate.transport.is_encrypted());
+        let tls_handshaking = self.alive.iter().any(|a| a.candidate.transport.is_encrypted() && a.tcp_up);
         let tls_exhausted = self.tls_pending.is_empty() && !tls_alive;
         let tls_stuck = now >= self.plain_join_at && !tls_handshaking;
         if tls_exhausted || tls_stuck {
@@ -569,10 +581,10 @@ impl Race {
 }
 
 /// Keep only candidates of `transport`, first occurrence of each.
-fn group(candidates: Vec<Candidate>, transport: Transport) -> VecDeque<Candidate> {
+fn group(candidates: Vec<Candidate>, belongs: impl Fn(&Transport) -> bool) -> VecDeque<Candidate> {
     let mut out: VecDeque<Candidate> = VecDeque::with_capacity(candidates.len());
     for c in candidates {
-        if c.transport == transport && !out.contains(&c) {
+        if belongs(&c.transport) && !out.contains(&c) {
             out.push_back(c);
         }
     }

@@ -16,6 +16,8 @@ pub struct UpstreamAddrs<'a> {
     pub tls_port: u16,
     /// Port for DNS over plain TCP (normally 53).
     pub plain_port: u16,
+    /// Port for DNS over HTTPS (normally 443), if the upstream serves it.
+    pub https_port: Option<u16>,
     /// Whether policy allows plain text for this upstream (`opportunistic`).
     /// `strict` upstreams pass `false` and never yield a plain candidate.
     pub allow_plain: bool,
@@ -26,7 +28,9 @@ pub struct UpstreamAddrs<'a> {
 /// Upstreams keep the given order (the caller passes them in health/config
 /// order); inside one upstream the addresses are interleaved by family, IPv6
 /// first, First Address Family Count 1 (RFC 8305 §4), each family keeping its
-/// given order. `last_winner`, if it is still among the candidates, moves to the
+/// given order. An address's DoH candidate follows its DoT one: DoT stays first,
+/// and where 853 is dropped, 443 on the same server starts one attempt delay later
+/// (RFC 8305 §5), before the next address. `last_winner`, if it is still among the candidates, moves to the
 /// front of its group. Plain candidates exist only for upstreams with
 /// `allow_plain`. Exact duplicates are dropped (first occurrence kept).
 #[must_use]
@@ -46,6 +50,16 @@ pub fn order_candidates(
                     transport: Transport::Tls,
                 },
             );
+            if let Some(port) = up.https_port {
+                push_unique(
+                    &mut tls,
+                    Candidate {
+                        upstream: up.upstream,
+                        addr: SocketAddr::new(ip, port),
+                        transport: Transport::Https,
+                    },
+                );
+            }
             if up.allow_plain {
                 push_unique(
                     &mut plain,
@@ -60,10 +74,8 @@ pub fn order_candidates(
     }
     if let Some(winner) = last_winner {
         // A connection that just worked is the best predictor of the next one.
-        let list = match winner.transport {
-            Transport::Tls => &mut tls,
-            Transport::Plain => &mut plain,
-        };
+        // A DoH winner too: where 853 was dropped, the next race starts on 443.
+        let list = if winner.transport.is_encrypted() { &mut tls } else { &mut plain };
         if let Some(pos) = list.iter().position(|c| *c == winner) {
             list[..=pos].rotate_right(1);
         }

@@ -5,7 +5,7 @@ use super::*;
 // order_candidates
 
 fn up(upstream: usize, addresses: &[IpAddr], allow_plain: bool) -> UpstreamAddrs<'_> {
-    UpstreamAddrs { upstream, addresses, tls_port: 853, plain_port: 53, allow_plain }
+    UpstreamAddrs { upstream, addresses, tls_port: 853, plain_port: 53, https_port: None, allow_plain }
 }
 
 fn addrs_of(group: &[Candidate]) -> Vec<String> {
@@ -55,8 +55,14 @@ fn order_keeps_upstream_order_and_per_upstream_policy() {
 #[test]
 fn order_uses_the_given_ports() {
     let addrs = [ip("192.0.2.1")];
-    let u =
-        UpstreamAddrs { upstream: 3, addresses: &addrs, tls_port: 8853, plain_port: 5353, allow_plain: true };
+    let u = UpstreamAddrs {
+        upstream: 3,
+        addresses: &addrs,
+        tls_port: 8853,
+        plain_port: 5353,
+        https_port: None,
+        allow_plain: true,
+    };
     let (t, p) = order_candidates(&[u], None);
     assert_eq!(t, vec![tls(3, "192.0.2.1:8853")]);
     assert_eq!(p, vec![plain(3, "192.0.2.1:5353")]);

@@ -63,9 +63,15 @@ fn arb_candidate(transport: Transport) -> impl Strategy<Value = Candidate> {
         let port = match transport {
             Transport::Tls => 853,
             Transport::Plain => 53,
+            Transport::Https => 443,
         };
         Candidate { upstream, addr: SocketAddr::new(ip, port), transport }
     })
+}
+
+/// A candidate of the TLS group: DoT or DoH, which race as one group.
+fn arb_encrypted() -> impl Strategy<Value = Candidate> {
+    prop_oneof![arb_candidate(Transport::Tls), arb_candidate(Transport::Https)]
 }
 
 fn arb_config() -> impl Strategy<Value = RaceConfig> {
@@ -166,7 +172,7 @@ impl Model {
     }
 
     fn tls_open(&self) -> impl Iterator<Item = &Open> {
-        self.open.values().filter(|o| o.candidate.transport == Transport::Tls)
+        self.open.values().filter(|o| o.candidate.transport.is_encrypted())
     }
 
     /// Mirror of the join rule; evaluated at every point the race could evaluate it.
@@ -281,7 +287,7 @@ impl Model {
                 }
                 // Each group is walked in order, skipping excluded endpoints.
                 match candidate.transport {
-                    Transport::Tls => {
+                    Transport::Tls | Transport::Https => {
                         assert_eq!(self.pending(&self.tls).first(), Some(&candidate));
                     }
                     Transport::Plain => {
@@ -402,7 +408,7 @@ proptest! {
 
     #[test]
     fn race_invariants_hold(
-        tls in prop::collection::vec(arb_candidate(Transport::Tls), 1..8),
+        tls in prop::collection::vec(arb_encrypted(), 1..8),
         plain in prop::collection::vec(arb_candidate(Transport::Plain), 0..6),
         cfg in arb_config(),
         first_id in 0u64..1_000_000,
@@ -413,7 +419,7 @@ proptest! {
 
     #[test]
     fn silent_network_gives_up_by_the_deadline(
-        tls in prop::collection::vec(arb_candidate(Transport::Tls), 1..8),
+        tls in prop::collection::vec(arb_encrypted(), 1..8),
         plain in prop::collection::vec(arb_candidate(Transport::Plain), 0..6),
         cfg in arb_config(),
     ) {
@@ -435,7 +441,7 @@ proptest! {
                 IpAddr::V4(Ipv4Addr::new(192, 0, 2, h))
             })
             .collect();
-        let ups = [UpstreamAddrs { upstream: 0, addresses: &ips, tls_port: 853, plain_port: 53, allow_plain: false }];
+        let ups = [UpstreamAddrs { upstream: 0, addresses: &ips, tls_port: 853, plain_port: 53, https_port: None, allow_plain: false }];
         let last = ips.first().map(|&ip| Candidate {
             upstream: 0,
             addr: SocketAddr::new(ip, if last_is_plain { 53 } else { 853 }),
@@ -469,7 +475,7 @@ proptest! {
                 distinct.push(*ip);
             }
         }
-        let ups = [UpstreamAddrs { upstream: 0, addresses: &ips, tls_port: 853, plain_port: 53, allow_plain }];
+        let ups = [UpstreamAddrs { upstream: 0, addresses: &ips, tls_port: 853, plain_port: 53, https_port: None, allow_plain }];
         let (tls, plain) = order_candidates(&ups, None);
         let got: Vec<IpAddr> = tls.iter().map(|c| c.addr.ip()).collect();
         // Same addresses, each once.

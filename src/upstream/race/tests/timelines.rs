@@ -131,6 +131,7 @@ fn ipv6_silently_broken_ipv4_wins_after_one_delay() {
             addresses: &addrs,
             tls_port: 853,
             plain_port: 53,
+            https_port: None,
             allow_plain: false,
         }],
         None,
@@ -212,6 +213,7 @@ fn strict_never_connects_plain() {
             addresses: &addrs,
             tls_port: 853,
             plain_port: 53,
+            https_port: None,
             allow_plain: false,
         }],
         None,
@@ -256,7 +258,14 @@ fn strict_hard_failures_give_up_without_plain() {
 fn opportunistic_853_dropped_53_open_plain_wins_after_fallback_delay() {
     let addrs = [ip("192.0.2.1")];
     let (tls_group, plain_group) = order_candidates(
-        &[UpstreamAddrs { upstream: 0, addresses: &addrs, tls_port: 853, plain_port: 53, allow_plain: true }],
+        &[UpstreamAddrs {
+            upstream: 0,
+            addresses: &addrs,
+            tls_port: 853,
+            plain_port: 53,
+            https_port: None,
+            allow_plain: true,
+        }],
         None,
     );
     let (t, p) = (tls(0, V4A), plain(0, "192.0.2.1:53"));
