@@ -1017,6 +1017,10 @@ fn embedded_default_is_valid() {
     assert_eq!(config.upstreams[0].tls_name.as_deref(), Some("unicast.uncensoreddns.org"));
     assert_eq!(ips(1), ["9.9.9.9", "149.112.112.112", "2620:fe::fe", "2620:fe::9"]);
     assert_eq!(config.upstreams[1].tls_name.as_deref(), Some("dns.quad9.net"));
+    // DoH only where the operator documents it on the same addresses (Quad9's DoH stamps).
+    assert_eq!(config.upstreams[0].https, None);
+    let https = config.upstreams[1].https.as_ref().expect("quad9 serves DoH on its addresses");
+    assert_eq!((https.port, https.path.as_str()), (443, "/dns-query"));
 }
 
 #[test]

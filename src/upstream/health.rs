@@ -222,6 +222,20 @@ mod tests {
     }
 
     #[test]
+    fn failed_streams_count_towards_death_and_keep_the_silence_clock() {
+        let policy = DeadPolicy { unanswered: 3, silence: Duration::from_secs(2) };
+        let t0 = Instant::now();
+        let mut h = ConnectionHealth::default();
+        h.on_sent(t0, 1);
+        h.on_failed(0);
+        h.on_failed(0);
+        assert_eq!(h.dead(policy, t0), None);
+        assert_eq!(h.next_check(policy), Some(t0 + policy.silence), "a failure is not an answer");
+        h.on_failed(0);
+        assert_eq!(h.dead(policy, t0), Some(DeadReason::Unanswered(3)));
+    }
+
+    #[test]
     fn a_streak_of_abandoned_queries_kills_a_connection_and_an_answer_resets_it() {
         let policy = DeadPolicy { unanswered: 3, silence: Duration::from_secs(2) };
         let t0 = Instant::now();

@@ -103,3 +103,35 @@ fn order_drops_duplicates() {
     let (t, _) = order_candidates(&[up(0, &addrs, false)], None);
     assert_eq!(addrs_of(&t), [V6A, V4A, V6B, V4B]);
 }
+
+fn https(upstream: usize, addr: &str) -> Candidate {
+    Candidate { upstream, addr: addr.parse().unwrap(), transport: Transport::Https }
+}
+
+#[test]
+fn order_puts_each_addresss_doh_right_after_its_dot() {
+    let addrs = [ip("192.0.2.1"), ip("2001:db8::1")];
+    let with_doh = UpstreamAddrs { https_port: Some(443), ..up(0, &addrs, true) };
+    let (t, p) = order_candidates(&[with_doh, up(1, &[ip("192.0.2.2")], false)], None);
+    assert_eq!(
+        t,
+        vec![
+            tls(0, V6A),
+            https(0, "[2001:db8::1]:443"),
+            tls(0, V4A),
+            https(0, "192.0.2.1:443"),
+            tls(1, V4B),
+        ]
+    );
+    // DoH is encrypted: it never lands in the plain group, whatever the mode.
+    assert!(p.iter().all(|c| c.transport == Transport::Plain));
+}
+
+#[test]
+fn order_a_doh_winner_leads_the_next_race() {
+    let addrs = [ip("2001:db8::1"), ip("192.0.2.1")];
+    let u = UpstreamAddrs { https_port: Some(443), ..up(0, &addrs, false) };
+    let (t, _) = order_candidates(&[u], Some(https(0, "192.0.2.1:443")));
+    assert_eq!(t[0], https(0, "192.0.2.1:443"), "the transport that won starts the next race");
+    assert_eq!(t[1..], [tls(0, V6A), https(0, "[2001:db8::1]:443"), tls(0, V4A)]);
+}

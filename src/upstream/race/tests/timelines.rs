@@ -468,3 +468,42 @@ fn plain_only_race_starts_plain_at_once() {
     let p = plain(0, "192.0.2.1:53");
     Script::new(&[], &[p]).at(0).expect(&[connect(0, p)]);
 }
+
+// DoH (RFC 8484) in the TLS group.
+
+#[test]
+fn with_853_silently_dropped_doh_on_the_same_address_starts_one_delay_later_and_wins() {
+    let dot = tls(0, V4A);
+    let doh = Candidate { upstream: 0, addr: "192.0.2.1:443".parse().unwrap(), transport: Transport::Https };
+    Script::new(&[dot, doh], &[])
+        .at(0)
+        .expect(&[connect(0, dot)])
+        .wakes_at(250)
+        .at(250)
+        .expect(&[connect(1, doh)])
+        .at(270)
+        .feed(tcp_up(1))
+        .at(300)
+        .feed(ready(1))
+        .expect(&[won(1), cancel(0)])
+        .finished();
+}
+
+#[test]
+fn a_doh_attempt_handshaking_holds_plain_text_back_as_dot_does() {
+    let doh = Candidate { upstream: 0, addr: "192.0.2.1:443".parse().unwrap(), transport: Transport::Https };
+    let clear = plain(0, "192.0.2.1:53");
+    Script::new(&[doh], &[clear])
+        .at(0)
+        .expect(&[connect(0, doh)])
+        .at(10)
+        .feed(tcp_up(0))
+        // At the plain fallback delay (500 ms): TLS on 443 is handshaking, so 443 works
+        // and plain text stays out.
+        .at(500)
+        .expect(&[])
+        .at(700)
+        .feed(ready(0))
+        .expect(&[won(0)])
+        .finished();
+}
