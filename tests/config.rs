@@ -861,7 +861,8 @@ fn unknown_upstream_key_is_rejected() {
         &text,
         "upstream[1].pin",
         "unknown key (expected one of name, addresses, resolv_conf, tls_name, pins, \
-         ca_file, tls_port, plain_port, mode, domains, route_search, captive_portal)",
+         ca_file, tls_port, plain_port, https_port, https_path, mode, domains, route_search, \
+         captive_portal)",
     );
 }
 
