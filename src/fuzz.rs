@@ -34,10 +34,11 @@ static ACL: LazyLock<Acl> = LazyLock::new(|| Acl::new(&["127.0.0.0/8".parse().ex
 pub type Target = (&'static str, fn(&[u8]));
 
 /// Every target.
-pub const TARGETS: [Target; 5] = [
+pub const TARGETS: [Target; 6] = [
     ("client_query", client_query),
     ("upstream_answer", upstream_answer),
     ("dot_framing", dot_framing),
+    ("doh_answer", doh_answer),
     ("config", config),
     ("pin_chain", pin_chain),
 ];
@@ -359,6 +360,66 @@ pub fn dot_framing(data: &[u8]) {
             let tail = &q[q.len() - 4..];
             assert_eq!(u16::from_be_bytes([tail[0], tail[1]]), scanned.qtype);
             assert_eq!(u16::from_be_bytes([tail[2], tail[3]]), scanned.qclass);
+        }
+    }
+}
+
+/// A DoH response (RFC 8484) through the checks of `upstream/doh/exchange.rs`: a status,
+/// a content type, an `Age` and a body the fuzzer picks, against the query whose question
+/// the body's own (or a fixed one) is. Only a 2xx of the DNS media type is read; a body
+/// accepted is a response under the client's ID to exactly the question sent, no longer
+/// than a DNS message, with no TTL above the body's own.
+///
+/// Layout: octet 0 selects the status and content type, octets 1–4 are `Age`, octet 5
+/// selects the question (the body's own, or another), the rest is the body.
+pub fn doh_answer(data: &[u8]) {
+    use crate::upstream::doh::exchange::{Answer, DNS_MESSAGE, MAX_ANSWER, accept_answer, age, check_head};
+    use http::{HeaderMap, HeaderValue, StatusCode, header};
+
+    let [sel, a0, a1, a2, a3, which, ref body @ ..] = *data else { return };
+    let status =
+        [200u16, 200, 200, 204, 301, 400, 404, 415, 500, 502, 503, 299][usize::from(sel & 0x0f) % 12];
+    let media = ["application/dns-message", "Application/DNS-Message; x=1", "text/html", ""];
+    let mut headers = HeaderMap::new();
+    let content_type = media[usize::from(sel >> 4) % media.len()];
+    if !content_type.is_empty() {
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    }
+    let age_value = u32::from_be_bytes([a0, a1, a2, a3]);
+    headers.insert(header::AGE, HeaderValue::from(age_value));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    let status = StatusCode::from_u16(status).expect("a valid status");
+    let head = check_head(status, &headers);
+    assert_eq!(
+        head.is_ok(),
+        status.is_success()
+            && content_type.to_ascii_lowercase().starts_with(DNS_MESSAGE)
+            && body.len() <= MAX_ANSWER,
+        "head verdict for {status} {content_type:?}"
+    );
+    if head.is_err() {
+        return;
+    }
+    assert_eq!(age(&headers), age_value);
+    let fixed = b"\x01a\x04test\x00\x00\x01\x00\x01".to_vec();
+    let question = match question_bytes(body) {
+        Some(q) if which & 1 == 0 => q.to_vec(),
+        _ => fixed,
+    };
+    let client_id = u16::from_be_bytes([which, a3]);
+    let Ok(Answer::Message(answer)) =
+        accept_answer(bytes::Bytes::copy_from_slice(body), &question, client_id, age_value)
+    else {
+        return;
+    };
+    assert!(answer.len() <= MAX_ANSWER && answer.len() == body.len());
+    assert_eq!(u16::from_be_bytes([answer[0], answer[1]]), client_id, "the client's ID");
+    assert_eq!(&body[..2], &[0, 0], "only an answer under ID 0 is taken");
+    assert!(answer[2] & 0x80 != 0, "a response");
+    assert!(question_bytes(&answer).is_some_and(|q| same_question(q, &question)), "another question");
+    if let (Ok(theirs), Ok(ours)) = (crate::wire::scan(body), crate::wire::scan(&answer)) {
+        for (t, o) in theirs.records.iter().zip(&ours.records) {
+            assert_eq!(o.ttl, t.ttl.saturating_sub(age_value), "TTL less the Age");
         }
     }
 }

@@ -144,6 +144,21 @@ fn seed_corpus() {
         write("dot_framing", &format!("stream-{i}"), &stream);
     }
 
+    // DoH responses: status/content-type selector, Age, question selector, then an answer
+    // under ID 0 (RFC 8484 §4.1). 200 of the DNS type mostly; some with an Age, some
+    // checked against another question, some refused heads.
+    for (i, answer) in answers.iter().step_by(6).enumerate() {
+        let selector = [0x00u8, 0x10, 0x08, 0x20][i % 4];
+        let age: u32 = if i % 3 == 1 { 100 } else { 0 };
+        let mut data = vec![selector];
+        data.extend_from_slice(&age.to_be_bytes());
+        data.push((i % 5 == 4) as u8);
+        let mut body = answer.clone();
+        body[..2].copy_from_slice(&[0, 0]);
+        data.extend_from_slice(&body);
+        write("doh_answer", &format!("response-{i}"), &data);
+    }
+
     // Chains: selector (pinned certificate index, bit 3: by whole DER; 7: unrelated),
     // then each DER with a 2-octet length.
     for (kind, label) in
