@@ -40,7 +40,11 @@ fn the_https_port_is_a_port_of_its_own() {
 #[test]
 fn the_path_is_a_path_alone() {
     assert_rejected(&with("https_path = \"/dns-query\""), "upstream[0].https_path", "without https_port");
-    assert_rejected(&with("https_port = 443\nhttps_path = \"dns-query\""), "upstream[0].https_path", "start with \"/\"");
+    assert_rejected(
+        &with("https_port = 443\nhttps_path = \"dns-query\""),
+        "upstream[0].https_path",
+        "start with \"/\"",
+    );
     assert_rejected(
         &with("https_port = 443\nhttps_path = \"/dns-query{?dns}\""),
         "upstream[0].https_path",

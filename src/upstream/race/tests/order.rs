@@ -115,13 +115,7 @@ fn order_puts_each_addresss_doh_right_after_its_dot() {
     let (t, p) = order_candidates(&[with_doh, up(1, &[ip("192.0.2.2")], false)], None);
     assert_eq!(
         t,
-        vec![
-            tls(0, V6A),
-            https(0, "[2001:db8::1]:443"),
-            tls(0, V4A),
-            https(0, "192.0.2.1:443"),
-            tls(1, V4B),
-        ]
+        vec![tls(0, V6A), https(0, "[2001:db8::1]:443"), tls(0, V4A), https(0, "192.0.2.1:443"), tls(1, V4B),]
     );
     // DoH is encrypted: it never lands in the plain group, whatever the mode.
     assert!(p.iter().all(|c| c.transport == Transport::Plain));
