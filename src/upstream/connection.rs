@@ -21,11 +21,11 @@ use tokio::{
     sync::{Notify, mpsc, oneshot},
     time::Instant,
 };
-use tracing::info;
+use tracing::{info, warn};
 
 use super::{
     dot::framing,
-    health::{DeadPolicy, RttEstimate},
+    health::{ConnectionHealth, DeadPolicy, RttEstimate},
     race::Transport,
 };
 
@@ -281,6 +281,27 @@ impl TaskSide {
         self.shared.in_flight.store(in_flight, Ordering::Relaxed);
         let st = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
         Snapshot { keepalive: st.keepalive, touched: st.touched, closing: st.closing }
+    }
+
+    /// The close reason if `health` says the connection is dead now, logged once.
+    pub(super) fn dead(
+        &self,
+        health: &ConnectionHealth,
+        limits: ConnectionLimits,
+        now: Instant,
+    ) -> Option<CloseReason> {
+        let dead = health.dead(limits.dead, now)?;
+        let info = &self.info;
+        warn!(
+            attempt = info.attempt,
+            upstream = %info.upstream_name,
+            ip = %info.peer.ip(),
+            port = info.peer.port(),
+            transport = %info.transport,
+            reason = dead.as_str(),
+            "upstream connection declared dead"
+        );
+        Some(CloseReason::Failed(dead.as_str()))
     }
 
     pub(super) fn set_rtt(&self, rtt: RttEstimate) {

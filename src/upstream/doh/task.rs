@@ -19,7 +19,7 @@ use tokio::{
     task::{AbortHandle, JoinHandle, JoinSet},
     time::{Instant, sleep_until},
 };
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::exchange::{Answer, Endpoint, MAX_ANSWER, StreamFailure, accept_answer, age, check_head, zero_id};
 use crate::{
@@ -88,17 +88,8 @@ pub(super) async fn run(
                 health.on_abandoned((before - pending.len()) as u32, pending.len());
             }
         }
-        if let Some(dead) = health.dead(limits.dead, now) {
-            warn!(
-                attempt = info.attempt,
-                upstream = %info.upstream_name,
-                ip = %info.peer.ip(),
-                port = info.peer.port(),
-                transport = %info.transport,
-                reason = dead.as_str(),
-                "upstream connection declared dead"
-            );
-            break CloseReason::Failed(dead.as_str());
+        if let Some(dead) = side.dead(&health, limits, now) {
+            break dead;
         }
         let Snapshot { touched, closing, .. } = side.snapshot(pending.len());
         if closing {

@@ -10,7 +10,7 @@ use tokio::{
     sync::oneshot,
     time::{Instant, sleep_until},
 };
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::framing::{push_frame, question_bytes, questionless_error, same_question, take_frame};
 use crate::{
@@ -83,16 +83,8 @@ where
                 health.on_abandoned((before - pending.len()) as u32, pending.len());
             }
         }
-        if let Some(dead) = health.dead(limits.dead, now) {
-            warn!(
-                attempt = info.attempt,
-                upstream = %info.upstream_name,
-                ip = %info.peer.ip(),
-                port = info.peer.port(),
-                reason = dead.as_str(),
-                "upstream connection declared dead"
-            );
-            break CloseReason::Failed(dead.as_str());
+        if let Some(dead) = side.dead(&health, limits, now) {
+            break dead;
         }
         let Snapshot { keepalive, touched, closing } = side.snapshot(pending.len());
         if closing {
