@@ -68,6 +68,10 @@ pub(super) async fn run(
     // queries, the ones in flight may still finish. Whether any were in flight then.
     let mut going_away: Option<bool> = None;
     let mut ready = false;
+    // Since when queries have waited for a stream the server's SETTINGS do not allow
+    // (SETTINGS_MAX_CONCURRENT_STREAMS, RFC 9113 §5.1.2): a server that never makes room
+    // is as dead as a silent one, though nothing is in flight to time out.
+    let mut no_room_since: Option<Instant> = None;
     let rtt_histogram = metrics().upstream_rtt(&info.upstream_name);
     let timer = sleep_until(last_activity + NEVER);
     tokio::pin!(timer);
@@ -107,8 +111,14 @@ pub(super) async fn run(
             break CloseReason::Idle;
         }
         let has_room = going_away.is_none() && pending.len() < limits.max_inflight;
+        no_room_since = (has_room && !ready && !side.rx.is_empty()).then(|| no_room_since.unwrap_or(now));
+        if no_room_since.is_some_and(|since| now >= since + limits.dead.silence) {
+            break CloseReason::Failed("no stream allowed by the server");
+        }
         let silence_check = health.next_check(limits.dead).unwrap_or(now + NEVER);
-        let wake = if pending.is_empty() { idle_deadline } else { next_sweep }.min(silence_check);
+        let room_check = no_room_since.map_or(now + NEVER, |since| since + limits.dead.silence);
+        let wake =
+            if pending.is_empty() { idle_deadline } else { next_sweep }.min(silence_check).min(room_check);
         if timer.deadline() != wake {
             timer.as_mut().reset(wake);
         }
