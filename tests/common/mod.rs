@@ -7,6 +7,8 @@
 //! - [`hostile`]: the misbehaviours of [`Fault::Hostile`], drawn from a seeded PRNG.
 //! - [`dns`]: the answer table, query builders, response inspection, RFC 7766 framing.
 //! - [`client`]: a minimal DoT/TCP/UDP client (not stubborn) for asserting on answers.
+//! - [`doh_upstream`]: [`DohUpstream`], an in-process DNS-over-HTTPS server (HTTP/2) on
+//!   loopback answering from the same table, with switchable [`DohFault`]s.
 //!
 //! Everything here talks only to loopback addresses. Not every test file uses every
 //! helper, hence the `dead_code` allowance.
@@ -14,11 +16,13 @@
 
 pub mod client;
 pub mod dns;
+pub mod doh_upstream;
 pub mod hostile;
 pub mod pki;
 pub mod upstream;
 
 pub use client::{DotClient, client_config, dot_query, tcp_query, udp_query};
+pub use doh_upstream::{DohFault, DohOptions, DohRequest, DohUpstream};
 pub use pki::{ChainKind, cert_pin_of, key_pin_of_spki, spki_pin_of, unrelated_key_pin};
 pub use upstream::{Fault, TestUpstream, TlsVersions, UpstreamOptions};
 

@@ -200,53 +200,58 @@ impl Shared {
     }
 }
 
-/// Picks the honest or the wrong-key CertifiedKey per handshake, from the current fault.
-struct FaultAwareCertResolver {
+/// Picks the honest or the wrong-key CertifiedKey per handshake: the wrong one while
+/// `use_wrong()` says so (read at each ClientHello, so a fault switched while running
+/// applies to the next handshake). Shared with the DoH upstream (`doh_upstream.rs`).
+pub(super) struct KeySwitch {
     honest: Arc<CertifiedKey>,
     wrong_key: Arc<CertifiedKey>,
-    shared: Arc<Shared>,
+    use_wrong: Box<dyn Fn() -> bool + Send + Sync>,
 }
 
-impl std::fmt::Debug for FaultAwareCertResolver {
+impl std::fmt::Debug for KeySwitch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("FaultAwareCertResolver")
+        f.write_str("KeySwitch")
     }
 }
 
-impl ResolvesServerCert for FaultAwareCertResolver {
+impl ResolvesServerCert for KeySwitch {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(if self.shared.fault() == Fault::WrongKey {
-            self.wrong_key.clone()
-        } else {
-            self.honest.clone()
+        Some(if (self.use_wrong)() { self.wrong_key.clone() } else { self.honest.clone() })
+    }
+}
+
+impl KeySwitch {
+    /// `p`'s chain with its own key, or (while `use_wrong()`) with `p`'s unrelated key.
+    pub(super) fn new(p: &TestPki, use_wrong: impl Fn() -> bool + Send + Sync + 'static) -> Arc<Self> {
+        let provider = rustls::crypto::ring::default_provider();
+        let load = |pkcs8: &[u8]| {
+            provider
+                .key_provider
+                .load_private_key(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pkcs8.to_vec())))
+                .expect("load test key")
+        };
+        // CertifiedKey::new does not check that key and certificate match; that is the point
+        // for the wrong-key variant (from_der / with_single_cert would refuse it).
+        Arc::new(Self {
+            honest: Arc::new(CertifiedKey::new(p.chain.clone(), load(&p.leaf_key_pkcs8))),
+            wrong_key: Arc::new(CertifiedKey::new(p.chain.clone(), load(&p.wrong_key_pkcs8))),
+            use_wrong: Box::new(use_wrong),
         })
     }
 }
 
 fn server_config(p: &TestPki, shared: Arc<Shared>, versions: TlsVersions) -> Arc<ServerConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let load = |pkcs8: &[u8]| {
-        provider
-            .key_provider
-            .load_private_key(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pkcs8.to_vec())))
-            .expect("load test key")
-    };
-    // CertifiedKey::new does not check that key and certificate match; that is the point
-    // for the wrong-key variant (from_der / with_single_cert would refuse it).
-    let honest = Arc::new(CertifiedKey::new(p.chain.clone(), load(&p.leaf_key_pkcs8)));
-    let wrong_key = Arc::new(CertifiedKey::new(p.chain.clone(), load(&p.wrong_key_pkcs8)));
-    let builder = ServerConfig::builder_with_provider(provider.clone());
+    let builder = ServerConfig::builder_with_provider(provider);
     let builder = match versions {
         TlsVersions::Any => builder.with_safe_default_protocol_versions(),
         TlsVersions::Tls12Only => builder.with_protocol_versions(&[&rustls::version::TLS12]),
         TlsVersions::Tls13Only => builder.with_protocol_versions(&[&rustls::version::TLS13]),
     }
     .expect("protocol versions");
-    let mut cfg = builder.with_no_client_auth().with_cert_resolver(Arc::new(FaultAwareCertResolver {
-        honest,
-        wrong_key,
-        shared,
-    }));
+    let keys = KeySwitch::new(p, move || shared.fault() == Fault::WrongKey);
+    let mut cfg = builder.with_no_client_auth().with_cert_resolver(keys);
     // RFC 7858 §3.2 / IANA: "dot". A client that offers no ALPN is still served.
     cfg.alpn_protocols = vec![b"dot".to_vec()];
     Arc::new(cfg)
