@@ -349,9 +349,6 @@ async fn an_answer_to_another_question_fails_the_query_at_once_and_three_replace
 /// idles must not get the connection declared "silent with queries waiting"
 /// (`[health] dead_after_silence_ms`, 2 s by default) and replaced.
 #[tokio::test]
-#[ignore = "src bug (reported): ConnectionHealth::on_failed leaves the silence clock running, so a \
-            DoH connection idle after one failed stream is declared dead as \"silent with queries \
-            waiting\" dead_after_silence later and replaced"]
 async fn one_http_error_then_idle_does_not_condemn_the_connection() {
     let doh = DohUpstream::with_fault(DohFault::Status(500)).await;
     let stub = Stub::doh_only(&doh, "").await;

@@ -109,11 +109,12 @@ impl ConnectionHealth {
     }
 
     /// The upstream answered a query with a failure rather than an answer (a DoH stream
-    /// with an HTTP error status or reset): it counts like a query given up on, though the
-    /// silence clock is not reset: an upstream that only fails is no better than one that
-    /// says nothing.
-    pub fn on_failed(&mut self, _pending: usize) {
+    /// with an HTTP error status, or reset): it counts towards the unanswered streak like a
+    /// query given up on, so an upstream that only fails dies as one that says nothing
+    /// does; but it is alive, so the silence clock starts over as for any word from it.
+    pub fn on_failed(&mut self, now: Instant, pending: usize) {
         self.unanswered_streak += 1;
+        self.waiting_since = (pending > 0).then_some(now);
     }
 
     pub fn dead(&self, policy: DeadPolicy, now: Instant) -> Option<DeadReason> {
@@ -222,17 +223,22 @@ mod tests {
     }
 
     #[test]
-    fn failed_streams_count_towards_death_and_keep_the_silence_clock() {
+    fn failed_streams_count_towards_death_but_are_a_sign_of_life() {
         let policy = DeadPolicy { unanswered: 3, silence: Duration::from_secs(2) };
         let t0 = Instant::now();
         let mut h = ConnectionHealth::default();
         h.on_sent(t0, 1);
-        h.on_failed(0);
-        h.on_failed(0);
-        assert_eq!(h.dead(policy, t0), None);
-        assert_eq!(h.next_check(policy), Some(t0 + policy.silence), "a failure is not an answer");
-        h.on_failed(0);
+        h.on_failed(t0, 0);
+        // Nothing waits: an idle connection whose last query failed is not silent.
+        assert_eq!(h.next_check(policy), None);
+        assert_eq!(h.dead(policy, t0 + 10 * policy.silence), None);
+        h.on_sent(t0, 2);
+        h.on_failed(t0 + 100 * MS, 1);
+        assert_eq!(h.next_check(policy), Some(t0 + 100 * MS + policy.silence), "the clock starts over");
+        h.on_failed(t0, 0);
         assert_eq!(h.dead(policy, t0), Some(DeadReason::Unanswered(3)));
+        h.on_answer(MS, t0, 0);
+        assert_eq!(h.dead(policy, t0), None, "an answer ends the streak");
     }
 
     #[test]

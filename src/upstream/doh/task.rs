@@ -37,9 +37,6 @@ const SWEEP_EVERY: Duration = Duration::from_millis(50);
 const NEVER: Duration = Duration::from_secs(86_400);
 /// How long a closing connection may take to say GOAWAY before its socket is dropped.
 const GOODBYE: Duration = Duration::from_millis(200);
-/// HTTP/2 error code REFUSED_STREAM (RFC 9113 §7): the server did not process the stream,
-/// so the query may be retried elsewhere as if the connection had closed under it.
-const REFUSED_STREAM: u32 = 0x7;
 
 struct Pending {
     sent_at: Instant,
@@ -153,7 +150,7 @@ pub(super) async fn run(
                     Err(err) => {
                         if let QueryError::Http(failure) = err {
                             debug!(attempt = info.attempt, upstream = %info.upstream_name, %failure, "DoH stream failed");
-                            health.on_failed(pending.len());
+                            health.on_failed(now, pending.len());
                         }
                         let _ = p.reply.send(Err(err));
                     }
@@ -251,11 +248,13 @@ async fn exchange(response: ResponseFuture, question: Vec<u8>, client_id: u16) -
 }
 
 /// What an h2 error on a stream means for its query: the connection's end (retry
-/// elsewhere), a stream the server did not process (the same), or a failure of this query.
+/// elsewhere), or a failure of this query. A stream reset, REFUSED_STREAM included, is the
+/// server's word on this query: it fails at once (the pool asks the other connection, if
+/// one is up) and counts against the connection, so a server refusing every stream is
+/// replaced rather than asked again and again.
 fn stream_error(e: h2::Error) -> QueryError {
     match e.reason() {
         _ if e.is_io() => QueryError::Closed,
-        Some(reason) if u32::from(reason) == REFUSED_STREAM => QueryError::Closed,
         Some(reason) if e.is_go_away() => {
             if u32::from(reason) == 0 {
                 QueryError::Closed

@@ -109,10 +109,11 @@ impl Inner {
                 .endpoints
                 .get(&(c.addr, c.transport))
                 .is_some_and(|h| h.pin_mismatch && !h.backoff.available(now));
-            // A spare goes to another server than the primary's, whatever the transport.
-            let is_primary = avoid.is_some_and(|(_, peer)| match kind {
+            // A spare goes to another server than the primary's: not its endpoint, nor the
+            // same upstream's other transport on its address.
+            let is_primary = avoid.is_some_and(|(upstream, peer)| match kind {
                 RaceKind::Primary => false,
-                RaceKind::Spare => peer.ip() == c.addr.ip(),
+                RaceKind::Spare => peer == c.addr || (upstream == c.upstream && peer.ip() == c.addr.ip()),
                 RaceKind::TlsReturn => peer == c.addr,
             });
             let no_better = kind == RaceKind::TlsReturn && on_https && c.transport != Transport::Tls;
