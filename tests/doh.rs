@@ -472,6 +472,10 @@ async fn a_connection_closed_under_a_query_is_retried_on_a_new_one() {
     // Streams: 1 on the first connection; then per query one lost to the close, one answered.
     assert_eq!(doh.streams(), 5);
     assert_eq!(doh.answers_sent(), 3);
+    // Every new connection resumed the TLS session of an earlier one (the DoH session
+    // cache is the upstream's, shared by its connections).
+    assert_eq!(doh.tls_handshakes(), 3);
+    assert_eq!(doh.handshakes_resumed(), 2, "reconnects resume the TLS session");
 }
 
 #[tokio::test]

@@ -146,6 +146,7 @@ struct Shared {
     path: String,
     accepts: AtomicUsize,
     tls_handshakes: AtomicUsize,
+    resumed: AtomicUsize,
     tls_failures: AtomicUsize,
     h2_connections: AtomicUsize,
     streams: AtomicUsize,
@@ -175,6 +176,7 @@ impl DohUpstream {
             path: opts.path.clone(),
             accepts: AtomicUsize::new(0),
             tls_handshakes: AtomicUsize::new(0),
+            resumed: AtomicUsize::new(0),
             tls_failures: AtomicUsize::new(0),
             h2_connections: AtomicUsize::new(0),
             streams: AtomicUsize::new(0),
@@ -222,6 +224,11 @@ impl DohUpstream {
     pub fn tls_handshakes(&self) -> usize {
         self.shared.tls_handshakes.load(Ordering::SeqCst)
     }
+    /// Completed TLS handshakes that resumed an earlier session (RFC 8446 §2.2).
+    pub fn handshakes_resumed(&self) -> usize {
+        self.shared.resumed.load(Ordering::SeqCst)
+    }
+
     /// TLS handshakes that failed on the server side (e.g. the client sent an alert).
     pub fn tls_failures(&self) -> usize {
         self.shared.tls_failures.load(Ordering::SeqCst)
@@ -305,6 +312,9 @@ async fn serve_connection(tcp: TcpStream, acceptor: TlsAcceptor, shared: Arc<Sha
     let _ = tcp.set_nodelay(true);
     match acceptor.accept(tcp).await {
         Ok(tls) => {
+            if tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+                shared.bump(&shared.resumed);
+            }
             shared.bump(&shared.tls_handshakes);
             serve_h2(tls, shared).await;
         }
