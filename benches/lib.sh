@@ -12,10 +12,10 @@
 # network.
 #
 # Ports, fixed so that the peers can run side by side: stubborn 127.0.0.1:53, unbound
-# 127.0.0.1:5300, stubby 127.0.0.1:5301, dnsmasq 127.0.0.1:5302.
+# 127.0.0.1:5300, stubby 127.0.0.1:5301, dnsmasq 127.0.0.1:5302, dnsdist 127.0.0.1:5303.
 
 bench_port() {
-    case $1 in stubborn) echo 53 ;; unbound) echo 5300 ;; stubby) echo 5301 ;; dnsmasq) echo 5302 ;; esac
+    case $1 in stubborn) echo 53 ;; unbound) echo 5300 ;; stubby) echo 5301 ;; dnsmasq) echo 5302 ;; dnsdist) echo 5303 ;; esac
 }
 
 # bench_conf_file DIR PEER TAG: the config path for PEER (stubby reads YAML only from a
@@ -26,6 +26,7 @@ bench_conf_file() {
     unbound) echo "$1/$3-unbound.conf" ;;
     stubby) echo "$1/$3-stubby.yml" ;;
     dnsmasq) echo "$1/$3-dnsmasq.args" ;;
+    dnsdist) echo "$1/$3-dnsdist.conf" ;;
     esac
 }
 
@@ -131,6 +132,29 @@ bench_conf_dnsmasq() {
         --cache-size=10000 --pid-file= --user=root --log-facility=- >"$1"
 }
 
+# bench_conf_dnsdist FILE DIR TRANSPORT IP: dnsdist on 127.0.0.1:5303 forwarding to one
+# backend, IP:443 over DNS over HTTPS (TRANSPORT doh: POST to /dns-query over HTTP/2, one
+# outgoing DoH worker thread) or IP:853 over DNS over TLS (dot), authenticated by CA + name
+# (DIR/ca.pem, dns.test; dnsdist has no SPKI pins). No packet cache (dnsdist's default), no
+# console, no security polling. The backend is forced up (`setUp()`), so that a health
+# check cannot take it out of service; its checkName (a.test) answers NOERROR anyway.
+bench_conf_dnsdist() {
+    local file=$1 dir=$2 transport=$3 ip=$4 backend
+    case $transport in
+    doh) backend="address=\"$ip:443\", tls=\"openssl\", subjectName=\"dns.test\", dohPath=\"/dns-query\"" ;;
+    dot) backend="address=\"$ip:853\", tls=\"openssl\", subjectName=\"dns.test\"" ;;
+    *) return 1 ;;
+    esac
+    {
+        echo 'setSecurityPollSuffix("")'
+        echo 'setLocal("127.0.0.1:5303")'
+        echo 'setACL({"127.0.0.0/8"})'
+        [[ $transport != doh ]] || echo 'setOutgoingDoHWorkerThreads(1)'
+        echo "backend = newServer({$backend, caStore=\"$dir/ca.pem\", validateCertificates=true, checkName=\"a.test.\"})"
+        echo 'backend:setUp()'
+    } >"$file"
+}
+
 # bench_peer_cmd PEER CONF: the command line, one word per line.
 bench_peer_cmd() {
     case $1 in
@@ -138,6 +162,7 @@ bench_peer_cmd() {
     unbound) printf '%s\n' unbound -d -c "$2" ;;
     stubby) printf '%s\n' stubby -C "$2" -v 6 ;;
     dnsmasq) echo dnsmasq && cat "$2" ;;
+    dnsdist) printf '%s\n' dnsdist --supervised --disable-syslog -C "$2" ;;
     esac
 }
 
@@ -148,6 +173,7 @@ bench_peer_tools() {
     unbound) echo unbound ;;
     stubby) echo stubby ;;
     dnsmasq) echo dnsmasq ;;
+    dnsdist) echo dnsdist ;;
     *) return 1 ;;
     esac
 }
@@ -162,6 +188,7 @@ bench_peer_version() {
     unbound) unbound -V 2>/dev/null | sed -n '1s/^Version /unbound /p' ;;
     stubby) stubby -V 2>/dev/null | head -n 1 ;;
     dnsmasq) dnsmasq --version 2>/dev/null | sed -n '1s/^Dnsmasq version \([^ ]*\).*/dnsmasq \1/p' ;;
+    dnsdist) dnsdist --version 2>/dev/null | sed -n '1s/^\(dnsdist [^ ]*\).*/\1/p' ;;
     esac
 }
 
@@ -186,6 +213,29 @@ bench_start_dot_upstream() {
     UPSTREAM_PID=$STB_UNBOUND_PID
     stb_retry 30 stb_exec "$ns" kdig @127.0.0.2 -p 853 +tls +tls-pin="$PIN" +time=2 +retry=0 +short a.test >/dev/null ||
         stb_fatal "$STB_NAME" "upstream unbound does not answer DoT" "$dir/upstream.log"
+}
+
+# bench_start_doh_upstream NS DIR: as bench_start_dot_upstream, but serving the test zone
+# and flood.test over DoT on 127.0.0.2:853 and DNS over HTTPS (HTTP/2, `https-port: 443`,
+# `http-endpoint: "/dns-query"`, the same key and certificate) on 127.0.0.2:443, and no
+# cleartext DNS; waits until both answer. Sets PIN and UPSTREAM_PID.
+bench_start_doh_upstream() {
+    local ns=$1 dir=$2
+    stb_make_pki "$dir" || stb_fatal "$STB_NAME" "openssl failed" "$dir/openssl.log"
+    PIN=$STB_PIN
+    STB_UPSTREAM_THREADS=${BENCH_UPSTREAM_THREADS:-8} STB_UPSTREAM_LOG_QUERIES=no STB_UPSTREAM_FLOOD_ZONE=flood.test \
+        stb_unbound_upstream_conf "$dir/upstream.conf" "$dir" 127.0.0.2@853 127.0.0.2@443
+    sed -i 's|^    tls-port: 853$|&\n    https-port: 443\n    http-endpoint: "/dns-query"|' "$dir/upstream.conf"
+    grep -q '^    https-port: 443$' "$dir/upstream.conf" ||
+        stb_fatal "$STB_NAME" "could not add https-port to $dir/upstream.conf"
+    stb_start_unbound "$ns" "$dir/upstream.conf" "$dir/upstream.log" 127.0.0.2@853
+    UPSTREAM_PID=$STB_UNBOUND_PID
+    stb_wait_listening "$ns" "$UPSTREAM_PID" tcp 443 127.0.0.2 ||
+        stb_fatal "$STB_NAME" "upstream unbound is not listening on 127.0.0.2:443" "$dir/upstream.log"
+    stb_retry 30 stb_exec "$ns" kdig @127.0.0.2 -p 853 +tls +tls-pin="$PIN" +time=2 +retry=0 +short a.test >/dev/null ||
+        stb_fatal "$STB_NAME" "upstream unbound does not answer DoT" "$dir/upstream.log"
+    stb_retry 30 stb_exec "$ns" kdig @127.0.0.2 -p 443 +https=/dns-query +tls-pin="$PIN" +time=2 +retry=0 +short a.test >/dev/null ||
+        stb_fatal "$STB_NAME" "upstream unbound does not answer DoH" "$dir/upstream.log"
 }
 
 # bench_start_peer NS DIR PEER TAG: start PEER with the config bench_conf_file DIR PEER TAG
