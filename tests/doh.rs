@@ -552,6 +552,30 @@ async fn where_853_is_dropped_doh_wins_and_dot_takes_over_once_it_works() {
     assert_eq!(doh.streams(), 2, "and no longer over DoH");
 }
 
+#[tokio::test]
+async fn after_a_network_change_dot_leads_the_race_again() {
+    let dot = TestUpstream::with_fault(common::Fault::StallHandshake).await;
+    let doh = DohUpstream::start(DohOptions::default()).await;
+    let auth = pins(&[&dot.leaf_key_pin, &doh.leaf_key_pin]);
+    let block = upstream("both", dot.addr.ip(), dot.addr.port(), doh.addr.port(), &auth);
+    let stub =
+        Stub::start("[racing]\nattempt_timeout_ms = 1000\n", &block, tempfile::tempdir().unwrap()).await;
+    assert_answered(&ask_fresh(&stub).await.0);
+    assert_eq!(stub.transport(), Some(Transport::Https), "DoH won where 853 is dropped");
+    assert_eq!(doh.connections_accepted(), 1);
+
+    // Another network, where 853 works: the DoH win of the old one must not lead the race
+    // (it would win at once, DoT starting only one attempt delay later).
+    dot.set_fault(common::Fault::None);
+    stubborn::upstream::pool::network_changed(&[stub.pool()]);
+    assert!(
+        eventually(Duration::from_secs(5), || stub.transport() == Some(Transport::Tls)).await,
+        "the race after the change is won by DoT"
+    );
+    assert_eq!(doh.connections_accepted(), 1, "443 not contacted: DoT led the race");
+    assert_answered(&ask_fresh(&stub).await.0);
+}
+
 // ---------------------------------------------------------------------------------------
 // Metrics.
 

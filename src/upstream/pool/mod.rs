@@ -531,6 +531,9 @@ impl Inner {
     /// A new network may be up (a resume, an address or route change): every connection
     /// is closed, and failures from before say nothing now, so every back-off ends.
     fn forget_network(&self, st: &mut PoolState) {
+        // What won on the old network (DoH where 853 was blocked, say) says nothing about
+        // this one: DoT leads again.
+        st.last_winner = None;
         st.race_backoff.on_success();
         st.race_failure = None;
         st.spare_backoff.on_success();
