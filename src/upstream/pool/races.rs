@@ -260,6 +260,10 @@ impl Inner {
                             to = %winner.transport,
                             "a better transport works again; replacing the connection"
                         );
+                        // Closed now rather than left to idle out: on a censored network a
+                        // DoH or plain connection kept open is one more flow to watch, and
+                        // a query still on it is retried on the new one (`Pool::forward`).
+                        old.close();
                     }
                 }
                 st.last_winner = Some(winner);
