@@ -144,9 +144,17 @@ async fn a_quiet_daemon_keeps_one_connection_and_a_busy_one_gets_one_per_thread(
     // Answers slowed down, 128 queries in two waves: the connection is busy, so each
     // thread races for one of its own.
     up.set_fault(Fault::Delay(Duration::from_secs(1)));
-    let names: Vec<String> = (0..128).map(|_| fresh_a_name()).collect();
-    let answers = two_waves_from_one_port(stub.addr, &names).await;
-    assert!(answers.iter().all(|a| a == &["192.0.2.1"]), "{answers:?}");
+    // A thread whose sibling won its own race first uses that new connection until it is
+    // busy too (Pool::connections); on a loaded machine that can take one more round of
+    // waves before the second thread races. At most three rounds.
+    for round in 0..3 {
+        let names: Vec<String> = (0..128).map(|_| fresh_a_name()).collect();
+        let answers = two_waves_from_one_port(stub.addr, &names).await;
+        assert!(answers.iter().all(|a| a == &["192.0.2.1"]), "round {round}: {answers:?}");
+        if pools[0].current().is_some() && pools[1].current().is_some() {
+            break;
+        }
+    }
     let (first, second) = (own_connection(&pools[0]).await, own_connection(&pools[1]).await);
     assert_ne!(first.info().attempt, second.info().attempt, "the threads share a connection");
     assert_eq!(up.connections_accepted(), 3);
