@@ -8,6 +8,7 @@
 //! says why the connection closed. It never decides where to connect or whether to retry.
 
 use std::{
+    collections::HashMap,
     fmt,
     net::SocketAddr,
     sync::{
@@ -257,6 +258,34 @@ impl Connection {
         let (reply, answer) = oneshot::channel();
         self.submit.send(Submission { wire, reply }).await.map_err(|_| QueryError::Closed)?;
         answer.await.unwrap_or(Err(QueryError::Closed))
+    }
+}
+
+/// How often a connection task sweeps the queries whose waiters left, while any are in
+/// flight: it walks every one of them, so not per message.
+pub(super) const SWEEP_EVERY: Duration = Duration::from_millis(50);
+/// Far enough away to mean "never" for a task's deadline that does not apply.
+pub(super) const NEVER: Duration = Duration::from_secs(86_400);
+
+/// Drops the queries in flight whose waiters left (answered elsewhere by a hedge, or the
+/// client gave up): their slots free, `gone` runs on each (a DoH stream is reset), and
+/// they count as unanswered towards the dead policy.
+pub(super) fn sweep_abandoned<K, P>(
+    pending: &mut HashMap<K, P>,
+    health: &mut ConnectionHealth,
+    reply: impl Fn(&P) -> &oneshot::Sender<Result<Vec<u8>, QueryError>>,
+    mut gone: impl FnMut(&P),
+) {
+    let before = pending.len();
+    pending.retain(|_, p| {
+        let keep = !reply(p).is_closed();
+        if !keep {
+            gone(p);
+        }
+        keep
+    });
+    if pending.len() < before {
+        health.on_abandoned((before - pending.len()) as u32, pending.len());
     }
 }
 

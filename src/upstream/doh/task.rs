@@ -25,16 +25,15 @@ use super::exchange::{Answer, Endpoint, MAX_ANSWER, StreamFailure, accept_answer
 use crate::{
     metrics::metrics,
     upstream::{
-        connection::{CloseReason, ConnectionLimits, QueryError, Snapshot, Submission, TaskSide},
+        connection::{
+            CloseReason, ConnectionLimits, NEVER, QueryError, SWEEP_EVERY, Snapshot, Submission, TaskSide,
+            sweep_abandoned,
+        },
         dot::framing::question_bytes,
         health::ConnectionHealth,
     },
 };
 
-/// How often queries whose waiters left are swept while any are in flight.
-const SWEEP_EVERY: Duration = Duration::from_millis(50);
-/// Far enough away to mean "never" for a deadline that does not apply.
-const NEVER: Duration = Duration::from_secs(86_400);
 /// How long a closing connection may take to say GOAWAY before its socket is dropped.
 const GOODBYE: Duration = Duration::from_millis(200);
 
@@ -77,17 +76,7 @@ pub(super) async fn run(
         let now = Instant::now();
         if now >= next_sweep {
             next_sweep = now + SWEEP_EVERY;
-            let before = pending.len();
-            pending.retain(|_, p| {
-                let keep = !p.reply.is_closed();
-                if !keep {
-                    p.stream.abort();
-                }
-                keep
-            });
-            if pending.len() < before {
-                health.on_abandoned((before - pending.len()) as u32, pending.len());
-            }
+            sweep_abandoned(&mut pending, &mut health, |p| &p.reply, |p| p.stream.abort());
         }
         if let Some(dead) = side.dead(&health, limits, now) {
             break dead;

@@ -17,16 +17,13 @@ use crate::{
     metrics::metrics,
     upstream::{
         connection::{
-            CloseReason, ConnectionInfo, ConnectionLimits, QueryError, Snapshot, Submission, TaskSide,
+            CloseReason, ConnectionInfo, ConnectionLimits, NEVER, QueryError, SWEEP_EVERY, Snapshot,
+            Submission, TaskSide, sweep_abandoned,
         },
         health::ConnectionHealth,
     },
 };
 
-/// How often queries whose waiters left are swept while any are in flight.
-const SWEEP_EVERY: Duration = Duration::from_millis(50);
-/// Far enough away to mean "never" for a deadline that does not apply.
-const NEVER: Duration = Duration::from_secs(86_400);
 /// Queries waiting in the channel are written together, up to about this many octets:
 /// one TLS record and one system call for a burst instead of one per query.
 const WRITE_BATCH: usize = 16 * 1024;
@@ -72,16 +69,9 @@ where
 
     let reason = loop {
         let now = Instant::now();
-        // Queries whose waiters left (answered elsewhere by a hedge, or the client gave up)
-        // free their slot and count as unanswered. Checked every SWEEP_EVERY, not per
-        // message: it walks every query in flight.
         if now >= next_sweep {
             next_sweep = now + SWEEP_EVERY;
-            let before = pending.len();
-            pending.retain(|_, p| !p.reply.is_closed());
-            if pending.len() < before {
-                health.on_abandoned((before - pending.len()) as u32, pending.len());
-            }
+            sweep_abandoned(&mut pending, &mut health, |p| &p.reply, |_| {});
         }
         if let Some(dead) = side.dead(&health, limits, now) {
             break dead;

@@ -164,7 +164,7 @@ struct PoolState {
     /// Endpoints that failed: a pin mismatch keeps them out of races; other failures put
     /// them last in the candidate order.
     endpoints: HashMap<(SocketAddr, Transport), EndpointHealth>,
-    tls_rerace_running: bool,
+    upgrade_running: bool,
     suspend: Option<SuspendDetector>,
 }
 

@@ -25,8 +25,8 @@ use crate::{
 const PRIMARY_RETRY_MAX: Duration = Duration::from_secs(4);
 /// Background DoT re-races while on plain text or DoH: first after this, doubling up to
 /// the cap.
-const TLS_RERACE_FIRST: Duration = Duration::from_secs(1);
-const TLS_RERACE_MAX: Duration = Duration::from_secs(60);
+const UPGRADE_FIRST: Duration = Duration::from_secs(1);
+const UPGRADE_MAX: Duration = Duration::from_secs(60);
 /// A spare the upstream kept open at least this long before closing it idle was worth
 /// having: its back-off resets. One closed sooner is churn (a busy server reclaiming its
 /// slots, RFC 7766 §6.2.3), and the next spare waits out a doubling back-off.
@@ -40,10 +40,11 @@ pub(super) enum RaceKind {
     Primary,
     /// A warm second connection: TLS only, anywhere but the primary's endpoint.
     Spare,
-    /// Back to DoT: from a plain-text primary, any encrypted transport; from a DoH one,
-    /// DoT only. Replaces the primary when it wins, so an open 853 is preferred once it
-    /// works and plain text is left as soon as anything encrypted does.
-    TlsReturn,
+    /// To a preferred transport (`Transport::preference`): from a plain-text primary, any
+    /// encrypted one; from a DoH one, DoT only. Replaces the primary when it wins, so an
+    /// open 853 is preferred once it works and plain text is left as soon as anything
+    /// encrypted does.
+    Upgrade,
 }
 
 impl Inner {
@@ -102,8 +103,9 @@ impl Inner {
             .collect();
         let last_winner = if kind == RaceKind::Primary { st.last_winner } else { None };
         let (mut tls, mut plain) = order_candidates(&addrs, last_winner);
-        // Leaving DoH: only DoT is better.
-        let on_https = st.primary.as_ref().is_some_and(|p| p.info().transport == Transport::Https);
+        // An upgrade race tries only what is preferred to the primary's transport: from
+        // plain text, DoT and DoH; from DoH, DoT.
+        let primary_preference = st.primary.as_ref().map_or(0, |p| p.info().transport.preference());
         let usable = |c: &Candidate| {
             let sits_out = st
                 .endpoints
@@ -114,9 +116,9 @@ impl Inner {
             let is_primary = avoid.is_some_and(|(upstream, peer)| match kind {
                 RaceKind::Primary => false,
                 RaceKind::Spare => peer == c.addr || (upstream == c.upstream && peer.ip() == c.addr.ip()),
-                RaceKind::TlsReturn => peer == c.addr,
+                RaceKind::Upgrade => false,
             });
-            let no_better = kind == RaceKind::TlsReturn && on_https && c.transport != Transport::Tls;
+            let no_better = kind == RaceKind::Upgrade && c.transport.preference() <= primary_preference;
             !sits_out && !is_primary && !no_better
         };
         tls.retain(usable);
@@ -186,7 +188,7 @@ impl Inner {
         match kind {
             RaceKind::Primary => st.race = None,
             RaceKind::Spare => st.spare_racing = false,
-            RaceKind::TlsReturn => {}
+            RaceKind::Upgrade => {}
         }
         for c in &result.pin_mismatches {
             let h = st.endpoints.entry((c.addr, c.transport)).or_default();
@@ -214,7 +216,7 @@ impl Inner {
                         st.race_backoff.on_failure_capped(now, PRIMARY_RETRY_MAX);
                         st.race_failure = Some(why.clone());
                     }
-                    RaceKind::TlsReturn => {}
+                    RaceKind::Upgrade => {}
                 }
                 return Err(why);
             }
@@ -242,16 +244,16 @@ impl Inner {
                 info!(upstream = %info.upstream_name, ip = %info.peer.ip(), port = info.peer.port(), "warm spare up");
                 st.spare = Some(conn.clone());
             }
-            RaceKind::TlsReturn
+            RaceKind::Upgrade
                 if st.primary.as_ref().is_some_and(|p| {
-                    !p.is_closed() && rank(p.info().transport) >= rank(winner.transport)
+                    !p.is_closed() && p.info().transport.preference() >= winner.transport.preference()
                 }) =>
             {
                 return Ok(conn); // someone else already got there
             }
-            RaceKind::Primary | RaceKind::TlsReturn => {
+            RaceKind::Primary | RaceKind::Upgrade => {
                 if let Some(old) = st.primary.replace(conn.clone()) {
-                    if rank(old.info().transport) < rank(winner.transport) {
+                    if old.info().transport.preference() < winner.transport.preference() {
                         info!(
                             upstream = %info.upstream_name,
                             ip = %info.peer.ip(),
@@ -282,9 +284,9 @@ impl Inner {
                     ),
                     Transport::Tls => {}
                 }
-                if winner.transport != Transport::Tls && !st.tls_rerace_running {
-                    st.tls_rerace_running = true;
-                    tokio::spawn(self.clone().return_to_tls());
+                if winner.transport != Transport::Tls && !st.upgrade_running {
+                    st.upgrade_running = true;
+                    tokio::spawn(self.clone().upgrade_in_background());
                 }
                 self.refill_spare(&mut st);
             }
@@ -344,9 +346,9 @@ impl Inner {
     }
 
     /// While the connection in use is plain text or DoH, keep racing for something better
-    /// (see [`RaceKind::TlsReturn`]) with back-off, until DoT is back.
-    async fn return_to_tls(self: Arc<Self>) {
-        let mut wait = TLS_RERACE_FIRST;
+    /// (see [`RaceKind::Upgrade`]) with back-off, until DoT is back.
+    async fn upgrade_in_background(self: Arc<Self>) {
+        let mut wait = UPGRADE_FIRST;
         loop {
             sleep(wait).await;
             let rx = {
@@ -358,7 +360,7 @@ impl Inner {
                 if !below_tls {
                     break;
                 }
-                self.launch(&mut st, RaceKind::TlsReturn)
+                self.launch(&mut st, RaceKind::Upgrade)
             };
             let won = match rx {
                 Some(mut rx) => loop {
@@ -374,19 +376,9 @@ impl Inner {
             if won == Some(Transport::Tls) {
                 break;
             }
-            wait = (wait * 2).min(TLS_RERACE_MAX);
+            wait = (wait * 2).min(UPGRADE_MAX);
         }
-        self.lock().tls_rerace_running = false;
-    }
-}
-
-/// How much a transport is preferred once it works: DoT, then DoH, then plain text. Speed
-/// only orders candidates inside a race; this decides what a background race replaces.
-fn rank(transport: Transport) -> u8 {
-    match transport {
-        Transport::Plain => 0,
-        Transport::Https => 1,
-        Transport::Tls => 2,
+        self.lock().upgrade_running = false;
     }
 }
 

@@ -71,6 +71,17 @@ impl Transport {
         }
     }
 
+    /// How much this transport is preferred once it works: DoT, then DoH, then plain text.
+    /// Speed only orders the candidates inside a race; this decides what a background race
+    /// may replace (`upstream/pool/races.rs`).
+    pub fn preference(&self) -> u8 {
+        match self {
+            Transport::Plain => 0,
+            Transport::Https => 1,
+            Transport::Tls => 2,
+        }
+    }
+
     /// Carried over TLS, so encrypted (and authenticated as the upstream's policy says):
     /// DoT and DoH are one group of a race; only plain text is a separate, policy-gated one.
     pub fn is_encrypted(&self) -> bool {
